@@ -1,0 +1,105 @@
+# Events — one Makefile for set-up, tests and benchmarks.
+# Everything it needs it installs itself: a virtualenv with pinned packages, the C parts with gcc.
+# Benchmark knobs are make variables passed to `python -m harness` only when set, so the
+# harness keeps one set of defaults (see `python -m harness bench --help`).
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+BUILD   := build
+CC      ?= gcc
+CFLAGS  ?= -O2 -g -Wall -Wextra -std=gnu11
+
+# Knobs for the benchmark targets (empty = the harness default).
+VARIANT     ?=
+SERVERS     ?=
+LINK        ?=
+REPEAT      ?=
+DURATION    ?=
+WARMUP      ?=
+CONCURRENCY ?=
+SIZE        ?=
+RATE        ?=
+DELAY       ?=
+PYTHON      ?=
+HOST        ?=
+PORT        ?=
+RUN_ID      ?=
+DIET        ?=
+POOL        ?=
+CONNECTIONS ?=
+
+RUN_ARGS = $(if $(LINK),--link $(LINK)) $(if $(REPEAT),--repeat $(REPEAT)) \
+  $(if $(DURATION),--duration $(DURATION)) $(if $(WARMUP),--warmup $(WARMUP)) \
+  $(if $(CONCURRENCY),--concurrency $(CONCURRENCY)) $(if $(SIZE),--size $(SIZE)) \
+  $(if $(RATE),--rate $(RATE)) $(if $(DELAY),--delay $(DELAY)) \
+  $(if $(PYTHON),--python $(PYTHON)) $(if $(DIET),--diet) $(if $(POOL),--pool $(POOL))
+
+C_BINS := $(BUILD)/loadgen $(BUILD)/c_epoll
+
+.PHONY: all venv build test bench compare serve load sweep soak report profile syscalls reproduce clean help
+
+all: venv build
+
+help:
+	@echo "make bench [VARIANT=master|mul_thread|alone_proc] [LINK=loopback|1000mbit|100mbit] [REPEAT=3] [DURATION=10]"
+	@echo "make compare [SERVERS=\"raw_epoll master ...\"]   make test   make report   make profile VARIANT=x"
+	@echo "make syscalls VARIANT=x   make reproduce   make soak VARIANT=x   make sweep VARIANT=x"
+	@echo "make serve VARIANT=x PORT=p    make load HOST=h PORT=p    (two-host runs)"
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	@command -v python3 >/dev/null || { echo "error: python3 not found"; exit 1; }
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+build: $(C_BINS)
+
+$(BUILD):
+	@mkdir -p $(BUILD)
+
+$(BUILD)/%: harness/loadgen/%.c | $(BUILD)
+	@command -v $(CC) >/dev/null || { echo "error: no C compiler '$(CC)' found: install gcc (apt-get install gcc) or set CC=..."; exit 1; }
+	$(CC) $(CFLAGS) -o $@ $<
+
+$(BUILD)/%: harness/servers/%.c | $(BUILD)
+	@command -v $(CC) >/dev/null || { echo "error: no C compiler '$(CC)' found: install gcc (apt-get install gcc) or set CC=..."; exit 1; }
+	$(CC) $(CFLAGS) -o $@ $<
+
+test: venv build
+	$(PY) -m pytest -q -p no:cacheprovider --timeout=120 tests
+
+bench: venv build
+	$(PY) -m harness bench $(if $(VARIANT),--variant $(VARIANT)) $(RUN_ARGS)
+
+compare: venv build
+	$(PY) -m harness compare $(if $(SERVERS),--servers "$(SERVERS)") $(RUN_ARGS)
+
+sweep: venv build
+	$(PY) -m harness sweep $(if $(VARIANT),--variant $(VARIANT)) $(RUN_ARGS)
+
+soak: venv build
+	$(PY) -m harness soak $(if $(VARIANT),--variant $(VARIANT)) $(RUN_ARGS)
+
+serve: venv build
+	$(PY) -m harness serve-run $(if $(VARIANT),$(VARIANT)) $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(if $(RUN_ID),--run-id $(RUN_ID)) $(if $(SIZE),--size $(SIZE)) $(if $(PYTHON),--python $(PYTHON))
+
+load: venv build
+	$(PY) -m harness load-run $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(if $(RUN_ID),--run-id $(RUN_ID)) $(RUN_ARGS)
+
+report: venv
+	$(PY) -m harness report
+
+profile: venv build
+	$(PY) -m harness profile $(if $(VARIANT),--variant $(VARIANT)) $(if $(CONNECTIONS),--connections $(CONNECTIONS))
+
+syscalls: venv build
+	$(PY) -m harness syscalls $(if $(VARIANT),--variant $(VARIANT)) $(if $(CONNECTIONS),--connections $(CONNECTIONS)) $(if $(DIET),--diet)
+
+reproduce: venv build
+	$(PY) -m harness reproduce
+
+clean:
+	rm -rf $(BUILD)
