@@ -103,3 +103,17 @@ reproduce: venv build
 
 clean:
 	rm -rf $(BUILD)
+
+# Optional: the echo server on Redis's own event library (harness/servers/redis_ae.c),
+# built only when REDIS_SRC names a Redis source tree: `make build REDIS_SRC=/path/to/redis`.
+# Redis's ae.c, anet.c, zmalloc.c (+ monotonic.c from 6.2 on) are compiled in; nothing else.
+REDIS_SRC ?=
+REDIS_AE_DEPS = $(addprefix $(REDIS_SRC)/src/,ae.c anet.c zmalloc.c) $(wildcard $(REDIS_SRC)/src/monotonic.c)
+ifneq ($(strip $(REDIS_SRC)),)
+build: $(BUILD)/redis_ae
+endif
+
+$(BUILD)/redis_ae: harness/servers/redis_ae.c harness/servers/c_echo_common.h | $(BUILD)
+	@test -n "$(REDIS_SRC)" || { echo "error: redis_ae needs a Redis source tree: make build REDIS_SRC=/path/to/redis"; exit 1; }
+	@test -f "$(REDIS_SRC)/src/ae.c" || { echo "error: $(REDIS_SRC)/src/ae.c not found: REDIS_SRC must name a Redis source tree"; exit 1; }
+	$(CC) $(CFLAGS) -I$(REDIS_SRC)/src -o $@ $< $(REDIS_AE_DEPS)

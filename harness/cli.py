@@ -1,0 +1,415 @@
+"""``python -m harness SUBCOMMAND ...``: the one entry point the Makefile calls.
+
+The CLI only parses, validates and reports; the work is in runner.py (batches),
+servers/ (the server table) and the modules other subcommands dispatch to.
+Errors the user can fix are one line on stderr and an exit status — 2 for bad
+input (unknown variant or spec, bad option), 1 when something needed is
+missing (the C client, an interpreter, privileges), 130 after Ctrl-C/SIGTERM —
+never a traceback.
+
+Defaults live here once, in argparse, so ``make bench`` with no variables and
+``python -m harness bench`` behave the same (the Makefile passes a flag only
+when its variable is set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+
+from harness import runner
+from harness.progress import Progress
+from harness import servers as srv
+
+# Subcommands implemented by other modules: name -> (module, leading argv, help).
+DISPATCH = {
+    "report": ("harness.report", [], "charts and REPORT.md from results/"),
+    "profile": ("harness.profile", [], "line_profiler run of a variant's server"),
+    "syscalls": ("harness.syscalls", [], "system calls per connection (strace -c)"),
+    "reproduce": ("harness.reproduce", [], "rerun the study's comparisons, write REPRODUCTION.md"),
+    "serve-run": ("harness.twohost", ["serve"], "two-host mode: the server side (make serve)"),
+    "load-run": ("harness.twohost", ["load"], "two-host mode: the client side (make load)"),
+}
+
+EXIT_USAGE, EXIT_MISSING, EXIT_INTERRUPTED = 2, 1, 130
+
+
+class UsageError(Exception):
+    pass
+
+
+def _die(msg: str, code: int) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return code
+
+
+def _positive_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    return v
+
+
+def _nonneg_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
+    return v
+
+
+def _positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
+    return v
+
+
+def _rate(text):
+    text = text.strip().lower()
+    mult = 1000 if text.endswith("k") else 1
+    return _positive_float(text[:-1] if mult > 1 else text) * mult
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors in one line with exit 2 (its default, kept)."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"error: {self.prog}: {message} (see --help)\n")
+
+
+def _common(p: argparse.ArgumentParser, *, duration: float = 10.0, repeat: int = 3) -> None:
+    g = p.add_argument_group("benchmark options")
+    g.add_argument("--link", default="loopback",
+                   help="loopback (default), 1000mbit, 100mbit or any rate such as 20mbit")
+    g.add_argument("--repeat", type=_positive_int, default=repeat,
+                   help=f"interleaved rounds (default {repeat})")
+    g.add_argument("--duration", type=_positive_float, default=duration,
+                   help=f"measured seconds per run (default {duration:g})")
+    g.add_argument("--warmup", type=_nonneg_float, default=1.0, help="warm-up seconds excluded (default 1)")
+    g.add_argument("--concurrency", type=_positive_int, default=64,
+                   help="connections in flight, closed loop (default 64)")
+    g.add_argument("--size", type=_positive_int, default=100, help="bytes echoed per connection (default 100)")
+    g.add_argument("--rate", type=_rate, default=None,
+                   help="open loop: new connections per second (e.g. 20000 or 20k)")
+    g.add_argument("--delay", default=None, help="added link latency, e.g. 0.1ms (needs netem)")
+    g.add_argument("--python", default=None,
+                   help="interpreter for the Python servers, e.g. python3.13 (default: the venv's)")
+    g.add_argument("--diet", action="store_true", help="apply the syscall-diet option to every spec that has it")
+    g.add_argument("--pool", default=None, help="mul_thread pool mode (faithful or oneshot)")
+    g.add_argument("--timeout-ms", type=_positive_int, default=5000, help="per-connection timeout (default 5000)")
+    g.add_argument("--close", dest="close_mode", choices=("fin", "rst"), default="fin",
+                   help="client close mode: fin (default) or rst (SO_LINGER 0)")
+    g.add_argument("--idle-timeout", type=_nonneg_float, default=None,
+                   help="server idle timeout in seconds (default: the server's, 10)")
+    g.add_argument("--results-dir", default=None,
+                   help="where runs are written (default results/, or $EVENTS_RESULTS_DIR)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m harness",
+                description="Events benchmark harness: servers, the load client, batches and reports.")
+    sub = p.add_subparsers(dest="cmd", metavar="SUBCOMMAND", parser_class=_Parser)
+
+    s = sub.add_parser("serve", help="run one echo server in the foreground")
+    s.add_argument("spec", help=f"server spec NAME[:key=value,...]; names: {srv.valid_names()}")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=0, help="0 = any free port (READY gives it)")
+    s.add_argument("--size", type=_positive_int, default=100)
+    s.add_argument("--idle-timeout", type=_nonneg_float, default=None)
+    s.add_argument("--python", default=None)
+    s.add_argument("--diet", action="store_true")
+
+    lo = sub.add_parser("load", help="run the C load client in the foreground, with a summary")
+    lo.add_argument("--host", default="127.0.0.1")
+    lo.add_argument("--port", type=int, required=True)
+    lo.add_argument("--concurrency", type=_positive_int, default=64)
+    lo.add_argument("--size", type=_positive_int, default=100)
+    g = lo.add_mutually_exclusive_group()
+    g.add_argument("--duration", type=_positive_float, default=None, help="seconds (default 10)")
+    g.add_argument("--count", type=_positive_int, default=None, help="connections")
+    lo.add_argument("--rate", type=_rate, default=None)
+    lo.add_argument("--warmup", type=_nonneg_float, default=0.0)
+    lo.add_argument("--timeout-ms", type=_positive_int, default=5000)
+    lo.add_argument("--close", dest="close_mode", choices=("fin", "rst"), default="fin")
+    lo.add_argument("--src-addrs", type=_positive_int, default=None)
+    lo.add_argument("--run-id", default=None)
+    lo.add_argument("--json", action="store_true", help="also print the client's FINAL JSON line")
+
+    b = sub.add_parser("bench", help="a variant against raw_epoll, interleaved rounds")
+    b.add_argument("--variant", default=None,
+                   help=f"variant spec (default master); variants: {', '.join(srv.VARIANTS)}")
+    _common(b)
+
+    c = sub.add_parser("compare", help="any set of server specs, interleaved rounds")
+    c.add_argument("--servers", default=None,
+                   help=f"space-separated specs (default: {' '.join(runner.DEFAULT_SERVERS)})")
+    _common(c)
+
+    w = sub.add_parser("sweep", help="open-loop sweep of offered rates: latency vs rate")
+    w.add_argument("--variant", default=None, help="variant spec (default master)")
+    w.add_argument("--servers", default=None,
+                   help="specs to sweep instead (default: the variant and raw_epoll)")
+    w.add_argument("--rates", default=None,
+                   help="comma-separated offered rates (default 2k,5k,10k,15k,20k,25k,30k,40k)")
+    _common(w, duration=5.0, repeat=1)
+
+    k = sub.add_parser("soak", help="long runs: >= 1M connections, zero lost, flat RSS")
+    k.add_argument("--variant", default=None, help="variant spec (default: all three in turn)")
+    k.add_argument("--rss-interval", type=_positive_float, default=5.0, help="RSS sampling period (s)")
+    k.add_argument("--min-connections", type=_positive_int, default=runner.SOAK_MIN_CONNECTIONS,
+                   help="connections a variant must complete to pass (default 1,000,000)")
+    _common(k, duration=600.0, repeat=1)
+
+    for name, (_mod, _lead, help_) in DISPATCH.items():
+        sub.add_parser(name, help=help_, add_help=False)
+    return p
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _variant(text: str | None, default: str = "master") -> str:
+    text = (text or default).strip()
+    spec = srv.parse_spec(text)          # ServerError lists every valid name
+    if spec.name not in srv.VARIANTS:
+        raise UsageError(f"{spec.name!r} is not a variant; variants: {', '.join(srv.VARIANTS)} "
+                         f"(use `compare --servers` for other servers)")
+    return spec.text
+
+
+def _specs(text: str | None, default) -> list[str]:
+    items = text.split() if text else list(default)
+    if not items:
+        raise UsageError("no servers given")
+    return [srv.parse_spec(t).text for t in items]
+
+
+def _batch_kwargs(a) -> dict:
+    return dict(link=a.link, repeat=a.repeat, duration=a.duration, warmup=a.warmup,
+                concurrency=a.concurrency, size=a.size, rate=a.rate, delay=a.delay,
+                python=runner.resolve_python(a.python), timeout_ms=a.timeout_ms,
+                close_mode=a.close_mode, results_dir=a.results_dir, idle_timeout=a.idle_timeout)
+
+
+def _preflight(specs: list[str], python: str | None, *, skip: bool) -> list[str]:
+    """Check each server can run here; for compare, skip (and say so) those that cannot."""
+    ok = []
+    for text in specs:
+        try:
+            srv.check_available(srv.parse_spec(text), python)
+            ok.append(text)
+        except srv.ServerError as e:
+            if not skip:
+                raise
+            print(f"skipping {text}: {e}", file=sys.stderr)
+    if not ok:
+        raise runner.RunnerError("none of the servers can run here")
+    return ok
+
+
+def _parse_rates(text: str | None) -> list[float]:
+    if not text:
+        return [2000, 5000, 10000, 15000, 20000, 25000, 30000, 40000]
+    try:
+        rates = [_rate(x) for x in text.split(",") if x.strip()]
+    except argparse.ArgumentTypeError as e:
+        raise UsageError(f"--rates: {e}") from None
+    if not rates:
+        raise UsageError("--rates: no rates given")
+    return sorted(rates)
+
+
+# --------------------------------------------------------------------------- subcommands
+
+def cmd_serve(a) -> int:
+    spec = srv.parse_spec(a.spec)
+    if a.diet:
+        spec = srv.parse_spec(runner.apply_options([spec.text], diet=True)[0])
+    python = runner.resolve_python(a.python)
+    srv.check_available(spec, python)
+    argv = srv.command(spec, host=a.host, port=a.port, size=a.size,
+                       idle_timeout=a.idle_timeout, python=python)
+    # exec: the server *is* this process, so its READY/STATS lines, signals and
+    # exit status reach the caller unchanged (no forwarding layer to get wrong).
+    sys.stdout.flush()
+    try:
+        os.execve(argv[0], argv, srv._env_for(spec.server))
+    except OSError as e:
+        raise runner.RunnerError(f"cannot start {spec.text}: {e}") from None
+    return 1  # not reached
+
+
+def format_final(f: dict) -> str:
+    lat = f.get("latency_us") or {}
+    fails = {k: v for k, v in (f.get("failures") or {}).items() if v}
+    lost = (f.get("started_total") or 0) - (f.get("completed_total") or 0)
+    share = f.get("client_cpu_share")
+    return "\n".join([
+        f"mode {f.get('mode')}, concurrency {f.get('concurrency')}, size {f.get('size')} B, "
+        f"measured {f.get('measured_s')} s (warm-up {f.get('warmup_s')} s), close {f.get('close_mode')}",
+        f"rate        {_num(f.get('conn_per_s'))} conn/s" + (f"  (offered {_num(f.get('rate'))}/s)" if f.get("rate") else ""),
+        f"connections started {_num(f.get('started_total'))}, completed {_num(f.get('completed_total'))}, "
+        f"failed {_num(f.get('failed_total'))}, lost {_num(lost)}"
+        + (f"  failures: {', '.join(f'{k} {v}' for k, v in fails.items())}" if fails else ""),
+        f"latency ms  p50 {_ms(lat.get('p50'))}  p90 {_ms(lat.get('p90'))}  p99 {_ms(lat.get('p99'))}  "
+        f"p99.9 {_ms(lat.get('p999'))}  max {_ms(lat.get('max'))}",
+        f"client CPU  {'?' if share is None else f'{share:.0%}'} of a core"
+        + ("  (CLIENT-BOUND: the rate measures the client)" if share is not None and share >= runner.CLIENT_BOUND_SHARE else ""),
+    ])
+
+
+def _num(x) -> str:
+    return "?" if x is None else f"{x:,.0f}"
+
+
+def _ms(us) -> str:
+    return "?" if us is None else f"{us / 1000:.2f}"
+
+
+def cmd_load(a) -> int:
+    loadgen = runner.check_loadgen()
+    argv = runner.client_argv(loadgen, a.host, a.port, concurrency=a.concurrency, size=a.size,
+                              duration=a.duration or (None if a.count else 10.0), warmup=a.warmup,
+                              rate=a.rate, timeout_ms=a.timeout_ms, close_mode=a.close_mode,
+                              run_id=a.run_id, count=a.count, src_addrs=a.src_addrs)
+    prog = Progress(sys.stdout)
+    total = f"/{(a.duration or 10) + a.warmup:g}s" if not a.count else ""
+
+    def show(snap):
+        prog.update(f"{snap.get('speed') or 0:,.0f} conn/s  t={snap.get('t', 0):.0f}s{total}  "
+                    f"complete={snap.get('complete', 0):,}  failed={snap.get('failed', 0)}")
+
+    timeout = (a.duration or 10) + a.warmup + a.timeout_ms / 1000 + 30
+    if a.count:
+        timeout = 24 * 3600     # bounded by the count; Ctrl-C stops it
+    signals = runner._Signals().install()
+    try:
+        res = runner.run_client(argv, timeout=timeout, on_snapshot=show, signals=signals)
+    except KeyboardInterrupt:
+        prog.done()
+        print("interrupted; the load client was stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        signals.restore()
+    prog.done()
+    if res.final:
+        print(format_final(res.final))
+        if a.json:
+            print("FINAL " + json.dumps(res.final))
+    if res.error:
+        return _die(res.error, EXIT_USAGE if res.returncode == 2 else EXIT_MISSING)
+    return 0
+
+
+def cmd_bench(a) -> int:
+    variant = _variant(a.variant)
+    print(f"bench: variant {variant}" + (" (default; choose with VARIANT=... or --variant)"
+                                         if not a.variant else "") + f" against {srv.BASELINE}")
+    kw = _batch_kwargs(a)
+    specs = runner.apply_options([variant, srv.BASELINE], diet=a.diet, pool=a.pool)
+    _preflight(specs, kw["python"], skip=False)
+    runner.check_loadgen()
+    runner.run_batch(specs, kind="bench", **kw)
+    return 0
+
+
+def cmd_compare(a) -> int:
+    specs = _specs(a.servers, runner.DEFAULT_SERVERS)
+    kw = _batch_kwargs(a)
+    specs = runner.apply_options(specs, diet=a.diet, pool=a.pool)
+    runner.check_loadgen()
+    specs = _preflight(specs, kw["python"], skip=True)
+    runner.run_batch(specs, kind="compare", **kw)
+    return 0
+
+
+def cmd_sweep(a) -> int:
+    if a.servers:
+        specs = _specs(a.servers, ())
+    else:
+        variant = _variant(a.variant)
+        if not a.variant:
+            print(f"sweep: variant {variant} (default; choose with --variant) and {srv.BASELINE}")
+        specs = [variant, srv.BASELINE]
+    rates = _parse_rates(a.rates)
+    if a.rate:
+        raise UsageError("sweep takes --rates a,b,c, not --rate")
+    kw = _batch_kwargs(a)
+    specs = runner.apply_options(specs, diet=a.diet, pool=a.pool)
+    _preflight(specs, kw["python"], skip=False)
+    runner.check_loadgen()
+    runner.run_batch(specs, kind="sweep", rates=rates, **kw)
+    return 0
+
+
+def cmd_soak(a) -> int:
+    variants = [_variant(a.variant)] if a.variant else list(srv.VARIANTS)
+    print(f"soak: {', '.join(variants)}" + ("" if a.variant else " (all variants; choose with --variant)")
+          + f", {a.duration:g}s each")
+    kw = _batch_kwargs(a)
+    for key in ("repeat", "rate", "duration"):
+        kw.pop(key)
+    specs = runner.apply_options(variants, diet=a.diet, pool=a.pool)
+    _preflight(specs, kw["python"], skip=False)
+    runner.check_loadgen()
+    recs = runner.soak(specs, duration=a.duration, rss_interval=a.rss_interval,
+                       min_connections=a.min_connections, **kw)
+    return 0 if recs and all((r.get("soak") or {}).get("pass") for r in recs) else 1
+
+
+def dispatch(name: str, argv: list[str]) -> int:
+    module, lead, _ = DISPATCH[name]
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name == module:
+            return _die(f"`{name}` is not available: {module.replace('.', '/')}.py is not in this checkout",
+                        EXIT_MISSING)
+        raise
+    rc = mod.main(lead + list(argv))
+    return int(rc or 0)
+
+
+COMMANDS = {"serve": cmd_serve, "load": cmd_load, "bench": cmd_bench, "compare": cmd_compare,
+            "sweep": cmd_sweep, "soak": cmd_soak}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DISPATCH:
+        return dispatch(argv[0], argv[1:])
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if not a.cmd:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return COMMANDS[a.cmd](a)
+    except (srv.ServerError, UsageError) as e:
+        # Unknown names and bad specs are usage errors; a server that cannot run here is missing.
+        msg = str(e)
+        code = EXIT_USAGE if isinstance(e, UsageError) or msg.startswith(("unknown", "server '", "option")) \
+            else EXIT_MISSING
+        return _die(msg, code)
+    except runner.RunnerError as e:
+        return _die(str(e), EXIT_MISSING)
+    except runner.BatchInterrupted as e:
+        print(f"\ninterrupted: kept {len(e.records)} completed run(s) in {os.path.join(e.results, 'runs')}"
+              + (": " + ", ".join(r["run_id"] for r in e.records) if e.records else ""), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 1

@@ -1,0 +1,262 @@
+"""Run records: one JSON file per run, one CSV row per run, never an overwrite.
+
+Design.  A benchmark's figures are only worth keeping if nothing can silently
+replace or corrupt them, so every write here follows three rules:
+
+* **One file per run**, named by a run id that is unique even for two batches
+  started in the same second on the same machine: UTC timestamp + PID + a random
+  suffix.  Files are written to a temp file in the same directory and renamed
+  into place, so a reader never sees half a record and a crash leaves at worst a
+  stray ``.tmp-*.part`` file, which readers ignore.  The final name is created
+  with ``os.link`` (fails if the name exists, atomically) rather than
+  ``os.replace`` (which would silently replace): nothing earlier is overwritten
+  even in the one-in-16-million case of an id collision.
+* **The CSV is append-only**, under an exclusive ``flock`` so two concurrent
+  batches cannot interleave half rows.  The header is written once, by whoever
+  finds the file empty while holding the lock.  If the columns ever change, rows
+  go to a new ``runs-<n>.csv`` rather than corrupting the old table's shape.
+* **Readers are forgiving**: ``load_runs`` skips (and reports) any file it
+  cannot parse, so one corrupt file never hides the others.
+
+The JSON record is the source of truth; the CSV is a flat convenience for pandas
+(``pandas.read_csv("results/runs.csv")``).  Its columns are defined once, here.
+
+The results directory defaults to ``<repo>/results`` and can be redirected with
+``EVENTS_RESULTS_DIR`` or the runner's ``--results-dir`` (tests always do).
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import os
+import secrets
+import tempfile
+import time
+from datetime import datetime, timezone
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCHEMA = 1
+
+# The flat columns of runs.csv: (column, function of the record).  Only scalar
+# figures: nested data (snapshots, env, failures by cause) stays in the JSON.
+def _m(key):
+    return lambda r: (r.get("metrics") or {}).get(key)
+
+
+def _c(key):
+    return lambda r: (r.get("config") or {}).get(key)
+
+
+def _k(key):
+    return lambda r: (r.get("kernel") or {}).get(key)
+
+
+def _l(key):
+    # link figures may be split by direction ({"client_to_server", ..., "total"}): keep the total
+    def get(r):
+        v = (r.get("link_stats") or {}).get(key)
+        return v.get("total") if isinstance(v, dict) else v
+    return get
+
+
+CSV_COLUMNS = (
+    ("run_id", lambda r: r.get("run_id")),
+    ("batch_id", lambda r: r.get("batch_id")),
+    ("kind", lambda r: r.get("kind")),
+    ("time_utc", lambda r: r.get("time_utc")),
+    ("spec", lambda r: r.get("spec")),
+    ("server", lambda r: r.get("server")),
+    ("link", lambda r: r.get("link")),
+    ("round", lambda r: r.get("round")),
+    ("position", lambda r: r.get("position")),
+    ("status", lambda r: r.get("status")),
+    ("error", lambda r: (r.get("error") or "").splitlines()[0][:200] if r.get("error") else ""),
+    ("concurrency", _c("concurrency")),
+    ("size", _c("size")),
+    ("duration", _c("duration")),
+    ("warmup", _c("warmup")),
+    ("rate", _c("rate")),
+    ("close_mode", _c("close_mode")),
+    ("python", _c("python")),
+    ("conn_per_s", _m("conn_per_s")),
+    ("server_cpu_s", _m("server_cpu_s")),
+    ("server_cpu_us_per_conn", _m("server_cpu_us_per_conn")),
+    ("server_cpu_share", _m("server_cpu_share")),
+    ("client_cpu_share", _m("client_cpu_share")),
+    ("client_bound", _m("client_bound")),
+    ("completed", _m("completed")),
+    ("failed", _m("failed")),
+    ("lost", _m("lost")),
+    ("p50_us", _m("p50_us")),
+    ("p99_us", _m("p99_us")),
+    ("listen_overflows", _k("ListenOverflows")),
+    ("listen_drops", _k("ListenDrops")),
+    ("packets_per_conn", _l("packets_per_conn")),
+    ("bytes_per_conn", _l("bytes_per_conn")),
+    ("qdisc_drops", _l("qdisc_drops")),
+    ("git_commit", lambda r: (r.get("env") or {}).get("git_commit")),
+)
+CSV_HEADER = [name for name, _ in CSV_COLUMNS]
+
+
+def results_dir(override: str | None = None) -> str:
+    """The results directory: ``override``, else $EVENTS_RESULTS_DIR, else <repo>/results."""
+    path = override or os.environ.get("EVENTS_RESULTS_DIR") or os.path.join(ROOT, "results")
+    return os.path.abspath(path)
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_id(prefix: str = "") -> str:
+    """``20261126T164512Z-12345-a1b2c3``: sortable by time, unique across processes
+    (PID) and within one (24 random bits, checked against the disk by the writer)."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return f"{prefix}{stamp}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def _atomic_write(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file in the same directory;
+    raise FileExistsError rather than replace an existing ``path``."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)        # atomic, and EEXIST instead of an overwrite
+    finally:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def write_record(record: dict, root: str | None = None) -> str:
+    """Write one run record (runs/<run_id>.json) and append its CSV row.
+    Returns the JSON path.  A run id already on disk is given a fresh suffix
+    rather than replacing the earlier file."""
+    root = results_dir(root)
+    runs = os.path.join(root, "runs")
+    record.setdefault("schema", SCHEMA)
+    while True:
+        path = os.path.join(runs, f"{record['run_id']}.json")
+        try:
+            _atomic_write(path, json.dumps(record, indent=1, sort_keys=False, default=str) + "\n")
+            break
+        except FileExistsError:
+            record["run_id"] = new_id()
+    append_csv(record, root)
+    return path
+
+
+def csv_row(record: dict) -> list:
+    row = []
+    for _, get in CSV_COLUMNS:
+        try:
+            value = get(record)
+        except (AttributeError, TypeError, IndexError):
+            value = None
+        row.append("" if value is None else value)
+    return row
+
+
+def append_csv(record: dict, root: str | None = None) -> str:
+    """Append the record's row to runs.csv under an exclusive flock."""
+    root = results_dir(root)
+    os.makedirs(root, exist_ok=True)
+    path = os.path.join(root, "runs.csv")
+    n = 1
+    while True:
+        with open(path, "a+", newline="") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                f.seek(0, os.SEEK_END)
+                if f.tell() == 0:
+                    _write_rows(f, [CSV_HEADER, csv_row(record)])
+                    return path
+                f.seek(0)
+                header = f.readline().rstrip("\r\n").split(",")
+                if header == CSV_HEADER:
+                    f.seek(0, os.SEEK_END)
+                    _write_rows(f, [csv_row(record)])
+                    return path
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        # Columns changed since this file was started: never rewrite it, use the next file.
+        n += 1
+        path = os.path.join(root, f"runs-{n}.csv")
+
+
+def _write_rows(f, rows) -> None:
+    # One write() call per append: with O_APPEND and the lock held, the row lands whole.
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    f.write(buf.getvalue())
+    f.flush()
+
+
+def _runs_dir(path: str) -> str:
+    sub = os.path.join(path, "runs")
+    return sub if os.path.isdir(sub) else path
+
+
+def load_runs(directory: str | None = None) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Read every run record.  ``directory`` is a results directory (with runs/)
+    or a runs directory; default: results_dir().  Returns ``(records, problems)``
+    where problems is a list of ``(path, reason)`` for files that were skipped.
+    Records are sorted by (time_utc, run_id)."""
+    directory = _runs_dir(results_dir(directory))
+    records, problems = [], []
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return [], []
+    for name in names:
+        if not name.endswith(".json") or name.startswith("."):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            with open(path) as f:
+                record = json.load(f)
+        except (OSError, UnicodeDecodeError) as e:
+            problems.append((path, f"unreadable: {e}"))
+            continue
+        except ValueError as e:
+            problems.append((path, f"not valid JSON: {e}"))
+            continue
+        reason = _invalid(record)
+        if reason:
+            problems.append((path, reason))
+            continue
+        records.append(record)
+    records.sort(key=lambda r: (str(r.get("time_utc")), str(r.get("run_id"))))
+    return records, problems
+
+
+def _invalid(record) -> str | None:
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    for key in ("run_id", "kind", "spec", "status"):
+        if key not in record:
+            return f"missing field {key!r}"
+    if record.get("schema") != SCHEMA:
+        return f"unknown schema {record.get('schema')!r}"
+    if not isinstance(record.get("metrics", {}), (dict, type(None))):
+        return "field 'metrics' is not an object"
+    return None
+
+
+def write_batch(batch_id: str, summary: dict, table_md: str, root: str | None = None) -> tuple[str, str]:
+    """results/batches/<batch_id>.json (the summary) and .md (the table)."""
+    d = os.path.join(results_dir(root), "batches")
+    jpath, mpath = os.path.join(d, f"{batch_id}.json"), os.path.join(d, f"{batch_id}.md")
+    _atomic_write(jpath, json.dumps(summary, indent=1, default=str) + "\n")
+    _atomic_write(mpath, table_md)
+    return jpath, mpath

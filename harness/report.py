@@ -1,0 +1,522 @@
+"""``make report``: every recorded run, as tables and charts.
+
+Reads ``results/runs/*.json`` (the run records of docs/architecture.md section 4),
+builds one pandas DataFrame with a row per run, and writes ``results/REPORT.md``
+and PNG charts under ``results/charts/``.
+
+The rules, stated once here and again in REPORT.md:
+
+* A run is *excluded* from every median and ratio when its status is ``failed`` or
+  it lost connections (``metrics.lost > 0``): its figure measures something else
+  (a crash, a timeout storm, a full backlog).  Excluded runs still appear: as red
+  crosses on the charts and in a table with the reason.  Nothing is dropped
+  silently; every table shows how many runs were left out.
+* A *client-bound* run (the load client used >= 90 % of a core) is kept in the
+  medians but flagged: its conn/s is a lower bound of the server's capacity, not a
+  measurement of it.  Bars containing such runs are hatched.  Its server CPU per
+  connection is a true measurement and is used as is.
+* Ratios to raw epoll are *paired*: for every batch and round that ran raw_epoll
+  on the same link with the same concurrency and size, the ratio of the two runs of
+  that round is taken, and the table shows the median of those per-round ratios.
+  Ratios are never formed across batches: two batches on a shared 2-vCPU machine
+  differ by 15-25 %, paired rounds by about 2 % (methodology.md).
+* Open-loop runs (``config.rate`` set, usually ``kind: sweep``) answer a different
+  question (latency at an offered rate) and only feed the latency-vs-rate chart.
+
+Trade-off: medians over few runs (3-5) are coarse; min-max whiskers show the spread
+rather than a confidence interval, which three runs could not support.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from harness import records as _records
+
+BASELINE = "raw_epoll"
+
+NO_RUNS = "no runs recorded yet: run make bench"
+
+# Group key of the closed-loop tables: a median over runs with different
+# concurrency or message size would mix two experiments.
+GROUP = ["link", "spec", "concurrency", "size"]
+
+
+# --------------------------------------------------------------------------- loading
+
+def load(results: str) -> tuple[list[dict], list[str]]:
+    """The run records under ``results/runs`` (through the runner's loader, so there is
+    one reader of the format) and the skipped files, one line each."""
+    records, problems = _records.load_runs(os.path.join(results, "runs"))
+    return records, [f"{os.path.basename(path)}: {reason}" for path, reason in problems]
+
+
+def frame(records: list[dict]):
+    """One row per run, with the columns the report and reproduce.py use."""
+    import pandas as pd
+
+    rows = []
+    for r in records:
+        m = r.get("metrics") or {}
+        c = r.get("config") or {}
+        status = r.get("status") or "ok"
+        lost = m.get("lost")
+        reasons = []
+        if status != "ok":
+            err = (r.get("error") or "").strip().splitlines()
+            reasons.append(f"status {status}" + (f": {err[0][:100]}" if err else ""))
+        if lost:
+            reasons.append(f"lost {int(lost)} connections")
+        if status == "ok" and m.get("conn_per_s") is None:
+            reasons.append("no conn/s recorded")
+        rate = c.get("rate")
+        rows.append({
+            "run_id": r.get("run_id"), "batch_id": r.get("batch_id"), "kind": r.get("kind"),
+            "time_utc": r.get("time_utc"), "spec": r.get("spec") or r.get("server"),
+            "server": r.get("server"), "link": r.get("link") or "loopback",
+            "round": r.get("round"), "position": r.get("position"), "status": status,
+            "concurrency": c.get("concurrency"), "size": c.get("size"),
+            "rate": float(rate) if rate else None, "duration": c.get("duration"),
+            "conn_per_s": m.get("conn_per_s"),
+            "cpu_us_per_conn": m.get("server_cpu_us_per_conn"),
+            "p50_us": m.get("p50_us"), "p99_us": m.get("p99_us"),
+            "completed": m.get("completed"), "failed": m.get("failed") or 0, "lost": lost or 0,
+            "client_cpu_share": m.get("client_cpu_share"),
+            "client_bound": bool(m.get("client_bound")),
+            "excluded": bool(reasons), "reason": "; ".join(reasons),
+            "snapshots": r.get("snapshots") or [],
+        })
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    for col in ("conn_per_s", "cpu_us_per_conn", "p50_us", "p99_us", "rate",
+                "client_cpu_share", "completed", "failed", "lost"):
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    # Missing concurrency/size would make groupby drop the row; -1 is "not recorded".
+    df["concurrency"] = pd.to_numeric(df["concurrency"], errors="coerce").fillna(-1).astype(int)
+    df["size"] = pd.to_numeric(df["size"], errors="coerce").fillna(-1).astype(int)
+    df["round"] = pd.to_numeric(df["round"], errors="coerce").fillna(-1).astype(int)
+    df["open_loop"] = df["rate"].notna() & (df["rate"] > 0)
+    return df
+
+
+# --------------------------------------------------------------------------- figures
+
+def link_order(links) -> list[str]:
+    """loopback first, then shaped links from the fastest: the order the study used."""
+    def key(name):
+        digits = "".join(ch for ch in str(name) if ch.isdigit())
+        return (name != "loopback", -int(digits) if digits else 0, str(name))
+    return sorted(dict.fromkeys(links), key=key)
+
+
+def paired_ratios(df):
+    """Per-round ratios to raw_epoll: one row per (run, its round's raw_epoll run).
+
+    Both runs must be clean; a round with several raw_epoll runs (no round numbers
+    recorded) uses their median.  Returns columns GROUP + batch_id, round,
+    ratio_conn, ratio_cpu."""
+    import pandas as pd
+
+    key = ["batch_id", "round", "link", "concurrency", "size"]
+    clean = df[~df["excluded"] & ~df["open_loop"] & df["batch_id"].notna()]
+    base = (clean[clean["spec"] == BASELINE].groupby(key, dropna=False)
+            [["conn_per_s", "cpu_us_per_conn"]].median()
+            .rename(columns={"conn_per_s": "base_conn", "cpu_us_per_conn": "base_cpu"})
+            .reset_index())
+    if base.empty:
+        return pd.DataFrame(columns=GROUP + ["batch_id", "round", "ratio_conn", "ratio_cpu"])
+    pairs = clean.merge(base, on=key, how="inner")
+    pairs["ratio_conn"] = pairs["conn_per_s"] / pairs["base_conn"]
+    pairs["ratio_cpu"] = pairs["cpu_us_per_conn"] / pairs["base_cpu"]
+    return pairs[GROUP + ["batch_id", "round", "ratio_conn", "ratio_cpu"]]
+
+
+def summarize(df):
+    """The closed-loop table: one row per (link, spec, concurrency, size)."""
+    import pandas as pd
+
+    closed = df[~df["open_loop"]]
+    if closed.empty:
+        return pd.DataFrame()
+    clean = closed[~closed["excluded"]]
+    g_all = closed.groupby(GROUP)
+    out = pd.DataFrame({
+        "runs": g_all.size(),
+        "excluded": g_all["excluded"].sum().astype(int),
+        "failed_conns": g_all["failed"].sum().astype(int),
+    })
+    g = clean.groupby(GROUP)
+    out["clean"] = g.size()
+    out["client_bound"] = g["client_bound"].sum()
+    for col, name in (("conn_per_s", "conn"), ("cpu_us_per_conn", "cpu")):
+        out[name + "_med"] = g[col].median()
+        out[name + "_min"] = g[col].min()
+        out[name + "_max"] = g[col].max()
+    out["p50_med"] = g["p50_us"].median()
+    out["p99_med"] = g["p99_us"].median()
+    pairs = paired_ratios(df).groupby(GROUP)
+    out["ratio_conn"] = pairs["ratio_conn"].median()
+    out["ratio_cpu"] = pairs["ratio_cpu"].median()
+    out["ratio_n"] = pairs.size()
+    out[["clean", "client_bound", "ratio_n"]] = (
+        out[["clean", "client_bound", "ratio_n"]].fillna(0).astype(int))
+    out = out.reset_index()
+    # raw_epoll first on each link, then by conn/s: the eye reads the baseline first.
+    out["_order"] = (out["spec"] != BASELINE).astype(int)
+    out["_link"] = out["link"].map({l: i for i, l in enumerate(link_order(out["link"]))})
+    out = out.sort_values(["_link", "concurrency", "size", "_order", "conn_med"],
+                          ascending=[True, True, True, True, False]).drop(columns=["_order", "_link"])
+    multi = out.groupby("link")[["concurrency", "size"]].transform("nunique").max(axis=1) > 1
+    out["label"] = [s + (f" c={c} s={z}" if m else "")
+                    for s, c, z, m in zip(out["spec"], out["concurrency"], out["size"], multi)]
+    return out.reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- charts
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")            # no display here; also keeps tests headless
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _panels(plt, n, width=6.0, height=4.2):
+    fig, axes = plt.subplots(1, n, figsize=(max(width * n, 6), height), squeeze=False)
+    return fig, axes[0]
+
+
+def _bar_chart(summary, df, path, *, med, lo, hi, col, ratio, ylabel, title, mark_bound):
+    """One panel per link: median bars, min-max whiskers, raw_epoll as a dashed line,
+    each bar labelled with its paired ratio; excluded runs as red crosses."""
+    plt = _plt()
+    links = link_order(summary["link"])
+    fig, axes = _panels(plt, len(links))
+    for ax, link in zip(axes, links):
+        s = summary[summary["link"] == link].reset_index(drop=True)
+        x = range(len(s))
+        heights = s[med].fillna(0)
+        lower = (s[med] - s[lo]).fillna(0)
+        upper = (s[hi] - s[med]).fillna(0)
+        colors = ["#555555" if sp == BASELINE else "#4a7ab5" for sp in s["spec"]]
+        bars = ax.bar(x, heights, color=colors, yerr=[lower, upper], capsize=4,
+                      error_kw={"elinewidth": 1})
+        for i, row in s.iterrows():
+            if mark_bound and row["client_bound"]:
+                bars[i].set_hatch("//")
+                bars[i].set_edgecolor("white")
+            r = row[ratio]
+            if row["clean"]:
+                text = "baseline" if row["spec"] == BASELINE else (
+                    f"x{r:.2f}" if r == r else "no pair")
+                ax.annotate(text, (i, row[hi]), textcoords="offset points", xytext=(0, 3),
+                            ha="center", fontsize=8)
+            # Excluded runs: visible, never in the bar.
+            bad = df[(df["link"] == link) & (df["spec"] == row["spec"])
+                     & (df["concurrency"] == row["concurrency"]) & (df["size"] == row["size"])
+                     & df["excluded"] & ~df["open_loop"]][col].dropna()
+            if len(bad):
+                ax.scatter([i] * len(bad), bad, marker="x", color="red", zorder=3,
+                           label="excluded run" if i == 0 else None)
+            if row["clean"] == 0:
+                ax.annotate("no clean run", (i, 0), xytext=(0, 3), textcoords="offset points",
+                            ha="center", fontsize=8, color="red")
+        base = s[s["spec"] == BASELINE][med].dropna()
+        if len(base):
+            ax.axhline(base.iloc[0], color="#555555", linestyle="--", linewidth=1,
+                       label=f"{BASELINE} median")
+        ax.set_xticks(list(x))
+        ax.set_xticklabels(s["label"], rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{title} - link {link}", fontsize=10)
+        if mark_bound and s["client_bound"].any():
+            ax.bar([0], [0], color="#4a7ab5", hatch="//", edgecolor="white",
+                   label="has client-bound runs (lower bound)")
+        # Headroom above the tallest whisker for the ratio labels and the legend.
+        top = max([v for v in list(s[hi]) + list(df[df["link"] == link][col]) if v == v] or [1])
+        ax.set_ylim(0, top * 1.3)
+        handles, labels = ax.get_legend_handles_labels()
+        if handles:
+            uniq = dict(zip(labels, handles))
+            ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="upper right", ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def chart_over_time(df, path):
+    """conn/s per second within each closed-loop run, from its SNAPSHOT lines."""
+    plt = _plt()
+    runs = df[~df["open_loop"] & (df["snapshots"].map(len) > 0)]
+    links = link_order(runs["link"]) or ["loopback"]
+    fig, axes = _panels(plt, len(links), width=7)
+    cmap = plt.get_cmap("tab10")
+    specs = list(dict.fromkeys(runs["spec"]))
+    for ax, link in zip(axes, links):
+        warm_end = 0
+        for _, run in runs[runs["link"] == link].iterrows():
+            snaps = [s for s in run["snapshots"] if isinstance(s, dict) and "t" in s]
+            t = [s["t"] for s in snaps]
+            v = [s.get("speed") for s in snaps]
+            color = cmap(specs.index(run["spec"]) % 10)
+            style = ":" if run["excluded"] else "-"
+            ax.plot(t, v, style, color=color, linewidth=1, alpha=0.8)
+            warm_end = max([warm_end] + [s["t"] for s in snaps if s.get("warmup")])
+        if warm_end:
+            ax.axvspan(0, warm_end, color="#dddddd", alpha=0.5, linewidth=0)
+        for sp in dict.fromkeys(runs[runs["link"] == link]["spec"]):
+            ax.plot([], [], color=cmap(specs.index(sp) % 10), label=sp)
+        ax.plot([], [], ":", color="black", label="excluded run")
+        ax.set_xlabel("seconds into the run (grey: warm-up)")
+        ax.set_ylabel("conn/s in the last second")
+        ax.set_title(f"conn/s over time - link {link}", fontsize=10)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def chart_latency(summary, path):
+    plt = _plt()
+    links = link_order(summary["link"])
+    fig, axes = _panels(plt, len(links))
+    for ax, link in zip(axes, links):
+        s = summary[summary["link"] == link].reset_index(drop=True)
+        x = range(len(s))
+        ax.bar([i - 0.2 for i in x], s["p50_med"].fillna(0), 0.4, label="p50", color="#4a7ab5")
+        ax.bar([i + 0.2 for i in x], s["p99_med"].fillna(0), 0.4, label="p99", color="#d08c3a")
+        ax.set_xticks(list(x))
+        ax.set_xticklabels(s["label"], rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("latency per connection (us), median of clean runs")
+        ax.set_title(f"latency, closed loop - link {link}", fontsize=10)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def chart_latency_vs_rate(df, path):
+    plt = _plt()
+    sw = df[df["open_loop"]]
+    links = link_order(sw["link"])
+    fig, axes = _panels(plt, len(links), width=7)
+    cmap = plt.get_cmap("tab10")
+    specs = list(dict.fromkeys(sw["spec"]))
+    for ax, link in zip(axes, links):
+        d = sw[sw["link"] == link]
+        for sp, runs in d.groupby("spec", sort=False):
+            color = cmap(specs.index(sp) % 10)
+            ok = runs[~runs["excluded"]].groupby("rate")[["p50_us", "p99_us"]].median()
+            ax.plot(ok.index, ok["p50_us"], "o-", color=color, label=f"{sp} p50")
+            ax.plot(ok.index, ok["p99_us"], "s--", color=color, label=f"{sp} p99")
+            bad = runs[runs["excluded"]]
+            if len(bad):
+                ax.scatter(bad["rate"], bad["p99_us"].fillna(0), marker="x", color="red",
+                           zorder=3, label="excluded run")
+        ax.set_yscale("log")
+        ax.set_xlabel("offered rate (conn/s)")
+        ax.set_ylabel("latency from scheduled start (us)")
+        ax.set_title(f"latency vs offered rate (open loop) - link {link}", fontsize=10)
+        handles, labels = ax.get_legend_handles_labels()
+        uniq = dict(zip(labels, handles))
+        ax.legend(uniq.values(), uniq.keys(), fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- markdown
+
+def _n(v, fmt="{:,.0f}"):
+    return "-" if v is None or v != v else fmt.format(v)
+
+
+def _range(med, lo, hi):
+    return "-" if med != med else f"{_n(med)} [{_n(lo)}-{_n(hi)}]"
+
+
+def _ratio(v):
+    return "-" if v is None or v != v else f"{v:.2f}"
+
+
+def table_md(summary) -> str:
+    head = ("| link | spec | c | runs (clean/excl.) | conn/s median [min-max] | ratio conn/s | "
+            "CPU us/conn median | ratio CPU | pairs | p50 / p99 us | failed conns | client-bound |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for _, r in summary.iterrows():
+        base = r["spec"] == BASELINE
+        lines.append(
+            f"| {r['link']} | {r['spec']} | {r['concurrency']} | {r['runs']} "
+            f"({r['clean']}/{r['excluded']}) | {_range(r['conn_med'], r['conn_min'], r['conn_max'])} | {'1 (baseline)' if base else _ratio(r['ratio_conn'])} | "
+            f"{_n(r['cpu_med'], '{:.1f}')} | {'1' if base else _ratio(r['ratio_cpu'])} | "
+            f"{'-' if base else r['ratio_n']} | {_n(r['p50_med'])} / {_n(r['p99_med'])} | "
+            f"{r['failed_conns']} | {r['client_bound']}"
+            + (" (lower bound)" if r["client_bound"] else "") + " |")
+    return head + "\n".join(lines) + "\n"
+
+
+def environment_md(records) -> str:
+    """Each environment field with its distinct values and how many runs had each."""
+    from collections import Counter
+    fields: dict[str, Counter] = {}
+    for r in records:
+        for k, v in (r.get("env") or {}).items():
+            if isinstance(v, (dict, list)):
+                v = json.dumps(v, sort_keys=True)
+            fields.setdefault(k, Counter())[str(v)] += 1
+    if not fields:
+        return "No environment was recorded with these runs.\n"
+    out = ["| field | value (runs) |", "|---|---|"]
+    for k in sorted(fields):
+        vals = "; ".join(f"{v[:200]} ({n})" for v, n in fields[k].most_common())
+        out.append(f"| {k} | {vals.replace('|', '/')} |")
+    return "\n".join(out) + "\n"
+
+
+HOW_TO_READ = """\
+## How to read this report
+
+- **Medians use clean runs only.** A run is excluded when its status is `failed` or
+  it lost connections (`metrics.lost > 0`); it is drawn as a red cross and listed
+  under "Excluded runs" with the reason. Each table row shows `runs (clean/excl.)`.
+- **Client-bound runs are kept but flagged.** When the load client used >= 90 % of a
+  core, the conn/s figure is a *lower bound* of the server's capacity: the bar is
+  hatched and the row says "lower bound". Server CPU per connection is unaffected
+  and is the primary figure on a 2-vCPU machine (issue 7).
+- **Ratios are paired.** `ratio` is the median over rounds of (run / raw_epoll run
+  of the same batch and round, same link, concurrency and size); `pairs` is how many
+  rounds. Ratios are never formed across batches. Ratio conn/s above 1 is faster;
+  ratio CPU below 1 is cheaper.
+- **Whiskers are min-max** of the clean runs, not a confidence interval.
+- **Open-loop (sweep) runs** appear only in the latency-vs-rate chart: latency there
+  counts from each connection's scheduled start, so server stalls are not hidden.
+"""
+
+
+def write_report(results: str, records: list[dict], problems: list[str]) -> str:
+    """Write REPORT.md and the charts; return the REPORT.md path."""
+    df = frame(records)
+    summary = summarize(df)
+    charts_dir = os.path.join(results, "charts")
+    os.makedirs(charts_dir, exist_ok=True)
+    charts: list[tuple[str, str, str]] = []   # (file, title, caption)
+
+    if not summary.empty:
+        _bar_chart(summary, df, os.path.join(charts_dir, "conn_per_s.png"),
+                   med="conn_med", lo="conn_min", hi="conn_max", col="conn_per_s",
+                   ratio="ratio_conn", ylabel="connections per second",
+                   title="conn/s (median, min-max)", mark_bound=True)
+        charts.append(("conn_per_s.png", "Connections per second",
+                       "Bars: median of clean runs; whiskers: min-max; dashed line: raw_epoll; "
+                       "label: paired ratio to raw_epoll; hatched: includes client-bound runs; "
+                       "red crosses: excluded runs."))
+        _bar_chart(summary, df, os.path.join(charts_dir, "cpu_per_conn.png"),
+                   med="cpu_med", lo="cpu_min", hi="cpu_max", col="cpu_us_per_conn",
+                   ratio="ratio_cpu", ylabel="server CPU (user+sys) us per connection",
+                   title="server CPU per connection", mark_bound=False)
+        charts.append(("cpu_per_conn.png", "Server CPU per connection",
+                       "Lower is better. Same layout; the label is the paired ratio of CPU "
+                       "per connection to raw_epoll's."))
+        chart_latency(summary, os.path.join(charts_dir, "latency.png"))
+        charts.append(("latency.png", "Latency p50 / p99",
+                       "Closed loop: latency includes the wait in the server's queue."))
+    if any(len(s) for s in df["snapshots"]):
+        chart_over_time(df, os.path.join(charts_dir, "conn_over_time.png"))
+        charts.append(("conn_over_time.png", "conn/s over time within runs",
+                       "One line per run from the client's per-second snapshots; dotted: "
+                       "excluded runs. A steady line is a steady server; a sag or a gap is "
+                       "a stall, a backlog overflow or port exhaustion."))
+    if df["open_loop"].any():
+        chart_latency_vs_rate(df, os.path.join(charts_dir, "latency_vs_rate.png"))
+        charts.append(("latency_vs_rate.png", "Latency against offered rate (sweeps)",
+                       "Open loop; the knee, where p99 turns up, is the sustainable rate."))
+
+    md = [f"# Benchmark report\n",
+          f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `make report` "
+          f"from {len(records)} run records in `{os.path.join(results, 'runs')}`.\n"]
+    if problems:
+        md.append("**Unreadable run files (skipped):**\n")
+        md += [f"- {p}" for p in problems]
+        md.append("")
+    md.append(HOW_TO_READ)
+    if not summary.empty:
+        md.append("## Closed-loop results per link\n")
+        for link in link_order(summary["link"]):
+            md.append(f"### link: {link}\n")
+            md.append(table_md(summary[summary["link"] == link]))
+    else:
+        md.append("No closed-loop runs recorded.\n")
+    if df["open_loop"].any():
+        md.append("## Open-loop sweeps\n")
+        md.append("| link | spec | offered rate | runs (excl.) | achieved conn/s | p50 us | p99 us |")
+        md.append("|---|---|---|---|---|---|---|")
+        sw = df[df["open_loop"]]
+        for (link, spec, rate), g in sw.groupby(["link", "spec", "rate"]):
+            ok = g[~g["excluded"]]
+            md.append(f"| {link} | {spec} | {_n(rate)} | {len(g)} ({int(g['excluded'].sum())}) | "
+                      f"{_n(ok['conn_per_s'].median())} | {_n(ok['p50_us'].median())} | "
+                      f"{_n(ok['p99_us'].median())} |")
+        md.append("")
+    md.append("## Charts\n")
+    for fname, title, caption in charts:
+        md.append(f"### {title}\n\n![{title}](charts/{fname})\n\n{caption}\n")
+    md.append("## Excluded runs\n")
+    bad = df[df["excluded"]]
+    if bad.empty:
+        md.append("None: every run completed every connection it started.\n")
+    else:
+        md.append("| run_id | spec | link | kind | round | conn/s | reason |\n|---|---|---|---|---|---|---|")
+        for _, r in bad.iterrows():
+            md.append(f"| {r['run_id']} | {r['spec']} | {r['link']} | {r['kind']} | {r['round']} "
+                      f"| {_n(r['conn_per_s'])} | {r['reason']} |")
+        md.append("")
+    md.append("## Client-bound runs (kept, conn/s is a lower bound)\n")
+    cb = df[df["client_bound"] & ~df["excluded"]]
+    if cb.empty:
+        md.append("None.\n")
+    else:
+        md.append("| run_id | spec | link | conn/s | client CPU share |\n|---|---|---|---|---|")
+        for _, r in cb.iterrows():
+            md.append(f"| {r['run_id']} | {r['spec']} | {r['link']} | {_n(r['conn_per_s'])} | "
+                      f"{_n(r['client_cpu_share'], '{:.2f}')} |")
+        md.append("")
+    md.append("## Environment of the runs\n")
+    md.append(environment_md(records))
+    md.append("Rerun: `make bench` / `make compare` to record runs, then `make report`.\n")
+
+    path = os.path.join(results, "REPORT.md")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(md))
+    os.replace(tmp, path)
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m harness report",
+                                 description="Write results/REPORT.md and results/charts/*.png "
+                                             "from the recorded runs.")
+    ap.add_argument("--results-dir", help="results directory (default: $EVENTS_RESULTS_DIR "
+                                          "or results/ of the repository)")
+    args = ap.parse_args(argv)
+    results = _records.results_dir(args.results_dir)
+    records, problems = load(results)
+    for p in problems:
+        print(f"warning: skipped {p}", file=sys.stderr)
+    if not records:
+        print(NO_RUNS, file=sys.stderr)
+        return 1
+    path = write_report(results, records, problems)
+    print(f"wrote {path} ({len(records)} runs, {len(problems)} skipped) "
+          f"and charts under {os.path.join(results, 'charts')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,905 @@
+"""The benchmark runner: bench, compare, sweep and soak batches, and their tables.
+
+Design essay.  Every figure this repository publishes is a *ratio from paired,
+interleaved rounds*: on a shared 2-vCPU machine two runs of the same server
+spread by ±15-25 %, while A-versus-B in the same round spreads by about ±2 %.
+So a batch is a list of rounds; each round runs every spec once, in an order
+rotated by one each round (round r starts at spec r mod n), each run in a fresh
+server process, and ratios are taken per round before the median is taken.
+
+One run is: start the server (behind the link's prefix and ``taskset``),
+read the kernel TCP counters, the link's counters and the server's CPU time,
+run the C load client to completion while showing its per-second SNAPSHOTs,
+read everything again, stop the server (its STATS line), and write the record
+at once.  A run is written the moment it ends, so an interrupted or crashed
+batch keeps every completed run; nothing here ever rewrites a result.
+
+Honesty rules, kept in code rather than in the README:
+* server CPU per connection = (user+sys of the server over the client's life)
+  / connections completed over that same life — numerator and denominator cover
+  the same interval (warm-up and drain included in both);
+* a run whose client used >= 90 % of a core is flagged ``client_bound``: its
+  conn/s measures the client, and the table says how many runs were;
+* lost connections (started, not completed) are counted and shown next to the
+  rate, never folded into it;
+* a run that broke (server died, client failed, timeout) is recorded as
+  ``failed`` with the error and the server's stderr, and the batch goes on.
+
+Interrupts.  Ctrl-C or SIGTERM must leave no process behind and lose no
+completed run.  SIGTERM is turned into KeyboardInterrupt; while a child is being
+*started* (between fork and the moment we hold its handle) the interrupt is
+deferred, so there is never a child we could not stop.  On the way out the
+current client and server are stopped by PID, the link's context manager
+removes its namespaces, and the caller gets ``BatchInterrupted`` with the runs
+that were kept.
+
+Pinning.  With two or more CPUs the server runs on the first allowed CPU and
+the client on the second, via ``taskset -c K`` placed after the link's prefix
+(``ip netns exec`` and ``taskset`` both exec, so the PID we hold is the
+server's and /proc/PID/stat is its CPU time).  Trade-off: on exactly two CPUs
+the kernel's softirq work and everything else on the machine share those two
+cores with us; that is the machine, and the environment record says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+
+from harness import environment, kstats, records
+from harness import servers as srv
+from harness.progress import Progress
+
+ROOT = records.ROOT
+CLIENT_BOUND_SHARE = 0.90
+DEFAULT_SERVERS = ("raw_epoll", "master", "mul_thread", "alone_proc", "asyncio", "uvloop", "c_epoll")
+
+
+class RunnerError(Exception):
+    """A clear, user-facing reason the batch cannot run (one line, no traceback)."""
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C/SIGTERM during a batch; ``records`` are the runs kept on disk."""
+
+    def __init__(self, records_kept: list[dict], results: str):
+        super().__init__("interrupted")
+        self.records = records_kept
+        self.results = results
+
+
+# --------------------------------------------------------------------------- checks
+
+def loadgen_path() -> str:
+    # EVENTS_LOADGEN lets tests substitute a client that speaks the same protocol.
+    return os.environ.get("EVENTS_LOADGEN") or os.path.join(srv.BUILD, "loadgen")
+
+
+def check_loadgen() -> str:
+    path = loadgen_path()
+    if not os.access(path, os.X_OK):
+        raise RunnerError(f"{os.path.relpath(path, ROOT)} is not built: run `make build` (needs gcc)")
+    return path
+
+
+def resolve_python(python: str | None) -> str | None:
+    """The interpreter for Python servers, as an absolute path (None = the venv's).
+    A pyenv shim that is on PATH but not enabled fails when run; then the
+    matching ``~/.pyenv/versions/*/bin/NAME`` is used, and we say so."""
+    if not python:
+        return None
+    candidates = []
+    found = shutil.which(python) if os.sep not in python else (python if os.path.exists(python) else None)
+    if found:
+        candidates.append(found)
+    pyenv = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    vdir = os.path.join(pyenv, "versions")
+    if os.sep not in python and os.path.isdir(vdir):
+        for v in sorted(os.listdir(vdir), reverse=True):
+            p = os.path.join(vdir, v, "bin", python)
+            if os.access(p, os.X_OK):
+                candidates.append(p)
+    for path in candidates:
+        try:
+            r = subprocess.run([path, "-c", "import sys; print(sys.executable)"],
+                               capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if r.returncode == 0 and r.stdout.strip():
+            if path != found:
+                print(f"note: {python!r} on PATH does not run; using {path}", file=sys.stderr)
+            return r.stdout.strip()
+    if not candidates:
+        raise RunnerError(f"Python interpreter {python!r} not found (give a name on PATH or a path)")
+    raise RunnerError(f"Python interpreter {python!r} does not run (tried {', '.join(candidates)})")
+
+
+def apply_options(specs: list[str], *, diet: bool = False, pool: str | None = None) -> list[str]:
+    """Add ``diet`` to every spec whose server accepts it and ``pool=`` to
+    mul_thread specs, without overriding what a spec already says."""
+    out = []
+    for text in specs:
+        spec = srv.parse_spec(text)
+        extra = []
+        accepted = srv.COMMON_OPTIONS + spec.server.options
+        if diet and "diet" in accepted and "diet" not in spec.options:
+            extra.append("diet")
+        if pool and "pool" in accepted and "pool" not in spec.options:
+            extra.append(f"pool={pool}")
+        if extra:
+            sep = "," if spec.options else ":"
+            spec = srv.parse_spec(spec.text + sep + ",".join(extra))
+        out.append(spec.text)
+    return out
+
+
+def pinning() -> tuple[list[str], list[str]]:
+    """(server prefix, client prefix): ``taskset -c`` on two different CPUs when we may use two."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = []
+    taskset = shutil.which("taskset")
+    if len(cpus) < 2 or not taskset:
+        return [], []
+    return [taskset, "-c", str(cpus[0])], [taskset, "-c", str(cpus[1])]
+
+
+# --------------------------------------------------------------------------- signals
+
+class _Signals:
+    """SIGTERM -> KeyboardInterrupt for the batch; ``deferred()`` postpones an
+    interrupt until a child we are starting is safely in our hands."""
+
+    def __init__(self):
+        self._old: dict = {}
+        self._deferring = 0
+        self._pending = False
+
+    def _handler(self, signum, frame):
+        if self._deferring:
+            self._pending = True
+            return
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    def install(self):
+        if threading.current_thread() is not threading.main_thread():
+            return self           # signals can only be handled in the main thread
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def restore(self):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+    @contextlib.contextmanager
+    def deferred(self):
+        self._deferring += 1
+        try:
+            yield
+        finally:
+            self._deferring -= 1
+            if not self._deferring and self._pending:
+                self._pending = False
+                raise KeyboardInterrupt("deferred signal")
+
+
+# --------------------------------------------------------------------------- links
+
+@contextlib.contextmanager
+def open_link(name: str, *, run_tag: str, delay=None, out=sys.stderr):
+    """harness.link's context manager, with its LinkError turned into our one-line RunnerError.
+    The link is opened once per batch; its teardown runs however the batch ends."""
+    from harness import link as linkmod
+    try:
+        spec = linkmod.parse(name)
+        linkmod.check_privileges(spec)
+        with linkmod.open_link(spec, run_tag=run_tag, delay=delay, out=out) as lk:
+            yield lk
+    except linkmod.LinkError as e:
+        raise RunnerError(str(e)) from None
+
+
+# --------------------------------------------------------------------------- the client
+
+@dataclass
+class ClientResult:
+    final: dict | None = None
+    snapshots: list = field(default_factory=list)
+    returncode: int | None = None
+    stderr: str = ""
+    error: str | None = None          # why the run is not usable, if it is not
+    wall_s: float = 0.0
+
+
+def client_argv(loadgen: str, host: str, port: int, *, concurrency: int, size: int,
+                duration: float | None, warmup: float, rate: float | None,
+                timeout_ms: int, close_mode: str, run_id: str | None = None,
+                count: int | None = None, src_addrs: int | None = None) -> list[str]:
+    argv = [loadgen, "--host", host, "--port", str(port), "--concurrency", str(concurrency),
+            "--size", str(size), "--warmup", _num(warmup), "--timeout-ms", str(timeout_ms),
+            "--close", close_mode]
+    argv += ["--count", str(count)] if count else ["--duration", _num(duration)]
+    if rate:
+        argv += ["--rate", _num(rate)]
+    if src_addrs:
+        argv += ["--src-addrs", str(src_addrs)]
+    if run_id:
+        argv += ["--run-id", run_id]
+    return argv
+
+
+def _num(x) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def run_client(argv: list[str], *, timeout: float, on_snapshot=None, on_tick=None,
+               server_alive=None, signals: _Signals | None = None) -> ClientResult:
+    """Run the load client to completion, parsing SNAPSHOT lines live and the FINAL line.
+    ``server_alive()`` is polled: if the server dies the client is stopped early
+    (it would only collect refusals).  ``on_tick(elapsed)`` is called about once a
+    second.  The client is always gone when this returns or raises."""
+    res = ClientResult()
+    errf = tempfile.TemporaryFile(mode="w+b", prefix="events-loadgen-err-")
+    proc = None
+    buf = b""
+    t0 = time.monotonic()
+    try:
+        # Deferred: an interrupt arriving during Popen is raised only once `proc` is
+        # assigned, inside this try, so the finally below always stops the client.
+        with signals.deferred() if signals else contextlib.nullcontext():
+            try:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=errf, cwd=ROOT)
+            except OSError as e:
+                res.error = f"cannot start the load client: {e}"
+        if proc is None:
+            return res
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        fd = proc.stdout.fileno()
+        last_tick = t0
+        eof = False
+        try:
+            while not eof:
+                now = time.monotonic()
+                if now - t0 > timeout:
+                    res.error = f"load client did not finish within {timeout:.0f}s; killed"
+                    break
+                if server_alive is not None and not server_alive():
+                    res.error = "server exited during the run"
+                    break
+                for _key, _ in sel.select(0.25):
+                    chunk = os.read(fd, 65536)
+                    if not chunk:
+                        eof = True
+                        break
+                    buf += chunk
+                    *lines, buf = buf.split(b"\n")
+                    for raw in lines:
+                        _parse_client_line(raw.decode("utf-8", "replace"), res, on_snapshot)
+                if on_tick and now - last_tick >= 1.0:
+                    last_tick = now
+                    on_tick(now - t0)
+            if eof:
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    res.error = "load client closed its output but did not exit; killed"
+        finally:
+            sel.close()
+    finally:
+        res.wall_s = time.monotonic() - t0
+        if proc is not None:
+            with signals.deferred() if signals else contextlib.nullcontext():
+                _stop_pid(proc)
+            res.returncode = proc.returncode
+            try:
+                rest = proc.stdout.read() or b""   # lines written after we stopped reading
+            except (OSError, ValueError):
+                rest = b""
+            for raw in (buf + rest).split(b"\n"):
+                _parse_client_line(raw.decode("utf-8", "replace"), res, on_snapshot)
+            proc.stdout.close()
+        errf.seek(0)
+        res.stderr = errf.read().decode("utf-8", "replace")[-4000:]
+        errf.close()
+    if res.error is None:
+        if res.returncode == 2:
+            res.error = "load client rejected its arguments: " + (res.stderr.strip() or "exit 2")
+        elif res.returncode != 0:
+            res.error = f"load client failed (exit {res.returncode}): {res.stderr.strip()[-500:]}"
+        elif res.final is None:
+            res.error = "load client printed no FINAL line"
+    return res
+
+
+def _parse_client_line(line: str, res: ClientResult, on_snapshot) -> None:
+    line = line.strip()
+    if line.startswith("SNAPSHOT "):
+        try:
+            snap = json.loads(line[9:])
+        except ValueError:
+            return
+        res.snapshots.append(snap)
+        if on_snapshot:
+            on_snapshot(snap)
+    elif line.startswith("FINAL "):
+        try:
+            res.final = json.loads(line[6:])
+        except ValueError:
+            res.error = "load client printed an unreadable FINAL line"
+
+
+def _stop_pid(proc: subprocess.Popen, grace: float = 3.0) -> None:
+    """Stop one child we started, by its PID: SIGTERM, then SIGKILL; always reaped."""
+    if proc.poll() is not None:
+        return
+    try:
+        proc.terminate()
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    except ProcessLookupError:
+        proc.wait()
+
+
+# --------------------------------------------------------------------------- metrics
+
+def compute_metrics(final: dict | None, server_cpu_s: float | None, wall_s: float | None) -> dict:
+    final = final or {}
+    completed = final.get("completed_total")
+    started = final.get("started_total")
+    failed = final.get("failed_total")
+    lat = final.get("latency_us") or {}
+    share = final.get("client_cpu_share")
+    per_conn = (server_cpu_s / completed * 1e6) if server_cpu_s is not None and completed else None
+    return {
+        "conn_per_s": final.get("conn_per_s"),
+        "server_cpu_s": _round(server_cpu_s, 4),
+        "server_cpu_us_per_conn": _round(per_conn, 2),
+        "server_cpu_share": _round(server_cpu_s / wall_s, 4) if server_cpu_s is not None and wall_s else None,
+        "client_cpu_share": share,
+        "client_bound": (share >= CLIENT_BOUND_SHARE) if share is not None else None,
+        "started": started,
+        "completed": completed,
+        "failed": failed,
+        # lost = started and not completed: failed ones plus any still unfinished.
+        "lost": (started - completed) if started is not None and completed is not None else None,
+        "p50_us": lat.get("p50"),
+        "p99_us": lat.get("p99"),
+    }
+
+
+def _round(x, nd):
+    return None if x is None else round(x, nd)
+
+
+# --------------------------------------------------------------------------- one run
+
+@dataclass
+class Settings:
+    kind: str = "compare"
+    link: str = "loopback"
+    repeat: int = 3
+    duration: float = 10.0
+    warmup: float = 1.0
+    concurrency: int = 64
+    size: int = 100
+    rate: float | None = None
+    delay: str | None = None
+    python: str | None = None
+    timeout_ms: int = 5000
+    close_mode: str = "fin"
+    idle_timeout: float | None = None
+    labels: dict | None = None
+
+
+@dataclass
+class Planned:
+    spec: str
+    round: int          # 0-based; round r starts at spec r mod n
+    position: int       # 0-based position within the round
+    rate: float | None = None
+
+
+class _Batch:
+    """The state of one batch: its link, environment, signals and kept runs."""
+
+    def __init__(self, settings: Settings, *, total: int, out, results_dir: str | None,
+                 batch_id: str | None = None):
+        self.s = settings
+        self.total = total
+        self.out = out
+        self.progress = Progress(out)
+        self.root = records.results_dir(results_dir)
+        self.batch_id = batch_id or records.new_id("b")
+        self.records: list[dict] = []
+        self.paths: list[str] = []
+        self.signals = _Signals()
+        self.loadgen = check_loadgen()
+        self.server_prefix, self.client_prefix = pinning()
+        self.link = None
+        self.env = None
+
+    def run(self, n: int, item: Planned, *, observer=None) -> dict:
+        s, lk = self.s, self.link
+        spec = srv.parse_spec(item.spec)
+        rate = item.rate if item.rate is not None else s.rate
+        run_id = records.new_id()
+        where = "soak" if s.kind == "soak" else f"r{item.round}" + (f" @{rate:,.0f}/s" if item.rate else "")
+        tag = f"[{n}/{self.total} {spec.text} {where}]"
+        record = {
+            "schema": records.SCHEMA, "run_id": run_id, "batch_id": self.batch_id, "kind": s.kind,
+            "time_utc": records.utc_now(), "spec": spec.text, "server": spec.name, "link": lk.name,
+            "round": item.round, "position": item.position, "status": "ok", "error": None,
+            "server_stderr_tail": None,
+            "config": {"concurrency": s.concurrency, "size": s.size, "duration": s.duration,
+                       "warmup": s.warmup, "rate": rate, "timeout_ms": s.timeout_ms,
+                       "close_mode": s.close_mode, "python": s.python, "delay": s.delay,
+                       "idle_timeout": s.idle_timeout, "argv": list(sys.argv),
+                       "server_argv": None, "client_argv": None,
+                       "pinning": {"server": self.server_prefix[-1:], "client": self.client_prefix[-1:]}},
+            "client": None, "server_stats": None, "snapshots": [], "metrics": compute_metrics(None, None, None),
+            "kernel": None, "link_stats": None, "env": self.env, "labels": s.labels or {},
+            "warnings": [],
+        }
+        server = None
+        try:
+            try:
+                with self.signals.deferred():
+                    server = srv.start(spec, host=lk.server_host, port=0, size=s.size,
+                                       idle_timeout=s.idle_timeout, python=s.python,
+                                       prefix=list(lk.server_prefix) + self.server_prefix)
+            except srv.ServerError as e:
+                msg = str(e)
+                record.update(status="failed", error=msg.split("\n", 1)[0],
+                              server_stderr_tail=msg.split("stderr:\n", 1)[1] if "stderr:\n" in msg else None)
+                self.progress.line(f"{tag} FAILED to start: {msg}")
+                return self._keep(record)
+            record["config"]["server_argv"] = server.argv
+            argv = client_argv(self.loadgen, lk.server_host, server.port, concurrency=s.concurrency,
+                               size=s.size, duration=s.duration, warmup=s.warmup, rate=rate,
+                               timeout_ms=s.timeout_ms, close_mode=s.close_mode, run_id=run_id)
+            record["config"]["client_argv"] = argv
+            k_server0 = kstats.snapshot(lambda p: lk.read_proc(p, "server"))
+            k_client0 = kstats.snapshot(lambda p: lk.read_proc(p, "client")) if lk.name != "loopback" else None
+            l0 = _guarded(lk.snapshot, record)
+            cpu0, t0 = server.cpu_seconds(), time.monotonic()
+            if observer:
+                observer.started(server)
+
+            def show(snap):
+                speed = snap.get("speed") or 0
+                left = f"t={snap.get('t', 0):.0f}s/{s.duration + s.warmup:.0f}s"
+                extra = observer.status() if observer else ""
+                self.progress.update(f"{tag} {speed:,.0f} conn/s  {left}  failed={snap.get('failed', 0)}"
+                                     + extra)
+
+            timeout = s.duration + s.warmup + s.timeout_ms / 1000 + 30
+            cres = run_client(list(lk.client_prefix) + self.client_prefix + argv, timeout=timeout,
+                              on_snapshot=show, server_alive=server.alive, signals=self.signals,
+                              on_tick=(lambda el: observer.tick(server, el)) if observer else None)
+            cpu1, t1 = server.cpu_seconds(), time.monotonic()
+            if observer and server.alive():
+                observer.finish(server, t1 - t0)
+            l1 = _guarded(lk.snapshot, record)
+            k_server1 = kstats.snapshot(lambda p: lk.read_proc(p, "server"))
+            k_client1 = kstats.snapshot(lambda p: lk.read_proc(p, "client")) if lk.name != "loopback" else None
+            self.progress.done()
+            died = not server.alive()
+            exit_code = server.proc.returncode if died else None
+            record["server_stats"] = server.stop()
+            record["server_ready"] = server.ready
+            tail = server.stderr_tail()
+            record["server_stderr_tail"] = tail or None
+            cpu = (cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else None
+            record.update(client=cres.final, snapshots=cres.snapshots,
+                          metrics=compute_metrics(cres.final, cpu, t1 - t0),
+                          kernel=kstats.delta(k_server0, k_server1))
+            if k_client0 is not None:
+                record["kernel_client"] = kstats.delta(k_client0, k_client1)
+            started = (cres.final or {}).get("started_total")
+            try:
+                record["link_stats"] = lk.stats_between(l0, l1, started)
+            except Exception as e:            # descriptive only: keep the run
+                record["warnings"].append(f"link stats unavailable: {e}")
+            if died:
+                record.update(status="failed",
+                              error=f"server exited during the run (exit code {exit_code})")
+            elif cres.error:
+                record.update(status="failed", error=cres.error)
+            if cres.stderr.strip():
+                record["client_stderr_tail"] = cres.stderr[-2000:]
+            if record["server_stats"] is None and not died:
+                record["warnings"].append("server printed no STATS line on SIGTERM")
+            if cres.returncode == 2 and not died:
+                # Bad arguments fail every run the same way: stop the batch now.
+                self._keep(record)
+                raise RunnerError(cres.error)
+            if observer:
+                observer.annotate(record)
+            self._report(tag, record)
+            return self._keep(record)
+        finally:
+            self.progress.done()
+            if server is not None:
+                # Idempotent; matters on the way out of an error or an interrupt.  Deferred,
+                # so a second Ctrl-C cannot cut the stop short and leave the server running.
+                with self.signals.deferred():
+                    server.stop(timeout=5.0)
+
+    def _keep(self, record: dict) -> dict:
+        self.paths.append(records.write_record(record, self.root))
+        self.records.append(record)
+        return record
+
+    def _report(self, tag: str, r: dict) -> None:
+        m = r["metrics"]
+        if r["status"] == "ok":
+            cpu = m.get("server_cpu_us_per_conn")
+            self.progress.line(
+                f"{tag} {_fmt(m.get('conn_per_s'))} conn/s, server CPU "
+                f"{'?' if cpu is None else f'{cpu:.1f}'} µs/conn, p99 {_ms(m.get('p99_us'))} ms, "
+                f"failed {m.get('failed')}, lost {m.get('lost')}"
+                + (", CLIENT-BOUND" if m.get("client_bound") else ""))
+        else:
+            self.progress.line(f"{tag} FAILED: {r['error']}")
+            if r.get("server_stderr_tail"):
+                self.progress.line("  server stderr (tail):\n    "
+                                   + "\n    ".join(r["server_stderr_tail"].strip().splitlines()[-15:]))
+
+    def execute(self, plan: list[Planned], *, observer_for=None, title: str = "") -> list[dict]:
+        self.signals.install()
+        try:
+            with open_link(self.s.link, run_tag=self.batch_id, delay=self.s.delay, out=self.out) as lk:
+                self.link = lk
+                self.env = environment.capture(lk, self.s.python)
+                self.progress.line(f"batch {self.batch_id}: {title or self.s.kind}, link {lk.name}, "
+                                   f"{len(plan)} runs; results -> {self.root}")
+                for n, item in enumerate(plan, 1):
+                    self.run(n, item, observer=observer_for(item) if observer_for else None)
+        except KeyboardInterrupt:
+            self.progress.done()
+            self._write_batch(interrupted=True)
+            raise BatchInterrupted(self.records, self.root) from None
+        finally:
+            self.signals.restore()
+        return self.records
+
+    def _write_batch(self, interrupted: bool = False) -> tuple[str, str] | None:
+        if not self.records:
+            return None
+        summary = {"batch_id": self.batch_id, "kind": self.s.kind, "link": self.s.link,
+                   "time_utc": records.utc_now(), "interrupted": interrupted,
+                   "settings": self.s.__dict__, "run_ids": [r["run_id"] for r in self.records],
+                   "summary": summarize(self.records)}
+        md = (f"# Batch {self.batch_id} ({self.s.kind}, link {self.s.link})\n\n"
+              + ("Interrupted: only the runs below were completed.\n\n" if interrupted else "")
+              + format_table(self.records, markdown=True)
+              + (f"\n```\n{format_soak(self.records)}\n```\n" if self.s.kind == "soak" else ""))
+        try:
+            return records.write_batch(self.batch_id, summary, md, self.root)
+        except FileExistsError:
+            return None
+
+
+def _guarded(fn, record):
+    """Link counters are descriptive: if reading them fails, note it and keep the run."""
+    try:
+        return fn()
+    except Exception as e:
+        record["warnings"].append(f"link counters unavailable: {e}")
+        return None
+
+
+def _fmt(x) -> str:
+    return "?" if x is None else f"{x:,.0f}"
+
+
+def _ms(us) -> str:
+    return "?" if us is None else f"{us / 1000:.2f}"
+
+
+# --------------------------------------------------------------------------- batches
+
+def make_plan(specs: list[str], repeat: int, rates: list | None = None) -> list[Planned]:
+    """Rounds of every spec, the order rotated by one each round; for a sweep, the
+    rounds of each offered rate in increasing order."""
+    plan = []
+    n = len(specs)
+    for rate in (rates or [None]):
+        for r in range(repeat):
+            for pos in range(n):
+                plan.append(Planned(specs[(r + pos) % n], r, pos, rate))
+    return plan
+
+
+def _unique(specs) -> list[str]:
+    seen, out = set(), []
+    for text in specs:
+        t = srv.parse_spec(text if isinstance(text, str) else text.text).text
+        if t not in seen:
+            seen.add(t)
+            out.append(t)
+    return out
+
+
+def run_batch(specs, *, kind: str = "compare", link: str = "loopback", repeat: int = 3,
+              duration: float = 10.0, warmup: float = 1.0, concurrency: int = 64, size: int = 100,
+              rate: float | None = None, delay=None, python: str | None = None,
+              timeout_ms: int = 5000, close_mode: str = "fin", labels: dict | None = None,
+              out=sys.stdout, results_dir: str | None = None, idle_timeout: float | None = None,
+              rates: list | None = None, show_table: bool = True) -> list[dict]:
+    """Run ``repeat`` interleaved rounds of ``specs`` and return the run records
+    (failed runs included).  Each record is on disk when its run ends.  Raises
+    ServerError (unknown spec), RunnerError (cannot run), BatchInterrupted."""
+    specs = _unique(specs)
+    if not specs:
+        raise RunnerError("no servers to run")
+    if repeat < 1 or duration <= 0 or warmup < 0 or concurrency < 1 or size < 1:
+        raise RunnerError("repeat, duration, concurrency and size must be positive (warmup >= 0)")
+    settings = Settings(kind=kind, link=link, repeat=repeat, duration=duration, warmup=warmup,
+                        concurrency=concurrency, size=size, rate=rate, delay=delay, python=python,
+                        timeout_ms=timeout_ms, close_mode=close_mode, idle_timeout=idle_timeout,
+                        labels=labels)
+    plan = make_plan(specs, repeat, rates)
+    batch = _Batch(settings, total=len(plan), out=out, results_dir=results_dir)
+    recs = batch.execute(plan, title=f"{kind} {' '.join(specs)}, {repeat} round(s) of {duration:g}s")
+    paths = batch._write_batch()
+    if show_table:
+        print(file=out)
+        print_table(recs, out=out)
+        where = f"results: {len(recs)} run file(s) in {os.path.join(batch.root, 'runs')}, " \
+                f"rows appended to {os.path.join(batch.root, 'runs.csv')}"
+        if paths:
+            where += f"; batch summary {paths[1]}"
+        print(where, file=out)
+    return recs
+
+
+# --------------------------------------------------------------------------- soak
+
+SOAK_MIN_CONNECTIONS = 1_000_000
+SOAK_RSS_TOLERANCE = 0.05
+
+
+def read_rss_kb(pid: int) -> int | None:
+    """VmRSS of a process in kB (all threads), from /proc/PID/status."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+class SoakObserver:
+    """Samples the server's RSS every ``interval`` seconds during a soak run and
+    gives the verdict: enough connections, zero lost, RSS flat.
+
+    The baseline is the first sample at or after one minute (allocator pools,
+    caches and the interpreter's free lists settle in the first seconds); for a
+    soak shorter than 120 s it is the sample at 10 % of the duration instead,
+    and the verdict says so."""
+
+    def __init__(self, duration: float, warmup: float, interval: float = 5.0,
+                 min_connections: int = SOAK_MIN_CONNECTIONS):
+        self.duration, self.warmup, self.interval = duration, warmup, interval
+        self.min_connections = min_connections
+        total = duration + warmup
+        self.baseline_at = 60.0 if duration >= 120 else 0.1 * total
+        self.baseline_rule = "after the first minute" if duration >= 120 else \
+            f"after 10% of the duration ({self.baseline_at:.1f}s; soak shorter than 120s)"
+        self.samples: list[tuple[float, int]] = []
+        self._next = 0.0
+        self._pid = None
+
+    def started(self, server):
+        self._pid = server.pid
+        self._sample(0.0)
+
+    def _sample(self, elapsed):
+        rss = read_rss_kb(self._pid)
+        if rss is not None:
+            self.samples.append((round(elapsed, 2), rss))
+        self._next = elapsed + self.interval
+
+    def tick(self, server, elapsed):
+        # Sample at the interval, and exactly once as close as we can after the baseline time.
+        crossed = elapsed >= self.baseline_at and not any(t >= self.baseline_at for t, _ in self.samples)
+        if elapsed >= self._next or crossed:
+            self._sample(elapsed)
+
+    def finish(self, server, elapsed):
+        """The end-of-run sample, taken after the client exits and before the server stops."""
+        self._sample(elapsed)
+
+    def status(self) -> str:
+        return f"  rss={self.samples[-1][1] / 1024:.1f}MB" if self.samples else ""
+
+    def annotate(self, record: dict) -> None:
+        m = record["metrics"]
+        base = next(((t, kb) for t, kb in self.samples if t >= self.baseline_at), None)
+        end = self.samples[-1] if self.samples else None
+        growth = (end[1] - base[1]) / base[1] if base and end and base[1] else None
+        reasons = []
+        if record["status"] != "ok":
+            reasons.append(f"run failed: {record['error']}")
+        completed = m.get("completed") or 0
+        if completed < self.min_connections:
+            reasons.append(f"only {completed:,} connections (< {self.min_connections:,})")
+        if m.get("lost"):
+            reasons.append(f"{m['lost']:,} connections lost")
+        if growth is None:
+            reasons.append("RSS could not be sampled at the baseline and the end")
+        elif abs(growth) > SOAK_RSS_TOLERANCE:
+            reasons.append(f"RSS not flat: {growth:+.1%} (limit ±{SOAK_RSS_TOLERANCE:.0%})")
+        record["soak"] = {
+            "pass": not reasons, "reasons": reasons, "baseline_rule": self.baseline_rule,
+            "rss_baseline_kb": base[1] if base else None, "rss_baseline_at_s": base[0] if base else None,
+            "rss_end_kb": end[1] if end else None, "rss_end_at_s": end[0] if end else None,
+            "rss_growth": _round(growth, 4), "rss_samples": self.samples,
+            "connections": completed, "lost": m.get("lost"), "min_connections": self.min_connections,
+        }
+
+
+def soak(variants, *, duration: float = 600.0, out=sys.stdout, rss_interval: float = 5.0,
+         min_connections: int = SOAK_MIN_CONNECTIONS, **kw) -> list[dict]:
+    """One long run per variant (in turn), RSS sampled; prints PASS/FAIL per variant."""
+    specs = _unique(variants)
+    settings = Settings(kind="soak", duration=duration, repeat=1,
+                        **{k: v for k, v in kw.items() if k in Settings.__dataclass_fields__})
+    plan = [Planned(s, 0, 0) for s in specs]
+    batch = _Batch(settings, total=len(plan), out=out, results_dir=kw.get("results_dir"))
+    recs = batch.execute(plan, title=f"soak {' '.join(specs)}, {duration:g}s each",
+                         observer_for=lambda item: SoakObserver(duration, settings.warmup, rss_interval,
+                                                                min_connections))
+    paths = batch._write_batch()
+    print(file=out)
+    print(format_soak(recs), file=out)
+    print(f"results: {os.path.join(batch.root, 'runs')}" + (f"; batch summary {paths[1]}" if paths else ""),
+          file=out)
+    return recs
+
+
+def format_soak(recs: list[dict]) -> str:
+    lines = ["soak: connections, losses and server RSS per variant"]
+    for r in recs:
+        s = r.get("soak") or {}
+        base, end = s.get("rss_baseline_kb"), s.get("rss_end_kb")
+        lines.append(
+            f"  {r['spec']:<28} {'PASS' if s.get('pass') else 'FAIL'}  "
+            f"connections {s.get('connections') or 0:,}  lost {s.get('lost')}  "
+            f"RSS {_mb(base)} ({s.get('baseline_rule', '?')}) -> {_mb(end)} at the end "
+            f"({_pct(s.get('rss_growth'))})")
+        for reason in s.get("reasons") or []:
+            lines.append(f"      {reason}")
+    return "\n".join(lines)
+
+
+def _pct(x) -> str:
+    return "?" if x is None else f"{x:+.1%}"
+
+
+def _mb(kb) -> str:
+    return "?" if kb is None else f"{kb / 1024:.1f} MB"
+
+
+# --------------------------------------------------------------------------- summary and table
+
+def _median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def summarize(recs: list[dict], baseline: str | None = None) -> list[dict]:
+    """Per (spec, offered rate): conn/s median [min-max], server CPU µs/conn
+    median, p50/p99 medians, failures, lost, client-bound runs, and the ratios
+    to the baseline (raw_epoll by default) taken per round — paired with the
+    baseline's run in the same batch, round and rate — then the median of them."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in recs:
+        groups.setdefault((r["spec"], (r.get("config") or {}).get("rate")), []).append(r)
+    if baseline is None:
+        present = {r["spec"] for r in recs}
+        baseline = srv.BASELINE if srv.BASELINE in present else next(
+            (s for s in sorted(present) if s.split(":")[0] == srv.BASELINE), None)
+    base_by_round = {}
+    for r in recs:
+        if r["spec"] == baseline and r["status"] == "ok":
+            base_by_round[_round_key(r)] = r["metrics"]
+    out = []
+    for (spec, rate), rs in groups.items():
+        ok = [r for r in rs if r["status"] == "ok"]
+        m = [r["metrics"] for r in ok]
+        cps = [x["conn_per_s"] for x in m if x.get("conn_per_s") is not None]
+        cpu = [x["server_cpu_us_per_conn"] for x in m if x.get("server_cpu_us_per_conn") is not None]
+        r_cpu, r_cps = [], []
+        for r in ok:
+            b = base_by_round.get(_round_key(r))
+            if not b:
+                continue
+            a = r["metrics"]
+            if a.get("server_cpu_us_per_conn") and b.get("server_cpu_us_per_conn"):
+                r_cpu.append(a["server_cpu_us_per_conn"] / b["server_cpu_us_per_conn"])
+            if a.get("conn_per_s") is not None and b.get("conn_per_s"):
+                r_cps.append(a["conn_per_s"] / b["conn_per_s"])
+        out.append({
+            "spec": spec, "server": rs[0].get("server"), "link": rs[0].get("link"), "rate": rate,
+            "runs": len(rs), "ok": len(ok), "failed_runs": len(rs) - len(ok),
+            "conn_per_s_median": _median(cps), "conn_per_s_min": min(cps) if cps else None,
+            "conn_per_s_max": max(cps) if cps else None,
+            "server_cpu_us_per_conn_median": _median(cpu),
+            "p50_us_median": _median([x.get("p50_us") for x in m]),
+            "p99_us_median": _median([x.get("p99_us") for x in m]),
+            "failed": sum(x.get("failed") or 0 for x in m),
+            "lost": sum(x.get("lost") or 0 for x in m),
+            "client_bound": sum(1 for x in m if x.get("client_bound")),
+            "listen_overflows": sum((r.get("kernel") or {}).get("ListenOverflows", 0) for r in ok),
+            "baseline": baseline,
+            "ratio_cpu_to_baseline": _round(_median(r_cpu), 3),
+            "ratio_conn_to_baseline": _round(_median(r_cps), 3),
+            "paired_rounds": max(len(r_cpu), len(r_cps)),
+        })
+    return out
+
+
+def _round_key(r: dict) -> tuple:
+    return (r.get("batch_id"), r.get("round"), (r.get("config") or {}).get("rate"), r.get("link"))
+
+
+def format_table(recs: list[dict], *, markdown: bool = False) -> str:
+    rows = summarize(recs)
+    if not rows:
+        return "(no runs)\n"
+    sweep = any(r["rate"] is not None for r in rows)
+    base = rows[0]["baseline"] or srv.BASELINE
+    head = ["spec"] + (["offered/s"] if sweep else []) + [
+        "runs ok/failed", "conn/s median [min–max]", "server CPU µs/conn",
+        f"CPU ×{base}", f"conn/s ×{base}", "p99 ms", "failed/lost", "client-bound"]
+    body = []
+    for r in rows:
+        cps = "?" if r["conn_per_s_median"] is None else \
+            f"{r['conn_per_s_median']:,.0f} [{r['conn_per_s_min']:,.0f}–{r['conn_per_s_max']:,.0f}]"
+        cpu = r["server_cpu_us_per_conn_median"]
+        body.append([r["spec"]] + ([_fmt(r["rate"])] if sweep else []) + [
+            f"{r['ok']}/{r['failed_runs']}", cps, "?" if cpu is None else f"{cpu:.1f}",
+            "–" if r["ratio_cpu_to_baseline"] is None else f"{r['ratio_cpu_to_baseline']:.2f}",
+            "–" if r["ratio_conn_to_baseline"] is None else f"{r['ratio_conn_to_baseline']:.2f}",
+            _ms(r["p99_us_median"]), f"{r['failed']}/{r['lost']}", f"{r['client_bound']}/{r['ok']}"])
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in body]
+    else:
+        widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+        fmt = lambda row: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                                    for i, (c, w) in enumerate(zip(row, widths)))
+        lines = [fmt(head), fmt(["-" * w for w in widths])] + [fmt(row) for row in body]
+    notes = [f"Ratios: median over rounds of (spec ÷ {base} in the same round). "
+             f"client-bound: runs whose client used ≥{CLIENT_BOUND_SHARE:.0%} of a core "
+             "(their conn/s measures the client)."]
+    if any(r["failed_runs"] for r in rows):
+        notes.append("Failed runs are kept on disk with their error and the server's stderr.")
+    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+
+
+def print_table(recs: list[dict], out=sys.stdout) -> None:
+    print(format_table(recs), file=out, end="")
+    out.flush()

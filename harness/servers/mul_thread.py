@@ -1,0 +1,31 @@
+"""mul_thread's echo server: the Events library running fired file events on a pool.
+
+The state machine, the accept loop, the counters, the idle sweep (one periodic time
+event) and ``--diet`` are ``common.EventsEcho`` -- master's server exactly (same
+read proc and write proc); only the loop differs: ``--workers N`` threads and
+``--pool faithful`` (the study's design: each pass's batch runs on the pool and the
+loop waits for all of it) or ``--pool oneshot`` (the improved design of issue 7).
+Procs on worker threads touch only their own connection plus the shared counters and
+connection table (see common.py, "Threads").
+"""
+
+from variants.mul_thread import EventLoop
+
+from harness.servers import common
+
+NAME = "mul_thread"
+
+
+def add_options(p):
+    common.add_backend_option(p)
+    p.add_argument("--workers", type=common.positive_int, default=4, help="pool threads")
+    p.add_argument("--pool", choices=("faithful", "oneshot"), default="faithful",
+                   help="faithful: the study's batch-per-pass pool; oneshot: the improved one")
+
+
+def make_loop(args, setsize):
+    return EventLoop(setsize=setsize, backend=args.backend, workers=args.workers, pool=args.pool)
+
+
+if __name__ == "__main__":
+    common.serve_events(NAME, make_loop, add_options)

@@ -1,0 +1,100 @@
+"""raw_epoll: the baseline -- ``select.epoll`` directly, no event library.
+
+This is the study's "Python raw epoll" server, the yardstick every ratio is taken
+against: the classic level-triggered pattern
+
+    accept -> register(fd, EPOLLIN) -> recv -> modify(fd, EPOLLOUT) -> send
+           -> unregister(fd) -> close
+
+The protocol, the accept loop, the counters and the ``--diet`` mode come from
+``common.EchoCore`` -- the same code the variant servers run -- so what this file
+adds is only what an event library would do for them: the three ``epoll`` calls
+and the dispatch loop.
+
+Idle sweep: ``epoll.poll`` is given the time left until the next sweep as its
+timeout, and one clock read per pass decides whether the sweep is due (the same
+thing an ae loop does for its nearest timer).  With ``--idle-timeout 0`` the loop
+blocks without a timeout and reads no clock.
+"""
+
+from __future__ import annotations
+
+import select
+import time
+
+from harness.servers import common
+from harness.servers.common import READING, WRITING
+
+NAME = "raw_epoll"
+
+
+class RawEpollEcho(common.EchoCore):
+    def __init__(self, args, listener):
+        super().__init__(args, listener)
+        self.ep = select.epoll()
+        self.running = True
+
+    def stop(self):
+        self.running = False
+
+    def watch_read(self, conn):
+        conn.watched = READING
+        self.ep.register(conn.fd, select.EPOLLIN)
+
+    def watch_write(self, conn):
+        if conn.watched:
+            self.ep.modify(conn.fd, select.EPOLLOUT)
+        else:                                   # diet: first registration, for writable
+            self.ep.register(conn.fd, select.EPOLLOUT)
+        conn.watched = WRITING
+
+    def unwatch(self, conn):
+        self.ep.unregister(conn.fd)
+
+    def run(self, interval: float, wake):
+        """Serve until stop(); ``wake`` is the signal wake-up socket (common.on_signals)."""
+        lfd = self.listener.fileno()
+        self.ep.register(lfd, select.EPOLLIN)
+        self.ep.register(wake.fileno(), select.EPOLLIN)
+        poll = self.ep.poll
+        conns = self.conns
+        on_accept, on_readable, on_writable = self.on_accept, self.on_readable, self.on_writable
+        monotonic = time.monotonic
+        timeout = interval or -1
+        next_sweep = monotonic() + interval if interval else None
+        while self.running:
+            for fd, _ev in poll(timeout):
+                if fd == lfd:
+                    on_accept()
+                    continue
+                conn = conns.get(fd)
+                if conn is None:                # the wake-up socket, or closed earlier in
+                    if fd == wake.fileno():     # this pass (idle sweep)
+                        common.drain(wake)
+                    continue
+                # Dispatch on what we asked for: EPOLLERR/EPOLLHUP arrive with either,
+                # and the recv or send then reports the error.
+                if conn.watched == READING:
+                    on_readable(conn)
+                else:
+                    on_writable(conn)
+            if next_sweep is not None:
+                now = monotonic()
+                if now >= next_sweep:
+                    self.sweep()
+                    next_sweep = now + interval
+                timeout = next_sweep - now
+
+
+def main(argv=None):
+    args = common.parse_args(NAME, argv)
+    listener = common.listen(args)
+    server = RawEpollEcho(args, listener)
+    wake = common.on_signals(server.stats, server.stop)
+    common.ready(NAME, listener)
+    server.run(common.sweep_interval(args), wake)
+    common.finish(server.stats)
+
+
+if __name__ == "__main__":
+    main()

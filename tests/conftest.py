@@ -1,0 +1,50 @@
+"""Shared pytest fixtures.
+
+``server``: a factory that starts an echo server through ``harness.servers.start``
+(the same path the runner uses) and stops it at teardown, by its PID only::
+
+    def test_something(server):
+        srv = server("raw_epoll", idle_timeout=0.5)   # any start() keyword
+        ... connect to ("127.0.0.1", srv.port) ...
+        stats = srv.stop()                              # optional: teardown stops the rest
+
+A server spec that cannot run here (C binary not built, uvloop missing) skips the
+test with the reason ``check_available`` gives.  ``server_specs()`` lists every
+server of the table, for parametrizing.
+"""
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from harness import servers  # noqa: E402
+
+
+def server_specs():
+    """Every server name in the table (tests skip the ones not available here)."""
+    return list(servers.SERVERS)
+
+
+@pytest.fixture
+def server():
+    started = []
+
+    def start(spec, **kwargs):
+        spec = servers.parse_spec(spec) if isinstance(spec, str) else spec
+        try:
+            servers.check_available(spec, kwargs.get("python"))
+        except servers.ServerError as e:
+            pytest.skip(str(e))
+        kwargs.setdefault("ready_timeout", 15.0)
+        proc = servers.start(spec, **kwargs)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop(timeout=5.0)      # idempotent; SIGTERM to our own PID, SIGKILL after 5 s

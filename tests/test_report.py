@@ -1,0 +1,105 @@
+"""make report, from hand-written run records (tests/fixtures/runs, schema 1).
+
+The fixture: batch fixA (loopback, 3 rounds of raw_epoll/master/alone_proc, order
+rotated; master lost 3 connections in round 1, alone_proc was client-bound in
+round 0), batch fixB (100mbit; mul_thread failed), batch fixC (an open-loop sweep
+of raw_epoll, the 40000/s step lost connections)."""
+
+import os
+import shutil
+
+import pytest
+
+from harness import report
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "runs")
+CHARTS = ("conn_per_s.png", "cpu_per_conn.png", "latency.png", "conn_over_time.png",
+          "latency_vs_rate.png")
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def results(tmp_path):
+    shutil.copytree(FIXTURES, tmp_path / "runs")
+    return tmp_path
+
+
+def _summary(results):
+    records, problems = report.load(str(results))
+    assert not problems
+    return report.frame(records), report.summarize(report.frame(records))
+
+
+def _row(summary, link, spec):
+    rows = summary[(summary["link"] == link) & (summary["spec"] == spec)]
+    assert len(rows) == 1
+    return rows.iloc[0]
+
+
+def test_report_writes_markdown_and_every_chart(results, capsys):
+    assert report.main(["--results-dir", str(results)]) == 0
+    md = (results / "REPORT.md").read_text()
+    for name in CHARTS:
+        png = results / "charts" / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert f"(charts/{name})" in md
+    assert "### link: loopback" in md and "### link: 100mbit" in md
+    assert "## Environment of the runs" in md and "Fixture CPU @ 3.0GHz (16)" in md
+    # The rule is stated, and the excluded runs are listed with their reason.
+    assert "Medians use clean runs only" in md
+    assert "| fixA-r1-master |" in md and "lost 3 connections" in md
+    assert "| fixB-mul_thread |" in md and "status failed: server exited with code 1" in md
+    assert "| fixA-r0-alone_proc |" in md          # client-bound table
+
+
+def test_marked_runs_are_excluded_from_medians(results):
+    df, summary = _summary(results)
+    master = _row(summary, "loopback", "master")
+    # master: 20000, (15000 lost 3 -> excluded), 21000
+    assert master["runs"] == 3 and master["clean"] == 2 and master["excluded"] == 1
+    assert master["conn_med"] == pytest.approx(20500)
+    assert master["conn_min"] == 20000 and master["cpu_med"] == pytest.approx(44.5)
+    # client-bound runs stay in the median but are counted
+    alone = _row(summary, "loopback", "alone_proc")
+    assert alone["clean"] == 3 and alone["client_bound"] == 1
+    assert alone["conn_med"] == pytest.approx(24000)
+    failed = _row(summary, "100mbit", "mul_thread")
+    assert failed["clean"] == 0 and failed["conn_med"] != failed["conn_med"]   # NaN
+    # the open-loop sweep never enters the closed-loop table
+    assert _row(summary, "loopback", "raw_epoll")["runs"] == 3
+
+
+def test_ratios_are_paired_per_round(results):
+    df, summary = _summary(results)
+    master = _row(summary, "loopback", "master")
+    # rounds 0 and 2 only (round 1 excluded): 20000/25000 = 0.8, 21000/26000 = 0.8077
+    assert master["ratio_n"] == 2
+    assert master["ratio_conn"] == pytest.approx((0.8 + 21000 / 26000) / 2)
+    # not the ratio of medians (20500 / 25000 = 0.82)
+    assert master["ratio_conn"] != pytest.approx(20500 / 25000, abs=1e-3)
+    assert master["ratio_cpu"] == pytest.approx((45 / 36 + 44 / 35) / 2)
+    # 100mbit: the only pair is in another batch than loopback's
+    assert _row(summary, "100mbit", "master")["ratio_conn"] == pytest.approx(2700 / 3100)
+
+
+def test_no_runs_is_a_clear_message(tmp_path, capsys):
+    assert report.main(["--results-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "no runs recorded yet: run make bench" in err
+    assert not (tmp_path / "REPORT.md").exists()
+
+
+def test_environment_variable_names_the_results_dir(results, monkeypatch):
+    monkeypatch.setenv("EVENTS_RESULTS_DIR", str(results))
+    assert report.main([]) == 0
+    assert (results / "REPORT.md").exists()
+
+
+def test_corrupt_run_file_is_reported_and_the_rest_used(results, capsys):
+    (results / "runs" / "broken.json").write_text('{"schema": 1, "run_id": ')
+    assert report.main(["--results-dir", str(results)]) == 0
+    err = capsys.readouterr().err
+    assert "broken.json" in err and "Traceback" not in err
+    md = (results / "REPORT.md").read_text()
+    assert "broken.json" in md and "from 16 run records" in md

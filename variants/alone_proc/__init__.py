@@ -1,0 +1,10 @@
+"""Events, variant alone_proc: one unified proc per fd, called once per ready fd per pass.
+
+See events.py for the design essay and docs/variants.md for the three variants.
+"""
+
+from ..common.constants import *  # noqa: F401,F403
+from ..common.constants import __all__ as _constants
+from .events import EventLoop
+
+__all__ = ["EventLoop"] + _constants

@@ -1,0 +1,90 @@
+"""Pollers, one small module each, chosen in one place: :func:`choose`.
+
+Every backend module has the same shape::
+
+    NAME            the name ``loop.backend`` reports
+    available()     True when this platform has the underlying call
+    Poller(oneshot=False)
+        register(fd, mask)   start watching fd for mask (READABLE|WRITABLE, ae terms)
+        modify(fd, mask)     change the mask of a watched fd
+        unregister(fd)       stop watching fd (an fd the poller no longer knows: no-op)
+        rearm(fd, mask)      oneshot mode: watch fd again after it was reported
+        poll(timeout)        wait up to timeout seconds (None: forever, 0: do not block)
+                             and return a list of (fd, native_events)
+        to_ae                tuple: native_events -> ae mask (to_ae[native_events])
+        needs_wakeup         True when a change made by another thread does not reach a
+                             poll() already in progress (the loop must be woken)
+        fileno(), close()
+
+Why ``poll()`` returns the kernel's own bits and a translation table instead of ae
+masks: ``select.epoll.poll`` already builds a list of ``(fd, events)`` tuples;
+translating in the backend would build a second list and a second tuple per event.
+The loop does ``to_ae[events]`` instead, one tuple index per event, no allocation.
+(Linux reports only the requested bits plus ERR/HUP, so the tables are small.)
+
+Error and hang-up conditions translate to READABLE|WRITABLE; the loop then ANDs with
+the fd's registered mask, so exactly the registered procs fire and can see the error
+from recv()/send(), as in ae.
+
+EINTR: since PEP 475, Python retries a poll interrupted by a signal whose handler
+returned normally (with the timeout recomputed), and propagates the exception when the
+handler raised. A signal therefore means "no events" for the loop, or ends it through
+the handler's exception; backends need no EINTR code.
+
+An fd closed without being unregistered: epoll drops it silently; the poll and select
+backends drop it when the kernel reports it invalid (POLLNVAL / EBADF). All backends
+then behave the same: the fd vanishes from the poller without being reported, and
+``register``/``modify`` of a reused fd number work whatever the poller remembers.
+"""
+
+import importlib
+
+# Preference order: the first available backend is the default (epoll on Linux).
+_ORDER = ("epoll", "poll", "select")
+
+
+def available():
+    """Names of the backends this platform supports, best first."""
+    names = []
+    for name in _ORDER:
+        module = importlib.import_module("." + name, __name__)
+        if module.available():
+            names.append(name)
+    return names
+
+
+def choose(name=None):
+    """Return the backend module called ``name`` (default: the best available)."""
+    names = available()
+    if name is None:
+        return importlib.import_module("." + names[0], __name__)
+    if name not in names:
+        raise ValueError("unknown backend %r: available backends are %s"
+                         % (name, ", ".join(names)))
+    return importlib.import_module("." + name, __name__)
+
+
+def translation_table(native_in, native_out, native_error):
+    """Build ``to_ae``: a tuple indexed by a native event word, giving the ae mask.
+
+    ``native_error`` holds the bits (ERR, HUP) that fire both READABLE and WRITABLE.
+    Written once for every backend so that the error rule is the same everywhere.
+    """
+    from ..constants import READABLE, WRITABLE
+    size = 1 << (native_in | native_out | native_error).bit_length()
+    table = []
+    for native in range(size):
+        mask = 0
+        if native & native_in:
+            mask |= READABLE
+        if native & native_out:
+            mask |= WRITABLE
+        if native & native_error:
+            mask |= READABLE | WRITABLE
+        table.append(mask)
+    return tuple(table)
+
+
+def native_masks(native_in, native_out, extra=0):
+    """ae mask (0..3) -> native registration word, as a tuple."""
+    return (extra, native_in | extra, native_out | extra, native_in | native_out | extra)

@@ -1,0 +1,84 @@
+"""select(2): the lowest common denominator; fds must be below FD_SETSIZE (1024).
+
+Kept as the fallback every platform has. Cost per call is O(registered fds) twice
+(building the lists, and the kernel scanning them), which is why it is last in the
+preference order. Error and hang-up conditions show as readable/writable.
+
+The interest sets are copied to lists for each call so that another thread (the
+mul_thread variant) may change them while select() runs; such changes reach the next
+call, hence ``needs_wakeup = True``. A closed fd makes select() fail with EBADF: the
+bad fds are found with fstat() (only on that error path) and dropped.
+"""
+
+import os
+import select as _select
+
+from . import translation_table
+
+NAME = "select"
+FD_SETSIZE = 1024
+
+
+def available():
+    return hasattr(_select, "select")
+
+
+class Poller:
+    needs_wakeup = True
+
+    def __init__(self, oneshot=False):
+        self._r = set()
+        self._w = set()
+        self._oneshot = oneshot
+        # Native events are ae masks already: READABLE=1, WRITABLE=2.
+        self.to_ae = translation_table(1, 2, 0)
+
+    def register(self, fd, mask):
+        if fd >= FD_SETSIZE:
+            raise ValueError("fd %d is too large for the select backend (FD_SETSIZE %d): "
+                             "use the epoll or poll backend" % (fd, FD_SETSIZE))
+        if mask & 1:
+            self._r.add(fd)
+        else:
+            self._r.discard(fd)
+        if mask & 2:
+            self._w.add(fd)
+        else:
+            self._w.discard(fd)
+
+    modify = register
+    rearm = register
+
+    def unregister(self, fd):
+        self._r.discard(fd)
+        self._w.discard(fd)
+
+    def poll(self, timeout):
+        try:
+            rlist, wlist, _ = _select.select(list(self._r), list(self._w), [], timeout)
+        except OSError:
+            # EBADF: some fd was closed without being unregistered. Drop it (as epoll
+            # would) and report no events; the next pass polls the rest.
+            self._drop_closed()
+            return []
+        ready = dict.fromkeys(rlist, 1)
+        for fd in wlist:
+            ready[fd] = ready.get(fd, 0) | 2
+        if self._oneshot:
+            for fd in ready:
+                self.unregister(fd)
+        return list(ready.items())
+
+    def _drop_closed(self):
+        for fd in list(self._r | self._w):
+            try:
+                os.fstat(fd)
+            except OSError:
+                self.unregister(fd)
+
+    def fileno(self):
+        return -1
+
+    def close(self):
+        self._r.clear()
+        self._w.clear()

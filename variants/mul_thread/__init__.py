@@ -1,0 +1,10 @@
+"""Events, variant mul_thread: fired file events run on a pool of worker threads.
+
+See events.py for the design essay and docs/variants.md for the three variants.
+"""
+
+from ..common.constants import *  # noqa: F401,F403
+from ..common.constants import __all__ as _constants
+from .events import EventLoop
+
+__all__ = ["EventLoop"] + _constants
