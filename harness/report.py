@@ -42,8 +42,8 @@ BASELINE = "raw_epoll"
 NO_RUNS = "no runs recorded yet: run make bench"
 
 # Group key of the closed-loop tables: a median over runs with different
-# concurrency or message size would mix two experiments.
-GROUP = ["link", "spec", "concurrency", "size"]
+# concurrency, message size or interpreter (PYTHON=...) would mix two experiments.
+GROUP = ["link", "spec", "concurrency", "size", "python"]
 
 
 # --------------------------------------------------------------------------- loading
@@ -81,6 +81,8 @@ def frame(records: list[dict]):
             "round": r.get("round"), "position": r.get("position"), "status": status,
             "concurrency": c.get("concurrency"), "size": c.get("size"),
             "rate": float(rate) if rate else None, "duration": c.get("duration"),
+            # the interpreter the user named (PYTHON=...); None is the venv's
+            "python": os.path.basename(str(c.get("python"))) if c.get("python") else "default",
             "conn_per_s": m.get("conn_per_s"),
             "cpu_us_per_conn": m.get("server_cpu_us_per_conn"),
             "p50_us": m.get("p50_us"), "p99_us": m.get("p99_us"),
@@ -122,7 +124,7 @@ def paired_ratios(df):
     ratio_conn, ratio_cpu."""
     import pandas as pd
 
-    key = ["batch_id", "round", "link", "concurrency", "size"]
+    key = ["batch_id", "round", "link", "concurrency", "size", "python"]
     clean = df[~df["excluded"] & ~df["open_loop"] & df["batch_id"].notna()]
     base = (clean[clean["spec"] == BASELINE].groupby(key, dropna=False)
             [["conn_per_s", "cpu_us_per_conn"]].median()
@@ -169,11 +171,14 @@ def summarize(df):
     # raw_epoll first on each link, then by conn/s: the eye reads the baseline first.
     out["_order"] = (out["spec"] != BASELINE).astype(int)
     out["_link"] = out["link"].map({l: i for i, l in enumerate(link_order(out["link"]))})
-    out = out.sort_values(["_link", "concurrency", "size", "_order", "conn_med"],
-                          ascending=[True, True, True, True, False]).drop(columns=["_order", "_link"])
-    multi = out.groupby("link")[["concurrency", "size"]].transform("nunique").max(axis=1) > 1
-    out["label"] = [s + (f" c={c} s={z}" if m else "")
-                    for s, c, z, m in zip(out["spec"], out["concurrency"], out["size"], multi)]
+    out = out.sort_values(["_link", "python", "concurrency", "size", "_order", "conn_med"],
+                          ascending=[True, True, True, True, True, False]
+                          ).drop(columns=["_order", "_link"])
+    nun = out.groupby("link")[["concurrency", "size", "python"]].transform("nunique")
+    multi, multi_py = nun[["concurrency", "size"]].max(axis=1) > 1, nun["python"] > 1
+    out["label"] = [s + (f" c={c} s={z}" if m else "") + (f" [{py}]" if mp else "")
+                    for s, c, z, py, m, mp in zip(out["spec"], out["concurrency"], out["size"],
+                                                  out["python"], multi, multi_py)]
     return out.reset_index(drop=True)
 
 
@@ -217,9 +222,8 @@ def _bar_chart(summary, df, path, *, med, lo, hi, col, ratio, ylabel, title, mar
                 ax.annotate(text, (i, row[hi]), textcoords="offset points", xytext=(0, 3),
                             ha="center", fontsize=8)
             # Excluded runs: visible, never in the bar.
-            bad = df[(df["link"] == link) & (df["spec"] == row["spec"])
-                     & (df["concurrency"] == row["concurrency"]) & (df["size"] == row["size"])
-                     & df["excluded"] & ~df["open_loop"]][col].dropna()
+            same = (df[GROUP] == row[GROUP]).all(axis=1)
+            bad = df[same & df["excluded"] & ~df["open_loop"]][col].dropna()
             if len(bad):
                 ax.scatter([i] * len(bad), bad, marker="x", color="red", zorder=3,
                            label="excluded run" if i == 0 else None)
@@ -352,7 +356,7 @@ def table_md(summary) -> str:
     for _, r in summary.iterrows():
         base = r["spec"] == BASELINE
         lines.append(
-            f"| {r['link']} | {r['spec']} | {r['concurrency']} | {r['runs']} "
+            f"| {r['link']} | {r['label']} | {r['concurrency']} | {r['runs']} "
             f"({r['clean']}/{r['excluded']}) | {_range(r['conn_med'], r['conn_min'], r['conn_max'])} | {'1 (baseline)' if base else _ratio(r['ratio_conn'])} | "
             f"{_n(r['cpu_med'], '{:.1f}')} | {'1' if base else _ratio(r['ratio_cpu'])} | "
             f"{'-' if base else r['ratio_n']} | {_n(r['p50_med'])} / {_n(r['p99_med'])} | "
@@ -390,7 +394,7 @@ HOW_TO_READ = """\
   hatched and the row says "lower bound". Server CPU per connection is unaffected
   and is the primary figure on a 2-vCPU machine (issue 7).
 - **Ratios are paired.** `ratio` is the median over rounds of (run / raw_epoll run
-  of the same batch and round, same link, concurrency and size); `pairs` is how many
+  of the same batch and round, same link, concurrency, size and Python); `pairs` is how many
   rounds. Ratios are never formed across batches. Ratio conn/s above 1 is faster;
   ratio CPU below 1 is cheaper.
 - **Whiskers are min-max** of the clean runs, not a confidence interval.

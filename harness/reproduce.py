@@ -107,20 +107,27 @@ def _fmt_ours(row) -> tuple[str, str, str, str]:
         return f"no clean run ({row['excluded']} excluded)", "-", "-", "-"
     base = row["spec"] == report.BASELINE
     ratio = "1" if base else report._ratio(row["ratio_conn"])
+    cpu = report._n(row["cpu_med"], "{:.1f}") + ("" if base else f" (x{report._ratio(row['ratio_cpu'])})")
     runs = f"{row['clean']}/{row['excluded']}" + (f", {row['client_bound']} client-bound"
                                                    if row["client_bound"] else "")
-    return (report._range(row["conn_med"], row["conn_min"], row["conn_max"]), ratio,
-            report._n(row["cpu_med"], "{:.1f}"), runs)
+    return (report._range(row["conn_med"], row["conn_min"], row["conn_max"]), ratio, cpu, runs)
 
 
-def _ratio_of(summary, link, spec):
+def _ratio_of(summary, link, spec, col="ratio_conn"):
+    """Our paired ratio to raw_epoll (conn/s, or server CPU per connection with
+    col="ratio_cpu"); None when there is no clean pair."""
     row = _row_for(summary, link, spec)
     if row is None or not row["clean"]:
         return None
     if spec == report.BASELINE:
         return 1.0
-    r = row["ratio_conn"]
+    r = row[col]
     return None if r != r else float(r)
+
+
+def _cpu(summary, link, spec) -> str:
+    r = _ratio_of(summary, link, spec, "ratio_cpu")
+    return "" if r is None else f" (server CPU per connection x{r:.2f})"
 
 
 def findings(summary, link_of: dict, c_spec: str, df) -> list[str]:
@@ -132,18 +139,20 @@ def findings(summary, link_of: dict, c_spec: str, df) -> list[str]:
     def verdict(ok):
         return "**holds**" if ok else "**does not hold**"
 
-    m100, m1000 = _ratio_of(summary, l100, "master"), _ratio_of(summary, l1000, "master")
-    if m100 is not None or m1000 is not None:
-        vals = [v for v in (m100, m1000) if v is not None]
+    links = list(dict.fromkeys((l100, l1000)))
+    vals = [(lk, _ratio_of(summary, lk, "master")) for lk in links]
+    vals = [(lk, v) for lk, v in vals if v is not None]
+    if vals:
         out.append(f"- *master is slower than raw epoll* (study: 0.88 at 100 Mb/s, 0.65 at "
                    f"1000 Mb/s; holds here when the paired ratio is below 0.97, outside the "
-                   f"~2-3 % noise of pairs): {verdict(all(v < 0.97 for v in vals))} -- ours "
-                   + ", ".join(f"{v:.2f}" for v in vals) + ".")
+                   f"~2-3 % noise of pairs): {verdict(all(v < 0.97 for _, v in vals))} -- ours "
+                   + "; ".join(f"{v:.2f} on {lk}{_cpu(summary, lk, 'master')}" for lk, v in vals)
+                   + ".")
     mt, ms = _ratio_of(summary, l100, "mul_thread"), _ratio_of(summary, l100, "master")
     if mt is not None and ms is not None:
         out.append(f"- *the thread pool is slower than master* (study: 800/s vs 2800/s, "
                    f"{800 / 2800:.2f}x): {verdict(mt < ms)} -- ours {mt / ms:.2f}x master "
-                   f"({mt:.2f} of raw epoll). See `make profile VARIANT=mul_thread` for the locks.")
+                   f"({mt:.2f} of raw epoll{_cpu(summary, l100, 'mul_thread')}). See `make profile VARIANT=mul_thread` for the locks.")
     md, ms = _ratio_of(summary, l100, "master:poll_delay=0.1"), _ratio_of(summary, l100, "master")
     if md is not None and ms is not None:
         out.append(f"- *a 0.1 s delay before each poll does not merge connections* (study: 80/s, "
@@ -154,8 +163,11 @@ def findings(summary, link_of: dict, c_spec: str, df) -> list[str]:
     a, m = _ratio_of(summary, l1000, "alone_proc"), _ratio_of(summary, l1000, "master")
     if a is not None:
         out.append(f"- *the unified proc brings Events close to raw epoll* (study: 0.90, master "
-                   f"0.65): {verdict(a >= 0.85 and (m is None or a > m))} -- ours alone_proc "
-                   f"{a:.2f}" + (f", master {m:.2f}" if m is not None else "") + ".")
+                   f"0.65; holds here at 0.85 or more and ahead of master): "
+                   f"{verdict(a >= 0.85 and (m is None or a > m))} by conn/s -- ours alone_proc "
+                   f"{a:.2f}" + (f", master {m:.2f}" if m is not None else "")
+                   + _cpu(summary, l1000, "alone_proc") + ". When runs are client-bound, "
+                   "conn/s ratios measure the client; CPU per connection is the fairer test.")
     cs = [(lk, _ratio_of(summary, lk, c_spec)) for lk in dict.fromkeys((l100, l1000))]
     cs = [(lk, r) for lk, r in cs if r is not None]
     if cs:
@@ -164,13 +176,37 @@ def findings(summary, link_of: dict, c_spec: str, df) -> list[str]:
         bound = int(crun["client_bound"].sum())
         fastest = all(r > 1 for _, r in cs)
         out.append(f"- *the C server is fastest but unstable and loses connections* (study: Redis "
-                   f"AE 1.9x raw epoll, loss seen): fastest {verdict(fastest)} ("
+                   f"AE 0.95-1.9x raw epoll, loss seen): fastest {verdict(fastest)} ("
                    + ", ".join(f"{r:.2f}x on {lk}" for lk, r in cs) + f"); {lost} connections lost "
-                   f"in {len(crun)} runs, {bound} runs client-bound (then its figure is the "
+                   f"in {len(crun)} run(s), {bound} client-bound (then its figure is the "
                    "client's, a lower bound).")
     if not out:
         out.append("- No finding could be checked: no clean paired runs were recorded.")
     return out
+
+
+def profile_findings(results: str) -> list[str]:
+    """The line_profiler finding, from the latest `make profile` results, if any."""
+    import json
+    out = []
+    for name in ("raw_epoll", "master", "alone_proc", "mul_thread"):
+        try:
+            with open(os.path.join(results, "profile", name + ".json")) as f:
+                res = json.load(f)
+        except (OSError, ValueError):
+            continue
+        line = f"- Profile of {name} ({res.get('connections', '?'):,} connections): {res['verdict']}"
+        if res.get("locks") and res["locks"].get("per_connection") is not None:
+            lk = res["locks"]
+            cost = lk.get("lock_cost_vs_send")
+            line += (f" Locks: {lk['per_connection']:.1f} acquisitions per connection"
+                     + (f", each {cost:.2f}x a send (study: about 1/4)" if cost else "") + ".")
+        out.append(line)
+    if not out:
+        out.append("- The profile finding (recv, send, register, modify, unregister and close "
+                   "dominate) is checked by `make profile VARIANT=master` (results/profile/); "
+                   "no profile is recorded yet.")
+    return out + [""]
 
 
 def differences(records_, summary, link_of: dict, c_spec: str, settings: dict) -> list[str]:
@@ -188,13 +224,13 @@ def differences(records_, summary, link_of: dict, c_spec: str, settings: dict) -
         "study's ~3k/s at 100 Mb/s cannot come from bandwidth and most likely came from the "
         "round-trip latency of a real NIC with few connections in flight. Expect our 100 Mb/s "
         "figures to be near our 1000 Mb/s ones, not 6x lower as in the study.",
-        f"- **Client limits.** One C client on one vCPU; {bound} of {len(records_)} runs were "
+        f"- **Client limits.** One C client on one vCPU; {bound} of {len(records_)} run(s) were "
         "client-bound (client >= 90 % of a core): their conn/s is a lower bound of the "
         "server's capacity. Server CPU per connection (in the tables) is unaffected and is the "
         "better measure of the libraries here.",
         f"- **Concurrency {', '.join(conc)}** connections in flight, closed loop; the study does "
         "not say how many its client kept in flight.",
-        f"- **Run length.** {settings.get('repeat', '?')} interleaved rounds of "
+        f"- **Run length.** {settings.get('repeat', '?')} interleaved round(s) of "
         f"{settings.get('duration', '?')} s (+{settings.get('warmup', '?')} s warm-up) per "
         "server; the study ran single runs of minutes (346 s for raw epoll).",
     ]
@@ -223,7 +259,7 @@ def write_reproduction(records_: list[dict], results: str, *, link_of: dict | No
         c_spec = "redis_ae" if "redis_ae" in present else "c_epoll"
     df = report.frame(records_)
     if not settings and len(df):    # from the records themselves (e.g. a partial run)
-        settings = {"repeat": int(df["round"].max()), "duration": df["duration"].iloc[0],
+        settings = {"repeat": int(df["round"].nunique()), "duration": df["duration"].iloc[0],
                     "warmup": (records_[0].get("config") or {}).get("warmup")}
     summary = report.summarize(df) if len(df) else df
     md = ["# Reproduction of the 2016 Events study\n",
@@ -244,7 +280,7 @@ def write_reproduction(records_: list[dict], results: str, *, link_of: dict | No
         where = eff if eff == exp["link"] else f"{eff} (instead of {exp['link']}: no privilege)"
         md.append(f"## {exp['title']}\n\nOur link: **{where}**.\n")
         md.append("| server | study conn/s | study ratio | our spec | our conn/s | our ratio | "
-                  "our CPU us/conn | runs clean/excl. |\n|---|---|---|---|---|---|---|---|")
+                  "our CPU us/conn (ratio) | runs clean/excl. |\n|---|---|---|---|---|---|---|---|")
         shown = set()
         base = study.lookup(exp["link"], "raw_epoll")
         for f in ([base] if base not in figs else []) + figs:
@@ -264,8 +300,8 @@ def write_reproduction(records_: list[dict], results: str, *, link_of: dict | No
         md.append("\nStudy notes: " + "; ".join(notes) + ".\n")
     md.append("## Which of the study's findings hold here\n")
     md += findings(summary, link_of, c_spec, df) if len(df) else ["- No runs recorded."]
-    md.append("\nThe profile finding (recv, send, register, modify, unregister and close "
-              "dominate) is checked by `make profile VARIANT=master` (results/profile/).\n")
+    md.append("")
+    md += profile_findings(results)
     md.append("## What differs from the study, and why\n")
     md += differences(records_, summary, link_of, c_spec, settings)
     md.append("\n## Environment\n")

@@ -810,13 +810,21 @@ def _median(xs):
 
 
 def summarize(recs: list[dict], baseline: str | None = None) -> list[dict]:
-    """Per (spec, offered rate): conn/s median [min-max], server CPU µs/conn
+    """Per (link, spec, concurrency, size, offered rate) — one experiment each —
+    a dict with: spec server link concurrency size rate runs ok failed_runs
+    conn_per_s_median/_min/_max server_cpu_us_per_conn_median p50_us_median
+    p99_us_median failed lost client_bound listen_overflows baseline
+    ratio_cpu_to_baseline ratio_conn_to_baseline paired_rounds.
+    That is: conn/s median [min-max], server CPU µs/conn
     median, p50/p99 medians, failures, lost, client-bound runs, and the ratios
     to the baseline (raw_epoll by default) taken per round — paired with the
     baseline's run in the same batch, round and rate — then the median of them."""
     groups: dict[tuple, list[dict]] = {}
     for r in recs:
-        groups.setdefault((r["spec"], (r.get("config") or {}).get("rate")), []).append(r)
+        c = r.get("config") or {}
+        # Never pool runs of different experiments: link, load shape and offered rate stay apart.
+        key = (r.get("link"), r["spec"], c.get("concurrency"), c.get("size"), c.get("rate"))
+        groups.setdefault(key, []).append(r)
     if baseline is None:
         present = {r["spec"] for r in recs}
         baseline = srv.BASELINE if srv.BASELINE in present else next(
@@ -826,7 +834,7 @@ def summarize(recs: list[dict], baseline: str | None = None) -> list[dict]:
         if r["spec"] == baseline and r["status"] == "ok":
             base_by_round[_round_key(r)] = r["metrics"]
     out = []
-    for (spec, rate), rs in groups.items():
+    for (link, spec, concurrency, size, rate), rs in groups.items():
         ok = [r for r in rs if r["status"] == "ok"]
         m = [r["metrics"] for r in ok]
         cps = [x["conn_per_s"] for x in m if x.get("conn_per_s") is not None]
@@ -842,7 +850,8 @@ def summarize(recs: list[dict], baseline: str | None = None) -> list[dict]:
             if a.get("conn_per_s") is not None and b.get("conn_per_s"):
                 r_cps.append(a["conn_per_s"] / b["conn_per_s"])
         out.append({
-            "spec": spec, "server": rs[0].get("server"), "link": rs[0].get("link"), "rate": rate,
+            "spec": spec, "server": rs[0].get("server"), "link": link, "concurrency": concurrency,
+            "size": size, "rate": rate,
             "runs": len(rs), "ok": len(ok), "failed_runs": len(rs) - len(ok),
             "conn_per_s_median": _median(cps), "conn_per_s_min": min(cps) if cps else None,
             "conn_per_s_max": max(cps) if cps else None,
@@ -862,7 +871,9 @@ def summarize(recs: list[dict], baseline: str | None = None) -> list[dict]:
 
 
 def _round_key(r: dict) -> tuple:
-    return (r.get("batch_id"), r.get("round"), (r.get("config") or {}).get("rate"), r.get("link"))
+    c = r.get("config") or {}
+    return (r.get("batch_id"), r.get("round"), r.get("link"), c.get("concurrency"), c.get("size"),
+            c.get("rate"))
 
 
 def format_table(recs: list[dict], *, markdown: bool = False) -> str:
@@ -870,8 +881,11 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
     if not rows:
         return "(no runs)\n"
     sweep = any(r["rate"] is not None for r in rows)
+    links = len({r["link"] for r in rows}) > 1
+    shapes = len({(r["concurrency"], r["size"]) for r in rows}) > 1
     base = rows[0]["baseline"] or srv.BASELINE
-    head = ["spec"] + (["offered/s"] if sweep else []) + [
+    head = ["spec"] + (["link"] if links else []) + (["conc/size"] if shapes else []) \
+        + (["offered/s"] if sweep else []) + [
         "runs ok/failed", "conn/s median [min–max]", "server CPU µs/conn",
         f"CPU ×{base}", f"conn/s ×{base}", "p99 ms", "failed/lost", "client-bound"]
     body = []
@@ -879,7 +893,9 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
         cps = "?" if r["conn_per_s_median"] is None else \
             f"{r['conn_per_s_median']:,.0f} [{r['conn_per_s_min']:,.0f}–{r['conn_per_s_max']:,.0f}]"
         cpu = r["server_cpu_us_per_conn_median"]
-        body.append([r["spec"]] + ([_fmt(r["rate"])] if sweep else []) + [
+        body.append([r["spec"]] + ([str(r["link"])] if links else [])
+                    + ([f"{r['concurrency']}/{r['size']}"] if shapes else [])
+                    + ([_fmt(r["rate"])] if sweep else []) + [
             f"{r['ok']}/{r['failed_runs']}", cps, "?" if cpu is None else f"{cpu:.1f}",
             "–" if r["ratio_cpu_to_baseline"] is None else f"{r['ratio_cpu_to_baseline']:.2f}",
             "–" if r["ratio_conn_to_baseline"] is None else f"{r['ratio_conn_to_baseline']:.2f}",

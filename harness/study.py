@@ -14,7 +14,7 @@ Where the study gave several values for one server (Redis AE at 1000 Mb/s was
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 SOURCE = "/work/shared/seed-study.md (translated summary of the 2016 Events study)"
 

@@ -47,6 +47,14 @@ _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
 EXIT_USAGE, EXIT_MISSING, EXIT_INTERRUPTED = 2, 1, 130
 
 
+def link_label(label: str | None) -> str:
+    """The link name of a two-host record.  A real network is never recorded under an
+    emulated link's name (``100mbit``): the report would pool the two.  So the
+    user's label gets a ``net-`` prefix; no label is ``network``."""
+    label = (label or "").strip()
+    return f"net-{label}" if label else "network"
+
+
 class TwoHostError(Exception):
     """One-line, user-facing; ``code`` is the exit status."""
 
@@ -133,8 +141,9 @@ def _serve_parser():
     p.add_argument("--size", type=cli._positive_int, default=100)
     p.add_argument("--idle-timeout", type=cli._nonneg_float, default=None)
     p.add_argument("--python", default=None, help="interpreter for a Python server")
-    p.add_argument("--link", default="network",
-                   help="label for the link, recorded as is (e.g. 1000mbit-nic); default 'network'")
+    p.add_argument("--link", default=None,
+                   help="label for the real link, e.g. 1000mbit: recorded as net-1000mbit "
+                        "(default 'network')")
     p.add_argument("--results-dir", default=None)
     return p
 
@@ -165,7 +174,7 @@ def serve(argv: list[str]) -> int:
         # the server is stopped and the figures saved regardless.
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    record = _base_record("serve", rid, spec.text, spec.name, a.link)
+    record = _base_record("serve", rid, spec.text, spec.name, link_label(a.link))
     record["config"] = {"size": a.size, "host": a.host, "port": a.port, "python": python,
                         "idle_timeout": a.idle_timeout, "argv": list(sys.argv)}
     server = None
@@ -253,7 +262,7 @@ def _load_parser():
     from harness import cli
     p = cli._Parser(prog="python -m harness load-run",
                     description="Two-host mode, client side: one load run against a `make serve`.")
-    p.add_argument("--host", required=True, help="the server machine's address")
+    p.add_argument("--host", default=None, help="the server machine's address (required)")
     p.add_argument("--port", type=int, default=8000, help="the port `make serve` printed (default 8000)")
     p.add_argument("--run-id", default=None, help="the run id `make serve` printed")
     # The benchmark options of every other run (their defaults live in cli, once).
@@ -274,9 +283,12 @@ def load(argv: list[str]) -> int:
             ("--idle-timeout", a.idle_timeout is not None, "a server option: give it to `make serve`")):
         if value:
             return _err(f"{flag} does not apply to a two-host load run: {why}", EXIT_USAGE)
+    if not a.host:
+        return _err("load-run needs the server machine's address: make load HOST=<address> "
+                    "PORT=<the port make serve printed> RUN_ID=<its run id>", EXIT_USAGE)
     if not 1 <= a.port <= 65535:
         return _err(f"port {a.port} out of range 1-65535", EXIT_USAGE)
-    link = a.link if a.link != "loopback" else "network"
+    link = link_label(a.link if a.link != "loopback" else None)
     try:
         rid = _run_id(a.run_id)
         loadgen = runner.check_loadgen()

@@ -348,6 +348,42 @@ def test_sigint_stops_and_reports():
     assert f["interrupted"] is True and f["completed_total"] > 0
 
 
+_NETNS_SCRIPT = r"""
+import json, subprocess, sys
+loadgen, c_epoll = sys.argv[1], sys.argv[2]
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+# Four ephemeral ports and no TIME_WAIT reuse: connect() runs out of ports at once.
+for key, value in (("net.ipv4.ip_local_port_range", "40000 40003"), ("net.ipv4.tcp_tw_reuse", "0")):
+    subprocess.run(["sysctl", "-qw", f"{key}={value}"], check=True)
+srv = subprocess.Popen([c_epoll, "--port", "0"], stdout=subprocess.PIPE, text=True)
+try:
+    port = json.loads(srv.stdout.readline()[6:])["port"]
+    r = subprocess.run([loadgen, "--port", str(port), "--duration", "1", "-c", "4"],
+                       capture_output=True, text=True, timeout=20)
+finally:
+    srv.terminate()
+    srv.wait(timeout=10)
+print(r.stdout, end="")
+"""
+
+
+def test_addrnotavail_counted_not_spun_on():
+    """Ephemeral ports exhausted (in a private network namespace, gone when its
+    process exits): EADDRNOTAVAIL is counted, and the client backs off instead of
+    spinning."""
+    _require(LOADGEN)
+    _require(C_EPOLL)
+    proc = subprocess.run(["unshare", "-n", sys.executable, "-c", _NETNS_SCRIPT, LOADGEN, C_EPOLL],
+                          capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0 and ("unshare" in proc.stderr or "Operation not permitted" in proc.stderr):
+        pytest.skip(f"cannot create a network namespace here: {proc.stderr.strip()[-200:]}")
+    assert proc.returncode == 0, proc.stderr
+    f = check_final(Run(subprocess.CompletedProcess(proc.args, 0, proc.stdout, "")))
+    assert f["failures_total"]["addrnotavail"] > 0
+    assert f["backoffs"] >= f["failures_total"]["addrnotavail"]
+    assert f["client_cpu_share"] < 0.5, "client spins on EADDRNOTAVAIL"
+
+
 @pytest.mark.parametrize("args, message", [
     ([], "--port is required"),
     (["--port", "0"], "--port"),

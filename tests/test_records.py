@@ -263,3 +263,10 @@ def test_soak_samples_rss_of_a_process():
     obs.tick(_Srv(), 1.0)                  # crosses the 1 s baseline: sampled
     obs.tick(_Srv(), 2.0)                  # before the next interval: not sampled
     assert len(obs.samples) == 2 and obs.samples[0][1] > 0
+
+
+def test_summary_keeps_links_apart():
+    recs = [_record("raw_epoll", link="loopback"), _record("raw_epoll", link="100mbit", cps=9000)]
+    rows = runner.summarize(recs)
+    assert sorted(r["link"] for r in rows) == ["100mbit", "loopback"]
+    assert "100mbit" in runner.format_table(recs)

@@ -282,3 +282,57 @@ def test_two_batches_at_once_do_not_collide(tmp_path):
     lines = (tmp_path / "runs.csv").read_text().splitlines()
     assert len(lines) == 5 and lines[0] == ",".join(records.CSV_HEADER)
     assert len(os.listdir(tmp_path / "batches")) == 4
+
+
+# --------------------------------------------------------------------------- sweep, soak, link
+
+def test_sweep_records_latency_per_offered_rate(tmp_path):
+    r = _harness(["sweep", "--servers", "raw_epoll", "--rates", "300,600", "--duration", "1", "--warmup", "0"],
+                 tmp_path)
+    assert r.returncode == 0, r.stderr
+    recs, _ = records.load_runs(str(tmp_path))
+    assert sorted(x["config"]["rate"] for x in recs) == [300, 600]
+    assert all(x["kind"] == "sweep" and x["client"]["mode"] == "open" for x in recs)
+    assert all(x["metrics"]["p99_us"] is not None for x in recs)
+    assert "offered/s" in r.stdout
+
+
+def test_short_soak_reports_rss_and_verdict(tmp_path):
+    r = _harness(["soak", "--variant", "alone_proc", "--duration", "3", "--warmup", "0", "--rss-interval", "1",
+                  "--min-connections", "100", "--concurrency", "4"], tmp_path)
+    recs, _ = records.load_runs(str(tmp_path))
+    assert len(recs) == 1 and recs[0]["kind"] == "soak"
+    soak = recs[0]["soak"]
+    assert soak["rss_baseline_kb"] > 0 and soak["rss_end_kb"] > 0 and len(soak["rss_samples"]) >= 3
+    assert "10% of the duration" in soak["baseline_rule"]
+    verdict = "PASS" if soak["pass"] else "FAIL"
+    assert "alone_proc" in r.stdout and verdict in r.stdout
+    assert r.returncode == (0 if soak["pass"] else 1)
+    # the default minimum (1,000,000) cannot be met in 3 s: the verdict says so
+    r = _harness(["soak", "--variant", "alone_proc", "--duration", "1", "--warmup", "0", "--concurrency", "4"],
+                 tmp_path)
+    assert r.returncode == 1 and "FAIL" in r.stdout and "< 1,000,000" in r.stdout
+
+
+def test_linked_batch_records_link_stats(tmp_path):
+    from harness import link
+    try:
+        link.check_privileges(link.parse("100mbit"))
+    except link.LinkError as e:
+        pytest.skip(f"no emulated link here: {e}")
+    recs = runner.run_batch(["raw_epoll"], link="100mbit", repeat=1, duration=1, warmup=0, concurrency=4,
+                            results_dir=str(tmp_path), out=io.StringIO())
+    r = recs[0]
+    assert r["status"] == "ok" and r["link"] == "100mbit"
+    assert r["link_stats"]["packets_per_conn"]["total"] > 0
+    assert "kernel_client" in r and r["env"]["link"]["link"] == "100mbit"
+    ns = r["env"]["link"]["namespaces"]
+    assert not any(os.path.exists(f"/run/netns/{n}") for n in ns.values())
+
+
+def test_dispatch_to_a_missing_module_is_a_clear_error(monkeypatch, capsys):
+    from harness import cli
+    monkeypatch.setitem(cli.DISPATCH, "report", ("harness.no_such_module", [], "test"))
+    assert cli.main(["report"]) == 1
+    err = capsys.readouterr().err
+    assert "`report` is not available" in err and "harness/no_such_module.py" in err

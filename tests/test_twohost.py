@@ -140,7 +140,7 @@ def _pair(results: str, serve_prefix: list[str], load_prefix: list[str], host: s
         assert lhost == host
         load = subprocess.run(load_prefix + _cmd("load-run", "--host", host, "--port", str(port),
                                                  "--run-id", rid, "--duration", "1", "--warmup", "0",
-                                                 "--concurrency", "8"),
+                                                 "--concurrency", "8", "--link", "test-wire"),
                               capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
         assert load.returncode == 0, load.stderr
         out, err = _stop(serve)
@@ -161,6 +161,7 @@ def _pair(results: str, serve_prefix: list[str], load_prefix: list[str], host: s
     assert s["server_stats"]["served"] == completed == s["metrics"]["completed"]
     assert s["metrics"]["server_cpu_us_per_conn"] > 0
     assert s["server_stats"]["errors"] == 0
+    assert s["link"] == "network" and lo["link"] == "net-test-wire"
     return s, lo
 
 

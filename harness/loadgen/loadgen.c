@@ -64,6 +64,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -620,10 +621,15 @@ static void usage(FILE *f)
         "  output: SNAPSHOT {...} once a second, FINAL {...} at the end (JSON)\n");
 }
 
-static void bad_arg(const char *fmt, const char *a, const char *b)
+/* A bad argument: one line saying what is wrong, the synopsis, exit 2. */
+__attribute__((format(printf, 1, 2), noreturn))
+static void bad_arg(const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
     fputs("loadgen: ", stderr);
-    fprintf(stderr, fmt, a, b);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
     fputs("\n", stderr);
     usage(stderr);
     exit(2);
@@ -635,11 +641,7 @@ static long long parse_int(const char *opt, const char *s, long long lo, long lo
     errno = 0;
     long long v = strtoll(s, &end, 10);
     if (errno || end == s || *end || v < lo || v > hi) {
-        char range[96];
-        snprintf(range, sizeof range, "an integer in [%lld, %lld]", lo, hi);
-        fprintf(stderr, "loadgen: %s needs %s, got '%s'\n", opt, range, s);
-        usage(stderr);
-        exit(2);
+        bad_arg("%s needs an integer in [%lld, %lld], got '%s'", opt, lo, hi, s);
     }
     return v;
 }
@@ -650,10 +652,7 @@ static double parse_double(const char *opt, const char *s, double lo, double hi,
     errno = 0;
     double v = strtod(s, &end);
     if (errno || end == s || *end || !isfinite(v) || v < lo || (lo_open && v == lo) || v > hi) {
-        fprintf(stderr, "loadgen: %s needs a number %s %g and <= %g, got '%s'\n",
-                opt, lo_open ? ">" : ">=", lo, hi, s);
-        usage(stderr);
-        exit(2);
+        bad_arg("%s needs a number %s %g and <= %g, got '%s'", opt, lo_open ? ">" : ">=", lo, hi, s);
     }
     return v;
 }
@@ -686,22 +685,22 @@ static void parse_args(int argc, char **argv)
         case 'C':
             if (strcmp(optarg, "fin") == 0) cfg.close_mode = CLOSE_FIN;
             else if (strcmp(optarg, "rst") == 0) cfg.close_mode = CLOSE_RST;
-            else bad_arg("--close must be 'fin' or 'rst', got '%s'%s", optarg, "");
+            else bad_arg("--close must be 'fin' or 'rst', got '%s'", optarg);
             break;
         case 'S': cfg.src_addrs = (int)parse_int("--src-addrs", optarg, 1, 254); break;
         case 'i':
-            if (strlen(optarg) > 256) bad_arg("--run-id is too long (max 256 characters)%s%s", "", "");
+            if (strlen(optarg) > 256) bad_arg("--run-id is too long (max 256 characters)");
             cfg.run_id = optarg;
             break;
         case 'h': usage(stdout); exit(0);
-        case ':': bad_arg("option %s needs a value%s", argv[optind - 1], ""); break;
-        default:  bad_arg("unknown option '%s'%s", argv[optind - 1], ""); break;
+        case ':': bad_arg("option %s needs a value", argv[optind - 1]); break;
+        default:  bad_arg("unknown option '%s'", argv[optind - 1]); break;
         }
     }
     if (optind < argc)
-        bad_arg("unexpected argument '%s'%s", argv[optind], "");
+        bad_arg("unexpected argument '%s'", argv[optind]);
     if (cfg.port < 0)
-        bad_arg("--port is required%s%s", "", "");
+        bad_arg("--port is required");
     if (!cfg.duration_given && cfg.count == 0)
         cfg.duration = 10.0;
 
@@ -718,7 +717,7 @@ static void parse_args(int argc, char **argv)
         struct sockaddr_in *sin = (struct sockaddr_in *)&cfg.addr;
         if (cfg.addr.ss_family != AF_INET || (ntohl(sin->sin_addr.s_addr) >> 24) != 127)
             bad_arg("--src-addrs binds to 127.0.0.1..K and only works with an IPv4 loopback "
-                    "target (127.x.x.x); --host '%s' is not one%s", cfg.host, "");
+                    "target (127.x.x.x); --host '%s' is not one", cfg.host);
     }
 }
 
@@ -912,5 +911,9 @@ int main(int argc, char **argv)
         r.schedule_missed = due > sched_k ? due - sched_k : 0;
     }
     print_final(&r);
+    free(evs);
+    free(free_slots);
+    free(conns);
+    close(epfd);
     return 0;
 }

@@ -102,7 +102,8 @@ class EventLoop:
         self._oneshot = oneshot = pool == "oneshot"
         self._poller = module.Poller(oneshot=oneshot)
         self._to_ae = self._poller.to_ae
-        # The global lock (an RLock: a finalizer run under it may call the loop again).
+        # The global lock; an RLock so that nesting (resize, the timers) can never
+        # deadlock: no user code runs under it, procs and finalizers run outside.
         # faithful: every stripe *is* the global lock; oneshot: 64 independent locks.
         wrap = CountingLock if count_locks else (lambda lock: lock)
         self.lock = wrap(threading.RLock())
@@ -369,7 +370,9 @@ class EventLoop:
             os.set_blocking(self._wake_r, False)
             os.set_blocking(self._wake_w, False)
         self._poller.register(self._wake_r, READABLE)
-        self._nfds += 1             # the wake-up fd: the loop always polls
+        # The wake-up fd counts, so the loop always polls and _nfds (updated under
+        # per-fd stripe locks in this mode) never needs to be exact.
+        self._nfds += 1
 
     def _wakeup(self):
         """Interrupt the loop thread's poll (oneshot mode; a no-op in faithful mode)."""
