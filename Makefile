@@ -28,6 +28,7 @@ RUN_ID      ?=
 DIET        ?=
 POOL        ?=
 CONNECTIONS ?=
+RATES       ?=
 
 RUN_ARGS = $(if $(LINK),--link $(LINK)) $(if $(REPEAT),--repeat $(REPEAT)) \
   $(if $(DURATION),--duration $(DURATION)) $(if $(WARMUP),--warmup $(WARMUP)) \
@@ -44,7 +45,7 @@ all: venv build
 help:
 	@echo "make bench [VARIANT=master|mul_thread|alone_proc] [LINK=loopback|1000mbit|100mbit] [REPEAT=3] [DURATION=10]"
 	@echo "make compare [SERVERS=\"raw_epoll master ...\"]   make test   make report   make profile VARIANT=x"
-	@echo "make syscalls VARIANT=x   make reproduce   make soak VARIANT=x   make sweep VARIANT=x"
+	@echo "make syscalls VARIANT=x   make reproduce   make soak VARIANT=x   make sweep VARIANT=x [RATES=2000,5000]"
 	@echo "make serve VARIANT=x PORT=p    make load HOST=h PORT=p    (two-host runs)"
 
 venv: $(STAMP)
@@ -79,7 +80,7 @@ compare: venv build
 	$(PY) -m harness compare $(if $(SERVERS),--servers "$(SERVERS)") $(RUN_ARGS)
 
 sweep: venv build
-	$(PY) -m harness sweep $(if $(VARIANT),--variant $(VARIANT)) $(RUN_ARGS)
+	$(PY) -m harness sweep $(if $(VARIANT),--variant $(VARIANT)) $(if $(RATES),--rates "$(RATES)") $(RUN_ARGS)
 
 soak: venv build
 	$(PY) -m harness soak $(if $(VARIANT),--variant $(VARIANT)) $(RUN_ARGS)
