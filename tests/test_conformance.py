@@ -13,6 +13,7 @@ time) rather than assume one call to process_events() did everything.
 import importlib
 import os
 import socket
+import threading
 import time
 
 import pytest
@@ -466,6 +467,29 @@ def test_dont_wait_never_blocks(loop, pair):
     for _ in range(20):
         assert loop.process_events(NOW) == 0
     assert time.monotonic() - start < 1.0
+
+
+def test_time_events_only_pass_leaves_file_events_pending(loop, pair):
+    a, b = pair
+    got = []
+    loop.create_file_event(a.fileno(), R, lambda lp, fd, d, m: got.append(a.recv(10)))
+    b.send(b"x")
+    time.sleep(0.01)
+    for _ in range(3):
+        loop.process_events(2 | DONT_WAIT)       # TIME_EVENTS only: fds are polled...
+    settle(loop)
+    assert got == []                              # ...but not dispatched
+    pump(loop, lambda: got)                       # and still pending afterwards
+    assert got == [b"x"]
+    if is_async(loop):
+        # oneshot: a wake-up polled by such a pass is re-armed too, so another thread
+        # can still wake (and stop) a loop sleeping with nothing else to do.
+        loop.stop()
+        loop.process_events(2 | DONT_WAIT)
+        threading.Timer(0.05, loop.stop).start()
+        start = time.monotonic()
+        loop.main()
+        assert time.monotonic() - start < 5
 
 
 def test_process_events_counts_what_it_processed(loop, pair):

@@ -229,3 +229,21 @@ def test_file_proc_deletes_timers_and_timer_deletes_fds(loop, pair):  # noqa: F8
         loop.process_events(NOW)
     settle(loop)
     assert calls == ["read", "timer"]
+
+
+def test_after_sleep_hook_exception_loses_no_event(loop, pair):  # noqa: F811
+    a, b = pair
+    got = []
+    loop.create_file_event(a.fileno(), R, lambda lp, fd, d, m: got.append(a.recv(9)))
+
+    def hook(lp):
+        raise Boom("after sleep")
+
+    loop.set_after_sleep(hook)
+    b.send(b"x")
+    time.sleep(0.01)
+    with pytest.raises(Boom):
+        loop.process_events(NOW | 16)             # CALL_AFTER_SLEEP: raises after the poll
+    loop.set_after_sleep(None)
+    pump(loop, lambda: got)                       # the fd polled in that pass still fires
+    assert got == [b"x"]

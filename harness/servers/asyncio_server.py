@@ -18,8 +18,8 @@ What the library decides for us, documented rather than fought:
   first EMFILE, each time scheduling a retry, so the count grows large: that is
   asyncio's behaviour, not the storm's size.  libuv sheds the pending connections
   with a reserve fd, as EchoCore does, but silently: uvloop's ``emfile`` stays 0.
-* ``--diet``: only the listener part applies (TCP_DEFER_ACCEPT); the per-connection
-  calls are the library's.
+* ``--diet``: only the listener part applies (TCP_DEFER_ACCEPT, TCP_CORK inherited
+  by accepted sockets); the per-connection calls are the library's.
 * Idle timeout: one ``call_later`` sweep, re-armed each period (not a timer per
   connection), the same generation rule as EchoCore.
 """

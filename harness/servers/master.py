@@ -9,8 +9,12 @@ mul_thread.py`` shows the loop's construction.
 
 ``--poll-delay SECONDS``: the study's "connection merging" experiment -- sleep that
 long before each poll (a before-sleep hook), hoping more connections are ready per
-poll.  (The study measured 80 conn/s with 0.1 s: the kernel does not add newly ready
-sockets to the ones a level-triggered poll already holds... the harness measures it.)
+poll.  The study got 80 conn/s with 0.1 s.  Expect a bound near C / (3 D) for C
+connections in flight and a delay of D: a classic connection needs three passes
+(accept, read, write), and every pass now costs at least D, so the batching gained
+per pass cannot make up for the wait.  (Measured here with build/loadgen -c 64 and
+0.1 s: 192 conn/s against a bound of 213; with ``--diet``, one pass per connection,
+673.)
 """
 
 import time
@@ -24,7 +28,7 @@ NAME = "master"
 
 def add_options(p):
     common.add_backend_option(p)
-    p.add_argument("--poll-delay", type=common.seconds_type, default=0.0, metavar="SECONDS",
+    p.add_argument("--poll-delay", type=common.seconds, default=0.0, metavar="SECONDS",
                    help="sleep this long before each poll (connection-merging experiment)")
 
 

@@ -93,6 +93,7 @@ def main(argv=None):
     wake = common.on_signals(server.stats, server.stop)
     common.ready(NAME, listener)
     server.run(common.sweep_interval(args), wake)
+    server.stopped()
     common.finish(server.stats)
 
 

@@ -25,7 +25,7 @@ Where the cost goes
     connection within 1.05x of that server's. Levers, each marked "why:" in the code:
     locals in the dispatch loop; no object allocated per event; per-fd state in
     parallel lists indexed by fd; no epoll_ctl for a delete that changes nothing; no
-    timer work when there are no timers.
+    timer work unless a timer is due.
 
 Timers
     A heap with lazy deletion (variants/common/timers.py) instead of ae's list scan.
@@ -36,6 +36,14 @@ Exceptions
     runs, so there is nothing half-done). set_error_handler(handler) instead calls
     handler(loop, exc) and goes on with the next event. A time event whose proc raised
     is deleted (its finalizer runs).
+
+Closed fds
+    An fd closed without delete_file_event vanishes from the poller (epoll drops it;
+    the poll and select backends drop it on POLLNVAL/EBADF, so it cannot make the
+    loop spin) and is not reported to its old procs (with poll/select, unless the
+    number is reused by a new file before the next poll: they watch numbers, not
+    files). Registering a reused number works, as create_file_event always tells the
+    kernel (see there).
 """
 
 from time import monotonic
@@ -57,7 +65,12 @@ class EventLoop:
             raise ValueError("setsize must be a positive int, got %r" % (setsize,))
         module = backends.choose(backend)
         self.backend = module.NAME
-        self._poller = module.Poller()
+        self._poller = poller = module.Poller()
+        # why: bound once; for epoll these are select.epoll's C methods (no wrapper).
+        self._register = poller.register
+        self._modify = poller.modify
+        self._unregister = poller.unregister
+        self._to_native = poller.to_native
         self._setsize = setsize
         # Per-fd state in parallel lists indexed by fd (ae's events[] array): a list
         # index is the cheapest lookup Python has, and nothing is allocated per fd.
@@ -87,10 +100,17 @@ class EventLoop:
             # the hot path: servers change masks, they do not repeat them) puts back a
             # reused fd number that was closed without delete_file_event and silently
             # dropped by the kernel. delete_file_event skips unneeded calls instead.
+            native = self._to_native[new & _POLLED]
             if old & _POLLED:
-                self._poller.modify(fd, new & _POLLED)
+                try:
+                    self._modify(fd, native)
+                except FileNotFoundError:   # that closed-and-reused number: add it
+                    self._register(fd, native)
             else:
-                self._poller.register(fd, new & _POLLED)
+                try:
+                    self._register(fd, native)
+                except FileExistsError:     # the kernel still holds it (a dup2 case)
+                    self._modify(fd, native)
                 self._nfds += 1
         # The poller was updated first: if it raised, nothing here has changed.
         self._masks[fd] = new
@@ -111,13 +131,14 @@ class EventLoop:
         if not new & _POLLED:
             new = NONE
         if (new ^ old) & _POLLED:      # why: no epoll_ctl when the kernel's mask stays
-            if new:
-                try:
-                    self._poller.modify(fd, new & _POLLED)
-                except OSError:
-                    pass                # fd already closed: nothing left to modify
-            else:
-                self._poller.unregister(fd)
+            try:
+                if new:
+                    self._modify(fd, self._to_native[new & _POLLED])
+                else:
+                    self._unregister(fd)
+            except OSError:
+                pass                    # fd closed first: the kernel dropped it already
+            if not new:
                 self._nfds -= 1
         self._masks[fd] = new
         # Drop the proc of an fd with no events left so that its closure can be freed.
@@ -154,13 +175,15 @@ class EventLoop:
             return 0
         processed = 0
         timers = self._timers
+        due = None                      # when the nearest timer is due (None: no timer)
+        if flags & TIME_EVENTS and timers.live:    # why: no timers, no heap look-up
+            due = timers.nearest()
         # As ae: poll when there are fds, or to sleep until a timer is due.
         if self._nfds or (flags & TIME_EVENTS and not flags & DONT_WAIT):
             if flags & DONT_WAIT:
                 timeout = 0
-            elif flags & TIME_EVENTS and timers:   # why: no timers, no heap look-up
-                when = timers.nearest()
-                timeout = None if when is None else max(0.0, when - monotonic())
+            elif due is not None:
+                timeout = max(0.0, due - monotonic())
             else:
                 timeout = None
             if flags & CALL_BEFORE_SLEEP and self._before_sleep is not None:
@@ -170,7 +193,9 @@ class EventLoop:
                 self._after_sleep(self)
             if events and flags & FILE_EVENTS:
                 processed = self._dispatch(events)
-        if flags & TIME_EVENTS and timers:          # why: no timers, no timer work
+        # why: most passes end before the nearest timer: skip the timer pass entirely.
+        # (Timers created during this pass wait for a later pass anyway.)
+        if due is not None and monotonic() >= due:
             processed += timers.run_due(self._error_handler)
         return processed
 

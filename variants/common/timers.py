@@ -60,6 +60,9 @@ class Timers:
         self._loop = loop
         self._heap = []         # (when, id, TimeEvent); ids are unique, so never compares events
         self._events = {}       # id -> TimeEvent, live events only
+        # The same dict, public and read-only by convention: ``if timers.live`` is a
+        # C-level test the loop makes every pass (``len(timers)`` is a Python call).
+        self.live = self._events
         self._dead = 0          # entries in the heap whose event was deleted
         self._last_id = -1
         self.examined = 0

@@ -21,6 +21,10 @@ What this variant changes, and why
     taken only for that fd's state (uncontended in practice: one worker owns a ready
     fd). A wake-up fd (eventfd, or a pipe) lets workers interrupt the loop's sleep when
     they create a timer due before it would wake, call stop(), or report an error.
+    process_events() then counts the fds handed to workers, not procs finished. Time
+    events still run on the loop thread, but now *while* workers run file procs: data
+    a timer proc shares with file procs needs its own care (faithful never overlaps
+    them: its timers run after the batch).
 
 Why the faithful pool is slow, in numbers to measure (``count_locks=True`` and
 ``loop.lock_acquisitions`` give the lock operations per connection):
@@ -48,7 +52,7 @@ Where the cost goes
     On top of master's costs: the pool (task objects, queue operations, thread
     wake-ups), the locks, and the GIL hand-offs between the loop thread and workers.
     The levers of master are kept (locals, no per-event objects on the loop thread,
-    no epoll_ctl for a delete that changes nothing, no timer work without timers).
+    no epoll_ctl for a delete that changes nothing, no timer work unless one is due).
 
 Timers
     A heap with lazy deletion (variants/common/timers.py) behind the global lock.
@@ -60,6 +64,14 @@ Exceptions
     re-arms the fd, queues the exception and wakes the loop, and the next
     process_events() on the loop thread raises it. A time event whose proc raised is
     deleted (its finalizer runs).
+
+Closed fds
+    An fd closed without delete_file_event vanishes from the poller (epoll drops it;
+    the poll and select backends drop it on POLLNVAL/EBADF, so it cannot make the
+    loop spin) and is not reported to its old procs (with poll/select, unless the
+    number is reused by a new file before the next poll: they watch numbers, not
+    files). Registering a reused number works, as create_file_event always tells the
+    kernel (see there).
 """
 
 import os
@@ -100,8 +112,13 @@ class EventLoop:
         self.pool = pool
         self.workers = workers
         self._oneshot = oneshot = pool == "oneshot"
-        self._poller = module.Poller(oneshot=oneshot)
-        self._to_ae = self._poller.to_ae
+        self._poller = poller = module.Poller(oneshot=oneshot)
+        # why: bound once; for epoll these are select.epoll's C methods (no wrapper).
+        self._register = poller.register
+        self._modify = poller.modify
+        self._unregister = poller.unregister
+        self._to_native = poller.to_native
+        self._to_ae = poller.to_ae
         # The global lock; an RLock so that nesting (resize, the timers) can never
         # deadlock: no user code runs under it, procs and finalizers run outside.
         # faithful: every stripe *is* the global lock; oneshot: 64 independent locks.
@@ -162,10 +179,17 @@ class EventLoop:
                 # A busy fd is disarmed and its worker re-arms it with the new mask:
                 # arming it now would let a second worker run it concurrently.
                 if not self._busy[fd]:
+                    native = self._to_native[new & _POLLED]
                     if old & _POLLED:
-                        self._poller.modify(fd, new & _POLLED)
+                        try:
+                            self._modify(fd, native)
+                        except FileNotFoundError:   # that closed-and-reused number
+                            self._register(fd, native)
                     else:
-                        self._poller.register(fd, new & _POLLED)
+                        try:
+                            self._register(fd, native)
+                        except FileExistsError:     # the kernel still holds it (dup2)
+                            self._modify(fd, native)
                     self._poller_changed()
             # The poller was updated first: if it raised, nothing here has changed
             # (but _nfds, which only decides whether to poll at all).
@@ -191,16 +215,16 @@ class EventLoop:
             if not new & _POLLED:
                 new = NONE
             if (new ^ old) & _POLLED:  # why: no epoll_ctl when the kernel's mask stays
-                if new:
-                    if not self._busy[fd]:     # a busy fd gets its new mask at re-arm
-                        try:
-                            self._poller.modify(fd, new & _POLLED)
-                        except OSError:
-                            pass        # fd already closed: nothing left to modify
+                try:
+                    if not new:
+                        # Unregistering is safe even while a worker owns the fd.
+                        self._unregister(fd)
+                    elif not self._busy[fd]:   # a busy fd gets its new mask at re-arm
+                        self._modify(fd, self._to_native[new & _POLLED])
                         self._poller_changed()
-                else:
-                    # Unregistering is safe even while a worker owns the fd.
-                    self._poller.unregister(fd)
+                except OSError:
+                    pass                # fd closed first: the kernel dropped it already
+                if not new:
                     self._nfds -= 1
             self._masks[fd] = new
             # Drop the procs no longer registered so that their closures can be freed.
@@ -246,29 +270,40 @@ class EventLoop:
             return 0
         processed = 0
         timers = self._timers
+        due = None                      # when the nearest timer is due (None: no timer)
+        if not flags & DONT_WAIT:
+            # Set before reading the timers: a timer a worker creates from now on
+            # either is seen here or sees this and wakes the poll.
+            self._sleep_until = _FOREVER
+        if flags & TIME_EVENTS and timers.live:    # why: no timers, no heap look-up
+            due = timers.nearest()
         # As ae: poll when there are fds, or to sleep until a timer is due.
         if self._nfds or (flags & TIME_EVENTS and not flags & DONT_WAIT):
             if flags & DONT_WAIT:
                 timeout = 0
+            elif due is not None:
+                timeout = max(0.0, due - monotonic())
+                self._sleep_until = due
             else:
-                # Set before reading the timers: a timer a worker creates from now on
-                # either is seen here or sees this and wakes the poll.
-                self._sleep_until = _FOREVER
-                if flags & TIME_EVENTS and timers:  # why: no timers, no heap look-up
-                    when = timers.nearest()
-                    timeout = None if when is None else max(0.0, when - monotonic())
-                    self._sleep_until = _FOREVER if when is None else when
-                else:
-                    timeout = None
+                timeout = None
             if flags & CALL_BEFORE_SLEEP and self._before_sleep is not None:
                 self._before_sleep(self)
             events = self._poller.poll(timeout)
             self._sleep_until = _AWAKE
             if flags & CALL_AFTER_SLEEP and self._after_sleep is not None:
-                self._after_sleep(self)
+                try:
+                    self._after_sleep(self)
+                except BaseException:
+                    if self._oneshot:   # the report disarmed them: do not lose them
+                        self._rearm_unserved(events)
+                    raise
             if events and flags & FILE_EVENTS:
                 processed = self._dispatch(events)
-        if flags & TIME_EVENTS and timers:          # why: no timers, no timer work
+            elif events and self._oneshot:
+                self._rearm_unserved(events)
+        # why: most passes end before the nearest timer: skip the timer pass entirely.
+        # (Timers created during this pass wait for a later pass anyway.)
+        if due is not None and monotonic() >= due:
             processed += timers.run_due(self._error_handler)
         return processed
 
@@ -322,6 +357,16 @@ class EventLoop:
             raise self._errors.get()
         return handed
 
+    def _rearm_unserved(self, events):
+        """A pass without FILE_EVENTS: the one-shot fds it polled were disarmed by the
+        report; arm them again so that a later pass sees them (level-triggered)."""
+        busy = self._busy
+        for fd, _ in events:
+            if fd == self._wake_r:
+                self._drain_wakeup()
+            elif not busy[fd]:      # a busy fd is re-armed by its worker
+                self._rearm(fd)
+
     def _worker(self):
         get = self._queue.get
         to_ae = self._to_ae
@@ -346,7 +391,7 @@ class EventLoop:
             mask = self._masks[fd] & _POLLED
             if mask:
                 try:
-                    self._poller.rearm(fd, mask)
+                    self._poller.rearm(fd, self._to_native[mask])
                 except OSError:
                     pass            # closed by its proc without deleting its events
                 self._poller_changed()
@@ -369,7 +414,7 @@ class EventLoop:
             self._wake_r, self._wake_w = os.pipe()
             os.set_blocking(self._wake_r, False)
             os.set_blocking(self._wake_w, False)
-        self._poller.register(self._wake_r, READABLE)
+        self._register(self._wake_r, self._to_native[READABLE])
         # The wake-up fd counts, so the loop always polls and _nfds (updated under
         # per-fd stripe locks in this mode) never needs to be exact.
         self._nfds += 1
@@ -388,7 +433,7 @@ class EventLoop:
                 pass
         except (BlockingIOError, OSError):
             pass
-        self._poller.rearm(self._wake_r, READABLE)
+        self._poller.rearm(self._wake_r, self._to_native[READABLE])
 
     def _poller_changed(self):
         # poll/select: a change made by a worker does not reach a poll in progress.

@@ -5,21 +5,28 @@ Every backend module has the same shape::
     NAME            the name ``loop.backend`` reports
     available()     True when this platform has the underlying call
     Poller(oneshot=False)
-        register(fd, mask)   start watching fd for mask (READABLE|WRITABLE, ae terms)
-        modify(fd, mask)     change the mask of a watched fd
-        unregister(fd)       stop watching fd (an fd the poller no longer knows: no-op)
-        rearm(fd, mask)      oneshot mode: watch fd again after it was reported
+        to_native            tuple: ae mask (0..3) -> the native word register/modify take
+        to_ae                tuple: native events -> ae mask (to_ae[native_events])
+        register(fd, native) start watching fd; FileExistsError if the poller holds it
+        modify(fd, native)   change what fd is watched for; FileNotFoundError if the
+                             poller does not hold fd (e.g. it dropped a closed fd)
+        unregister(fd)       stop watching fd; may raise OSError for an fd the poller
+                             does not hold, or a closed one (callers ignore it)
+        rearm(fd, native)    oneshot mode: watch fd again after it was reported (adds it
+                             back if the poller dropped it; OSError for a closed fd)
         poll(timeout)        wait up to timeout seconds (None: forever, 0: do not block)
                              and return a list of (fd, native_events)
-        to_ae                tuple: native_events -> ae mask (to_ae[native_events])
         needs_wakeup         True when a change made by another thread does not reach a
                              poll() already in progress (the loop must be woken)
         fileno(), close()
 
-Why ``poll()`` returns the kernel's own bits and a translation table instead of ae
-masks: ``select.epoll.poll`` already builds a list of ``(fd, events)`` tuples;
-translating in the backend would build a second list and a second tuple per event.
-The loop does ``to_ae[events]`` instead, one tuple index per event, no allocation.
+Why native words and raised errors instead of ae masks and tolerant wrappers: for
+epoll, ``register``, ``modify``, ``unregister`` and ``poll`` *are* the C methods of
+``select.epoll`` (no Python frame between the loop and the kernel: about 0.2 us per
+call, three calls per connection). The loop translates masks with one tuple index and
+handles the two errors that mean "closed fd" in a ``try`` that costs nothing until
+raised. ``poll`` returns the kernel's own list of ``(fd, events)`` tuples for the same
+reason: translating in the backend would build a second list and tuple per event.
 (Linux reports only the requested bits plus ERR/HUP, so the tables are small.)
 
 Error and hang-up conditions translate to READABLE|WRITABLE; the loop then ANDs with
@@ -33,8 +40,9 @@ the handler's exception; backends need no EINTR code.
 
 An fd closed without being unregistered: epoll drops it silently; the poll and select
 backends drop it when the kernel reports it invalid (POLLNVAL / EBADF). All backends
-then behave the same: the fd vanishes from the poller without being reported, and
-``register``/``modify`` of a reused fd number work whatever the poller remembers.
+then behave the same: the fd vanishes from the poller without being reported, and a
+later ``modify`` of its reused number raises FileNotFoundError, which the loop answers
+with ``register``.
 """
 
 import importlib
@@ -86,5 +94,5 @@ def translation_table(native_in, native_out, native_error):
 
 
 def native_masks(native_in, native_out, extra=0):
-    """ae mask (0..3) -> native registration word, as a tuple."""
+    """Build ``to_native``: ae mask (0..3) -> native registration word, as a tuple."""
     return (extra, native_in | extra, native_out | extra, native_in | native_out | extra)

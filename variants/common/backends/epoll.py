@@ -1,7 +1,10 @@
 """Linux epoll, level-triggered (the default backend).
 
-The hot path is the kernel call itself: ``Poller.poll`` *is* the bound
-``select.epoll.poll`` (assigned in ``__init__``), so a pass costs no Python frame here.
+The hot path is the kernel calls themselves: ``register``, ``modify``, ``unregister``
+and ``poll`` *are* the bound methods of the ``select.epoll`` object (assigned in
+``__init__``), so the loop reaches epoll_ctl/epoll_wait without a Python frame here.
+Their errors are the kernel's: EEXIST (FileExistsError), ENOENT (FileNotFoundError),
+EBADF; the loop handles them (see backends/__init__.py).
 
 Oneshot mode adds EPOLLONESHOT to every registration: the kernel disarms an fd as it
 reports it, so a worker thread can own the fd until it calls ``rearm`` (one
@@ -9,7 +12,6 @@ reports it, so a worker thread can own the fd until it calls ``rearm`` (one
 already in progress, hence ``needs_wakeup = False``.
 """
 
-import errno
 import select
 
 from . import native_masks, translation_table
@@ -21,48 +23,27 @@ def available():
     return hasattr(select, "epoll")
 
 
-# Errors meaning "the kernel does not have this fd (any more)": a closed fd was
-# dropped from the epoll set (ENOENT), or the number is not open at all (EBADF).
-_GONE = (errno.ENOENT, errno.EBADF)
-
-
 class Poller:
     needs_wakeup = False
 
     def __init__(self, oneshot=False):
-        self._ep = select.epoll()
+        self._ep = ep = select.epoll()
         extra = select.EPOLLONESHOT if oneshot else 0
-        self._native = native_masks(select.EPOLLIN, select.EPOLLOUT, extra)
+        self.to_native = native_masks(select.EPOLLIN, select.EPOLLOUT, extra)
         self.to_ae = translation_table(select.EPOLLIN, select.EPOLLOUT,
                                        select.EPOLLERR | select.EPOLLHUP)
-        # No wrapper: the loop calls epoll_wait through the C method directly.
-        self.poll = self._ep.poll
+        # why: no wrappers, the loop calls epoll_ctl/epoll_wait through the C methods.
+        self.register = ep.register
+        self.modify = ep.modify
+        self.unregister = ep.unregister
+        self.poll = ep.poll
 
-    def register(self, fd, mask):
+    def rearm(self, fd, native):
         try:
-            self._ep.register(fd, self._native[mask])
-        except FileExistsError:
-            # The kernel still holds this fd number (e.g. a dup of a closed fd keeps the
-            # old registration, or a oneshot fd was deleted while disarmed): overwrite.
-            self._ep.modify(fd, self._native[mask])
-
-    def modify(self, fd, mask):
-        try:
-            self._ep.modify(fd, self._native[mask])
+            self._ep.modify(fd, native)
         except FileNotFoundError:
-            # The fd was closed without being unregistered, epoll dropped it, and the
-            # number came back with a new socket: add it again.
-            self._ep.register(fd, self._native[mask])
-
-    # Re-arming a oneshot fd is an EPOLL_CTL_MOD with the same flags.
-    rearm = modify
-
-    def unregister(self, fd):
-        try:
-            self._ep.unregister(fd)
-        except OSError as exc:
-            if exc.errno not in _GONE:
-                raise
+            # Deleted (unregistered) while a worker owned it, then registered again.
+            self._ep.register(fd, native)
 
     def fileno(self):
         return self._ep.fileno()

@@ -26,19 +26,16 @@ class Poller:
     needs_wakeup = True
 
     def __init__(self, oneshot=False):
-        self._p = select.poll()
+        self._p = p = select.poll()
         self._oneshot = oneshot
-        self._native = native_masks(select.POLLIN, select.POLLOUT)
+        self.to_native = native_masks(select.POLLIN, select.POLLOUT)
         self.to_ae = translation_table(select.POLLIN, select.POLLOUT,
                                        select.POLLERR | select.POLLHUP)
-
-    def register(self, fd, mask):
-        # select.poll's register() adds or overwrites, so it also serves as modify/rearm
-        # (and never fails on a reused fd number).
-        self._p.register(fd, self._native[mask])
-
-    modify = register
-    rearm = register
+        # select.poll's register() adds or overwrites (never fails on a reused number);
+        # modify() raises FileNotFoundError for an fd it does not hold, as epoll's does.
+        self.register = p.register
+        self.modify = p.modify
+        self.rearm = p.register
 
     def unregister(self, fd):
         try:
@@ -49,8 +46,8 @@ class Poller:
     def poll(self, timeout):
         ms = -1 if timeout is None else math.ceil(timeout * 1000)
         events = self._p.poll(ms)
-        unregister = self._p.unregister
         if self._oneshot:
+            unregister = self.unregister    # tolerant: another thread may have done it
             for fd, _ in events:
                 unregister(fd)
         for fd, native in events:

@@ -30,10 +30,12 @@ class Poller:
         self._r = set()
         self._w = set()
         self._oneshot = oneshot
-        # Native events are ae masks already: READABLE=1, WRITABLE=2.
+        # Native words are ae masks already: READABLE=1, WRITABLE=2.
+        self.to_native = (0, 1, 2, 3)
         self.to_ae = translation_table(1, 2, 0)
 
     def register(self, fd, mask):
+        """Watch fd for mask (also serves as modify and rearm: sets are idempotent)."""
         if fd >= FD_SETSIZE:
             raise ValueError("fd %d is too large for the select backend (FD_SETSIZE %d): "
                              "use the epoll or poll backend" % (fd, FD_SETSIZE))
