@@ -209,8 +209,10 @@ def parse_args(name: str, argv=None, add_options=None) -> argparse.Namespace:
 
 
 def add_backend_option(p):
-    p.add_argument("--backend", choices=("epoll", "poll", "select"), default=None,
-                   help="the variant's poller (default: the library's choice)")
+    """``--backend`` for the variant servers: the pollers the library has on this machine."""
+    from variants.common import backends          # only the variant servers need it
+    p.add_argument("--backend", choices=backends.available(), default=None,
+                   help="the variant's poller (default: the library's choice, the first)")
 
 
 def die(message: str, code: int = 1):

@@ -70,10 +70,8 @@ class EventLoop:
         module = backends.choose(backend)
         self.backend = module.NAME
         self._poller = poller = module.Poller()
-        # why: bound once; for epoll these are select.epoll's C methods (no wrapper).
-        self._register = poller.register
-        self._modify = poller.modify
-        self._unregister = poller.unregister
+        # (For epoll, poller.register/modify/unregister/poll are select.epoll's own C
+        # methods: the loop's calls below reach epoll_ctl without a Python wrapper.)
         self._to_native = poller.to_native
         self._setsize = setsize
         # Per-fd state in parallel lists indexed by fd (ae's events[] array): a list
@@ -107,14 +105,14 @@ class EventLoop:
             native = self._to_native[new & _POLLED]
             if old & _POLLED:
                 try:
-                    self._modify(fd, native)
+                    self._poller.modify(fd, native)
                 except FileNotFoundError:   # that closed-and-reused number: add it
-                    self._register(fd, native)
+                    self._poller.register(fd, native)
             else:
                 try:
-                    self._register(fd, native)
+                    self._poller.register(fd, native)
                 except FileExistsError:     # the kernel still holds it (a dup2 case)
-                    self._modify(fd, native)
+                    self._poller.modify(fd, native)
                 self._nfds += 1
         # The poller was updated first: if it raised, nothing here has changed.
         self._masks[fd] = new
@@ -140,9 +138,9 @@ class EventLoop:
         if (new ^ old) & _POLLED:      # why: no epoll_ctl when the kernel's mask stays
             try:
                 if new:
-                    self._modify(fd, self._to_native[new & _POLLED])
+                    self._poller.modify(fd, self._to_native[new & _POLLED])
                 else:
-                    self._unregister(fd)
+                    self._poller.unregister(fd)
             except OSError:
                 pass                    # fd closed first: the kernel dropped it already
             if not new:

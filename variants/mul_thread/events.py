@@ -113,10 +113,8 @@ class EventLoop:
         self.workers = workers
         self._oneshot = oneshot = pool == "oneshot"
         self._poller = poller = module.Poller(oneshot=oneshot)
-        # why: bound once; for epoll these are select.epoll's C methods (no wrapper).
-        self._register = poller.register
-        self._modify = poller.modify
-        self._unregister = poller.unregister
+        # (For epoll, poller.register/modify/unregister/poll are select.epoll's own C
+        # methods: the loop's calls below reach epoll_ctl without a Python wrapper.)
         self._to_native = poller.to_native
         self._to_ae = poller.to_ae
         # The global lock; an RLock so that nesting (resize, the timers) can never
@@ -182,14 +180,14 @@ class EventLoop:
                     native = self._to_native[new & _POLLED]
                     if old & _POLLED:
                         try:
-                            self._modify(fd, native)
+                            self._poller.modify(fd, native)
                         except FileNotFoundError:   # that closed-and-reused number
-                            self._register(fd, native)
+                            self._poller.register(fd, native)
                     else:
                         try:
-                            self._register(fd, native)
+                            self._poller.register(fd, native)
                         except FileExistsError:     # the kernel still holds it (dup2)
-                            self._modify(fd, native)
+                            self._poller.modify(fd, native)
                     self._poller_changed()
             # The poller was updated first: if it raised, nothing here has changed
             # (but _nfds, which only decides whether to poll at all).
@@ -218,9 +216,9 @@ class EventLoop:
                 try:
                     if not new:
                         # Unregistering is safe even while a worker owns the fd.
-                        self._unregister(fd)
+                        self._poller.unregister(fd)
                     elif not self._busy[fd]:   # a busy fd gets its new mask at re-arm
-                        self._modify(fd, self._to_native[new & _POLLED])
+                        self._poller.modify(fd, self._to_native[new & _POLLED])
                         self._poller_changed()
                 except OSError:
                     pass                # fd closed first: the kernel dropped it already
@@ -414,7 +412,7 @@ class EventLoop:
             self._wake_r, self._wake_w = os.pipe()
             os.set_blocking(self._wake_r, False)
             os.set_blocking(self._wake_w, False)
-        self._register(self._wake_r, self._to_native[READABLE])
+        self._poller.register(self._wake_r, self._to_native[READABLE])
         # The wake-up fd counts, so the loop always polls and _nfds (updated under
         # per-fd stripe locks in this mode) never needs to be exact.
         self._nfds += 1
