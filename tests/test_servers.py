@@ -7,7 +7,6 @@ here (a C binary not built, uvloop missing) are skipped with the reason.
 import os
 import socket
 import subprocess
-import sys
 import time
 
 import pytest

@@ -130,6 +130,10 @@ def check_available(spec: Spec, python: str | None = None) -> None:
                 raise ServerError("redis_ae is not built: it needs a Redis source tree; "
                                   "run `make build REDIS_SRC=/path/to/redis` (see README). Skipped.")
             raise ServerError(f"{path} is not built: run `make build` (needs gcc)")
+    elif server.variant and not os.path.isfile(os.path.join(ROOT, "variants", server.name,
+                                                             "__init__.py")):
+        raise ServerError(f"server {server.name!r} needs the package variants/{server.name}/, "
+                          f"which is missing from {ROOT}")
     elif server.requires:
         py = python or sys.executable
         for mod in server.requires:

@@ -9,7 +9,7 @@ called once per pass with the fired mask, dispatching on the connection's state.
 from variants.alone_proc import EventLoop
 
 from harness.servers import common
-from harness.servers.common import READABLE, READING, WRITABLE
+from harness.servers.common import READABLE, READING, WRITABLE, WRITING
 
 NAME = "alone_proc"
 
@@ -23,7 +23,7 @@ class UnifiedEcho(common.EventsEcho):
         self.loop.create_file_event(conn.fd, READABLE, self.proc, conn)
 
     def watch_write(self, conn):
-        conn.watched = common.WRITING
+        conn.watched = WRITING
         self.loop.create_file_event(conn.fd, WRITABLE, self.proc, conn)
 
     def proc(self, loop, fd, conn, mask):
