@@ -253,7 +253,7 @@ def cmd_serve(a) -> int:
     # exit status reach the caller unchanged (no forwarding layer to get wrong).
     sys.stdout.flush()
     try:
-        os.execve(argv[0], argv, srv._env_for(spec.server))
+        os.execve(argv[0], argv, srv.env_for(spec.server))
     except OSError as e:
         raise runner.RunnerError(f"cannot start {spec.text}: {e}") from None
     return 1  # not reached

@@ -163,7 +163,8 @@ def command(spec: Spec | str, *, host: str = "127.0.0.1", port: int = 0, size: i
     return argv + list(extra)
 
 
-def _env_for(server: Server) -> dict:
+def env_for(server: Server) -> dict:
+    """The environment a server runs with (the repository root on PYTHONPATH)."""
     env = dict(os.environ)
     if server.kind == "python":
         # Servers import `variants` and `harness` from the repository root.
@@ -244,7 +245,7 @@ def start(spec: Spec | str, *, host: str = "127.0.0.1", port: int = 0, size: int
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=errfile, text=True, cwd=ROOT,
-                                env=_env_for(spec.server))
+                                env=env_for(spec.server), preexec_fn=_die_with_parent)
     except OSError as e:
         errfile.close()
         raise ServerError(f"cannot start {spec.text}: {e}") from None
@@ -272,6 +273,17 @@ def start(spec: Spec | str, *, host: str = "127.0.0.1", port: int = 0, size: int
     finally:
         sel.close()
     return ServerProcess(spec, proc, ready, argv, errfile)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask the kernel to SIGTERM the server if the process that
+    started it dies (even by SIGKILL), so a killed runner never leaves a server behind."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)      # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass                                        # not Linux: best effort only
 
 
 def _read_err(errfile) -> str:
