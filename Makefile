@@ -70,7 +70,7 @@ $(BUILD)/%: harness/servers/%.c harness/servers/c_echo_common.h
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $<
 
-test: venv build
+test: venv build redis_ae
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=120 tests
 
 bench: venv build

@@ -414,7 +414,7 @@ def c_server(request, c_epoll):
     name = request.param
     path = os.path.join(ROOT, "build", name)
     if name == "redis_ae" and not os.path.exists(path):
-        pytest.skip("redis_ae is not built: it needs `make build REDIS_SRC=/path/to/redis`")
+        pytest.skip("redis_ae is not built: run `make redis_ae`")
     _require(path)
 
     def start(spec="", **kw):

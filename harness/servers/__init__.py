@@ -66,7 +66,7 @@ SERVERS: dict[str, Server] = {s.name: s for s in (
     Server("c_epoll", "c", "c_epoll",
            "single-threaded C epoll echo server: the ceiling on this machine"),
     Server("redis_ae", "c", "redis_ae",
-           "C echo server on Redis ae (needs REDIS_SRC=path/to/redis, see README)"),
+           "C echo server on Redis ae (built by `make redis_ae`)"),
 )}
 
 VARIANTS = tuple(n for n, s in SERVERS.items() if s.variant)
@@ -128,7 +128,7 @@ def check_available(spec: Spec, python: str | None = None) -> None:
         if not os.path.exists(path):
             if server.name == "redis_ae":
                 raise ServerError("redis_ae is not built: it needs a Redis source tree; "
-                                  "run `make build REDIS_SRC=/path/to/redis` (see README). Skipped.")
+                                  "run `make redis_ae` (fetches a Redis 6.2 source tree from PyPI) or `make build REDIS_SRC=/path/to/redis`. Skipped.")
             raise ServerError(f"{path} is not built: run `make build` (needs gcc)")
     elif server.variant and not os.path.isfile(os.path.join(ROOT, "variants", server.name,
                                                              "__init__.py")):
