@@ -23,6 +23,7 @@ import sys
 from harness import runner
 from harness.progress import Progress
 from harness import servers as srv
+from harness.servers import common as _server_common
 
 # Subcommands implemented by other modules: name -> (module, leading argv, help).
 DISPATCH = {
@@ -56,24 +57,9 @@ def _positive_float(text):
     return v
 
 
-def _nonneg_float(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
-    return v
-
-
-def _positive_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
-    return v
+# The servers' argparse types, written once (a finite number of seconds >= 0; int >= 1).
+_nonneg_float = _server_common.seconds
+_positive_int = _server_common.positive_int
 
 
 def _rate(text):

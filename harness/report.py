@@ -55,6 +55,20 @@ def load(results: str) -> tuple[list[dict], list[str]]:
     return records, [f"{os.path.basename(path)}: {reason}" for path, reason in problems]
 
 
+def _python_label(r: dict) -> str:
+    """The interpreter the user named (PYTHON=...) as pythonX.Y[t], from the version the
+    server recorded (a path such as .../bin/python3 says too little); "default" is the
+    venv's."""
+    named = (r.get("config") or {}).get("python")
+    if not named:
+        return "default"
+    sp = (r.get("env") or {}).get("server_python") or {}
+    ver = str(sp.get("version") or "")
+    if ver.count(".") >= 1 and sp.get("implementation", "cpython") == "cpython":
+        return "python" + ".".join(ver.split(".")[:2]) + ("t" if sp.get("free_threaded") else "")
+    return os.path.basename(str(named))
+
+
 def frame(records: list[dict]):
     """One row per run, with the columns the report and reproduce.py use."""
     import pandas as pd
@@ -74,6 +88,10 @@ def frame(records: list[dict]):
         if status == "ok" and m.get("conn_per_s") is None:
             reasons.append("no conn/s recorded")
         rate = c.get("rate")
+        ss = r.get("server_stats") or {}
+        user, sys_ = ss.get("cpu_user_s"), ss.get("cpu_sys_s")
+        # user = the interpreter, the library and the procs; sys = the kernel (TCP, epoll).
+        user_share = user / (user + sys_) if user is not None and sys_ and user + sys_ > 0 else None
         rows.append({
             "run_id": r.get("run_id"), "batch_id": r.get("batch_id"), "kind": r.get("kind"),
             "time_utc": r.get("time_utc"), "spec": r.get("spec") or r.get("server"),
@@ -81,10 +99,10 @@ def frame(records: list[dict]):
             "round": r.get("round"), "position": r.get("position"), "status": status,
             "concurrency": c.get("concurrency"), "size": c.get("size"),
             "rate": float(rate) if rate else None, "duration": c.get("duration"),
-            # the interpreter the user named (PYTHON=...); None is the venv's
-            "python": os.path.basename(str(c.get("python"))) if c.get("python") else "default",
+            "python": _python_label(r),
             "conn_per_s": m.get("conn_per_s"),
             "cpu_us_per_conn": m.get("server_cpu_us_per_conn"),
+            "user_share": user_share,
             "p50_us": m.get("p50_us"), "p99_us": m.get("p99_us"),
             "completed": m.get("completed"), "failed": m.get("failed") or 0, "lost": lost or 0,
             "client_cpu_share": m.get("client_cpu_share"),
@@ -95,7 +113,7 @@ def frame(records: list[dict]):
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    for col in ("conn_per_s", "cpu_us_per_conn", "p50_us", "p99_us", "rate",
+    for col in ("conn_per_s", "cpu_us_per_conn", "user_share", "p50_us", "p99_us", "rate",
                 "client_cpu_share", "completed", "failed", "lost"):
         df[col] = pd.to_numeric(df[col], errors="coerce")
     # Missing concurrency/size would make groupby drop the row; -1 is "not recorded".
@@ -103,7 +121,66 @@ def frame(records: list[dict]):
     df["size"] = pd.to_numeric(df["size"], errors="coerce").fillna(-1).astype(int)
     df["round"] = pd.to_numeric(df["round"], errors="coerce").fillna(-1).astype(int)
     df["open_loop"] = df["rate"].notna() & (df["rate"] > 0)
+    df["user_us"] = df["cpu_us_per_conn"] * df["user_share"]
+    df["sys_us"] = df["cpu_us_per_conn"] - df["user_us"]
     return df
+
+
+def cpu_split(df, results: str):
+    """Where the server's CPU goes, per spec on loopback (clean closed-loop runs, any
+    Python): median user and sys us per connection, and system calls per connection from
+    `make syscalls` when recorded.  User time is what an event library can change; sys
+    time is the kernel's TCP and epoll work, the floor every server shares."""
+    import pandas as pd
+
+    clean = df[~df["excluded"] & ~df["open_loop"] & (df["link"] == "loopback")
+               & df["user_us"].notna()]
+    if clean.empty:
+        return pd.DataFrame()
+    g = clean.groupby(["spec", "python"])
+    out = pd.DataFrame({"runs": g.size(), "user_us": g["user_us"].median(),
+                        "sys_us": g["sys_us"].median(),
+                        "cpu_us": g["cpu_us_per_conn"].median()}).reset_index()
+    calls = {}
+    for spec in out["spec"].unique():
+        try:
+            with open(os.path.join(results, "syscalls", spec.replace(":", "_") + ".json")) as f:
+                calls[spec] = float(json.load(f)["per_connection"]["total"])
+        except (OSError, ValueError, TypeError, KeyError):
+            pass
+    # `make syscalls` runs the default interpreter: its counts belong to that row only.
+    out["syscalls"] = [calls.get(sp) if py == "default" else None
+                       for sp, py in zip(out["spec"], out["python"])]
+    out["syscalls"] = pd.to_numeric(out["syscalls"], errors="coerce")
+    out["label"] = [sp + ("" if py == "default" else f" [{py}]")
+                    for sp, py in zip(out["spec"], out["python"])]
+    return out.sort_values("cpu_us").reset_index(drop=True)
+
+
+def chart_cpu_split(split, path):
+    """Horizontal stacked bars: user (interpreter + library) and sys (kernel) us/conn."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 0.38 * len(split) + 1.4))
+    y = range(len(split))
+    ax.barh(y, split["sys_us"], color="#9aa5b1", label="sys: kernel (TCP, epoll, close)")
+    ax.barh(y, split["user_us"], left=split["sys_us"], color="#4a7ab5",
+            label="user: interpreter + event library + procs")
+    for i, row in split.iterrows():
+        text = f"{row['cpu_us']:.1f} us (user {row['user_us']:.1f})"
+        if row["syscalls"] == row["syscalls"]:
+            text += f", {row['syscalls']:.1f} syscalls"
+        ax.annotate(text, (row["cpu_us"], i), xytext=(4, 0), textcoords="offset points",
+                    va="center", fontsize=7)
+    ax.set_yticks(list(y))
+    ax.set_yticklabels(split["label"], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, split["cpu_us"].max() * 1.45)
+    ax.set_xlabel("server CPU us per connection (median of clean loopback runs)")
+    ax.set_title("Where the server's CPU goes", fontsize=10)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 # --------------------------------------------------------------------------- figures
@@ -430,6 +507,14 @@ def write_report(results: str, records: list[dict], problems: list[str]) -> str:
         chart_latency(summary, os.path.join(charts_dir, "latency.png"))
         charts.append(("latency.png", "Latency p50 / p99",
                        "Closed loop: latency includes the wait in the server's queue."))
+    split = cpu_split(df, results)
+    if not split.empty:
+        chart_cpu_split(split, os.path.join(charts_dir, "cpu_split.png"))
+        charts.append(("cpu_split.png", "Where the server's CPU goes",
+                       "Median user and sys CPU per connection on loopback, with system calls "
+                       "per connection from `make syscalls` where recorded. The kernel's share "
+                       "is the floor every server pays; an event library only moves the "
+                       "user part."))
     if any(len(s) for s in df["snapshots"]):
         chart_over_time(df, os.path.join(charts_dir, "conn_over_time.png"))
         charts.append(("conn_over_time.png", "conn/s over time within runs",
@@ -456,6 +541,16 @@ def write_report(results: str, records: list[dict], problems: list[str]) -> str:
             md.append(table_md(summary[summary["link"] == link]))
     else:
         md.append("No closed-loop runs recorded.\n")
+    if not split.empty:
+        md.append("## Where the server's CPU goes (loopback)\n")
+        md.append("| spec | runs | CPU us/conn | user us/conn | sys us/conn | syscalls/conn |")
+        md.append("|---|---|---|---|---|---|")
+        for _, r in split.iterrows():
+            md.append(f"| {r['label']} | {r['runs']} | {r['cpu_us']:.1f} | {r['user_us']:.1f} | "
+                      f"{r['sys_us']:.1f} | {_n(r['syscalls'], '{:.2f}')} |")
+        md.append("\nuser = interpreter, event library and procs; sys = the kernel's TCP and "
+                  "epoll work. Medians of clean runs over all batches (not paired: for ratios "
+                  "read the tables above).\n")
     if df["open_loop"].any():
         md.append("## Open-loop sweeps\n")
         md.append("| link | spec | offered rate | runs (excl.) | achieved conn/s | p50 us | p99 us |")
@@ -519,6 +614,10 @@ def main(argv=None) -> int:
     path = write_report(results, records, problems)
     print(f"wrote {path} ({len(records)} runs, {len(problems)} skipped) "
           f"and charts under {os.path.join(results, 'charts')}")
+    from harness import reproduce      # late: reproduce imports this module
+    repro = reproduce.refresh_latest(records, results)
+    if repro:
+        print(f"rewrote {repro} from the latest recorded reproduction")
     return 0
 
 

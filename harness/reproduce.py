@@ -263,8 +263,8 @@ def write_reproduction(records_: list[dict], results: str, *, link_of: dict | No
                     "warmup": (records_[0].get("config") or {}).get("warmup")}
     summary = report.summarize(df) if len(df) else df
     md = ["# Reproduction of the 2016 Events study\n",
-          f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `make reproduce` "
-          f"from {len(records_)} recorded runs"
+          f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from the "
+          f"{len(records_)} recorded runs of one `make reproduce`"
           + (f" (batches {', '.join(sorted({str(r.get('batch_id')) for r in records_}))})"
              if records_ else "") + f". The study's figures: {study.SOURCE}, transcribed in "
           "`harness/study.py`.\n"]
@@ -319,6 +319,24 @@ def write_reproduction(records_: list[dict], results: str, *, link_of: dict | No
         f.write("\n".join(md))
     os.replace(tmp, path)
     return path
+
+
+def refresh_latest(records_: list[dict], results: str) -> str | None:
+    """Rewrite REPRODUCTION.md from the latest reproduction already recorded (no new runs),
+    so that `make report` brings it up to date with later profiles and code; None when no
+    reproduction is recorded.  The links come from the records themselves: a run records
+    the link it used and, in its labels, the study's link it stood for."""
+    repro = [r for r in records_ if (r.get("labels") or {}).get("reproduction")]
+    if not repro:
+        return None
+    latest = max(repro, key=lambda r: str(r.get("time_utc") or ""))["labels"]["reproduction"]
+    runs = [r for r in repro if r["labels"]["reproduction"] == latest]
+    link_of: dict = {}
+    for r in runs:
+        for intended in str(r["labels"].get("intended_link") or "").split(","):
+            if intended:
+                link_of[intended] = r.get("link") or "loopback"
+    return write_reproduction(runs, results, link_of=link_of)
 
 
 # --------------------------------------------------------------------------- the command

@@ -164,3 +164,21 @@ def test_study_figures_transcribed():
     assert study.ratio_to_raw_epoll(study.lookup("1000mbit", "master")) == pytest.approx(13107 / 20118)
     assert study.lookup("100mbit", "master:poll_delay=0.1").conn_per_s == 80
     assert study.lookup("1000mbit", "redis_ae").values == (37816, 32258, 19659, 19152)
+
+
+def test_report_rewrites_the_latest_reproduction_only(tmp_path):
+    records = _fixture_records()
+    for r in records:       # fixB (100mbit) is an older reproduction, fixA a newer one
+        rid = {"fixA": "repro-new", "fixB": "repro-old"}.get(r.get("batch_id"))
+        if rid:
+            r["labels"] = {"reproduction": rid,
+                           "intended_link": "100mbit" if rid == "repro-old" else "1000mbit"}
+            r["time_utc"] = ("2026-11-27T00:00:00Z" if rid == "repro-new"
+                             else "2026-11-20T00:00:00Z")
+    path = reproduce.refresh_latest(records, str(tmp_path))
+    md = open(path).read()
+    # Only the newest reproduction's batch, its link read from the records.
+    assert "(batches fixA)" in md
+    assert "Our link: **loopback (instead of 1000mbit: no privilege)**" in md
+    assert reproduce.refresh_latest([r for r in records if r.get("batch_id") == "fixC"],
+                                    str(tmp_path)) is None

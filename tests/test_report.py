@@ -103,3 +103,48 @@ def test_corrupt_run_file_is_reported_and_the_rest_used(results, capsys):
     assert "broken.json" in err and "Traceback" not in err
     md = (results / "REPORT.md").read_text()
     assert "broken.json" in md and "from 16 run records" in md
+
+
+def _with_cpu_split(records, user_share=0.25):
+    """The fixtures with user/sys CPU recorded, run by the venv's Python (`make syscalls`
+    measures that interpreter, so only those rows get syscall counts)."""
+    for r in records:
+        r["config"]["python"] = None
+        ss = r.setdefault("server_stats", {})
+        cpu = (r.get("metrics") or {}).get("server_cpu_s") or 1.0
+        ss["cpu_user_s"], ss["cpu_sys_s"] = cpu * user_share, cpu * (1 - user_share)
+    return records
+
+
+def test_cpu_split_divides_cpu_into_user_and_sys(results):
+    import json
+    records, _ = report.load(str(results))
+    (results / "syscalls").mkdir()
+    (results / "syscalls" / "master.json").write_text(
+        json.dumps({"per_connection": {"total": 9.06, "by_name": {}}}))
+    split = report.cpu_split(report.frame(_with_cpu_split(records)), str(results))
+    master = split[split["spec"] == "master"].iloc[0]
+    # Clean loopback master runs only (the lost-connection run is out): 45 and its pair.
+    assert master["runs"] == 2
+    assert master["user_us"] == pytest.approx(master["cpu_us"] * 0.25)
+    assert master["user_us"] + master["sys_us"] == pytest.approx(master["cpu_us"])
+    assert master["syscalls"] == pytest.approx(9.06)
+    assert split[split["spec"] == "raw_epoll"]["syscalls"].isna().all()   # not measured
+    assert "mul_thread" not in set(split["spec"])                        # 100mbit only
+
+
+def test_report_draws_the_cpu_split_when_recorded(results):
+    import json
+    for path in (results / "runs").glob("*.json"):
+        rec = _with_cpu_split([json.loads(path.read_text())])[0]
+        path.write_text(json.dumps(rec))
+    assert report.main(["--results-dir", str(results)]) == 0
+    md = (results / "REPORT.md").read_text()
+    assert "## Where the server's CPU goes (loopback)" in md
+    assert (results / "charts" / "cpu_split.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_without_cpu_split_omits_that_chart(results):
+    assert report.main(["--results-dir", str(results)]) == 0     # fixtures: no user/sys
+    assert not (results / "charts" / "cpu_split.png").exists()
+    assert "Where the server's CPU goes" not in (results / "REPORT.md").read_text()

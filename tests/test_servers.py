@@ -269,11 +269,23 @@ def test_spec_options_reach_the_command():
         servers.parse_spec("master:workers=2")
     with pytest.raises(servers.ServerError, match="needs a value"):
         servers.parse_spec("master:poll_delay")
+    assert "--no-cork" in servers.command("master:diet,no_cork")
+    with pytest.raises(servers.ServerError, match="no option 'no_cork'"):
+        servers.parse_spec("c_epoll:no_cork")          # C servers always cork in diet mode
+
+
+def test_no_cork_without_diet_is_a_clear_error():
+    import subprocess, sys
+    r = subprocess.run([sys.executable, "-m", "harness.servers.raw_epoll", "--no-cork"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert "--no-cork only applies with --diet" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.parametrize("spec", ["master:backend=poll", "alone_proc:backend=select",
                                   "master:poll_delay=0.01", "mul_thread:pool=oneshot,workers=2",
-                                  "mul_thread:workers=1", "raw_epoll:idle_timeout=0"])
+                                  "mul_thread:workers=1", "raw_epoll:idle_timeout=0",
+                                  "raw_epoll:diet,no_cork", "alone_proc:diet,no_cork"])
 def test_server_options_work(server, spec):
     srv = server(spec)
     for i in range(20):

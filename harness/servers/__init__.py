@@ -43,13 +43,15 @@ class Server:
 
 # Options every server accepts through a spec.  Flag-only keys take no value.
 COMMON_OPTIONS = ("idle_timeout", "backlog", "diet")
-FLAG_OPTIONS = ("diet",)
+FLAG_OPTIONS = ("diet", "no_cork")
 
-_VARIANT_OPTS = ("backend",)
+# no_cork: the diet without TCP_CORK, to measure its share (EchoCore servers only).
+_VARIANT_OPTS = ("backend", "no_cork")
 
 SERVERS: dict[str, Server] = {s.name: s for s in (
     Server("raw_epoll", "python", "harness.servers.raw_epoll",
-           "Python select.epoll, no library: the classic register/modify/unregister pattern"),
+           "Python select.epoll, no library: the classic register/modify/unregister pattern",
+           options=("no_cork",)),
     Server("master", "python", "harness.servers.master",
            "Events master: ae structure, read proc + write proc per fd",
            options=_VARIANT_OPTS + ("poll_delay",), variant=True),

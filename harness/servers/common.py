@@ -203,9 +203,14 @@ def parse_args(name: str, argv=None, add_options=None) -> argparse.Namespace:
     p.add_argument("--idle-timeout", type=seconds, default=10.0,
                    help="close a connection quiet for this long (0 disables)")
     p.add_argument("--diet", action="store_true", help="the syscall-diet experiment mode")
+    p.add_argument("--no-cork", action="store_true",
+                   help="with --diet: leave TCP_CORK out, to measure its share of the diet")
     if add_options:
         add_options(p)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.no_cork and not args.diet:
+        p.error("--no-cork only applies with --diet")
+    return args
 
 
 def add_backend_option(p):
@@ -237,6 +242,7 @@ def listen(args) -> socket.socket:
         if args.diet:
             # The kernel wakes us only when the request's data is there (see docstring).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_S)
+        if args.diet and not getattr(args, "no_cork", False):
             # Inherited by accepted sockets: the reply and the FIN leave in one segment.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
         sock.bind((host, args.port))

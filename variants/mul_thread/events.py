@@ -35,9 +35,11 @@ Why the faithful pool is slow, in numbers to measure (``count_locks=True`` and
     - Locks: per fired fd, two or three acquisitions of the global lock in the
       dispatch, plus the pool's own (the executor's queue, each Future's condition,
       wait()'s waiter). The study measured one lock operation at about 1/4 of a send.
-    - The batch barrier: each pass waits for its slowest proc, and a poll returns only
-      1-3 fds under this load, so the pool is idle most of the time while the loop
-      thread is blocked in wait().
+    - The batch barrier: each pass waits for its slowest proc, and the loop thread is
+      blocked in wait() meanwhile. The study saw a poll return only 1-3 fds; here, with
+      64 connections in flight, passes are larger (one epoll_wait per ~20 connections
+      under strace, which slows the server and so inflates batches), so the barrier
+      costs less here than the GIL and the locks do (results/profile/mul_thread.txt).
     oneshot removes the barrier and the global lock; the GIL hand-offs and one
     epoll_ctl(MOD) per event to re-arm remain, so on CPython with a GIL it beats
     faithful but not master. A free-threaded interpreter (PYTHON=python3.13t, where
