@@ -215,6 +215,35 @@ def paired_ratios(df):
     return pairs[GROUP + ["batch_id", "round", "ratio_conn", "ratio_cpu"]]
 
 
+# Head-to-head comparisons the targets are stated in (docs/performance.md): (a, b, what).
+HEAD_TO_HEAD = [
+    ("alone_proc", "uvloop", "unified proc vs uvloop"),
+    ("alone_proc", "master", "unified proc vs ae's read/write procs"),
+    ("mul_thread:pool=oneshot", "mul_thread", "improved pool vs the study's pool"),
+    ("raw_epoll:diet", "raw_epoll:diet,no_cork", "TCP_CORK's share of the diet"),
+]
+
+
+def head_to_head(df, pairs=HEAD_TO_HEAD):
+    """Paired ratios a / b from rounds where both ran clean in the same batch (same link,
+    concurrency, size, Python): one row per pair and link, only where such rounds exist."""
+    import pandas as pd
+
+    key = ["batch_id", "round", "link", "concurrency", "size", "python"]
+    clean = df[~df["excluded"] & ~df["open_loop"] & df["batch_id"].notna()]
+    rows = []
+    for a, b, what in pairs:
+        ra = clean[clean["spec"] == a].groupby(key)[["conn_per_s", "cpu_us_per_conn"]].median()
+        rb = clean[clean["spec"] == b].groupby(key)[["conn_per_s", "cpu_us_per_conn"]].median()
+        both = ra.merge(rb, left_index=True, right_index=True, suffixes=("_a", "_b")).reset_index()
+        for (link, python), g in both.groupby(["link", "python"]):
+            rows.append({"a": a, "b": b, "what": what, "link": link, "python": python,
+                         "rounds": len(g), "batches": g["batch_id"].nunique(),
+                         "ratio_cpu": (g["cpu_us_per_conn_a"] / g["cpu_us_per_conn_b"]).median(),
+                         "ratio_conn": (g["conn_per_s_a"] / g["conn_per_s_b"]).median()})
+    return pd.DataFrame(rows)
+
+
 def summarize(df):
     """The closed-loop table: one row per (link, spec, concurrency, size)."""
     import pandas as pd
@@ -541,6 +570,17 @@ def write_report(results: str, records: list[dict], problems: list[str]) -> str:
             md.append(table_md(summary[summary["link"] == link]))
     else:
         md.append("No closed-loop runs recorded.\n")
+    h2h = head_to_head(df) if len(df) else []
+    if len(h2h):
+        md.append("## Head to head (paired in the same rounds)\n")
+        md.append("| a | b | what | link | python | rounds (batches) | CPU/conn a ÷ b | "
+                  "conn/s a ÷ b |\n|---|---|---|---|---|---|---|---|")
+        for _, r in h2h.iterrows():
+            md.append(f"| {r['a']} | {r['b']} | {r['what']} | {r['link']} | {r['python']} | "
+                      f"{r['rounds']} ({r['batches']}) | {r['ratio_cpu']:.2f} | "
+                      f"{r['ratio_conn']:.2f} |")
+        md.append("\nMedian over rounds of (a ÷ b) where both ran clean in the same round of "
+                  "one batch. conn/s ratios of client-bound runs measure the client.\n")
     if not split.empty:
         md.append("## Where the server's CPU goes (loopback)\n")
         md.append("| spec | runs | CPU us/conn | user us/conn | sys us/conn | syscalls/conn |")

@@ -148,3 +148,13 @@ def test_report_without_cpu_split_omits_that_chart(results):
     assert report.main(["--results-dir", str(results)]) == 0     # fixtures: no user/sys
     assert not (results / "charts" / "cpu_split.png").exists()
     assert "Where the server's CPU goes" not in (results / "REPORT.md").read_text()
+
+
+def test_head_to_head_pairs_only_rounds_where_both_ran_clean(results):
+    df, _ = _summary(results)
+    h2h = report.head_to_head(df, [("alone_proc", "master", "x"), ("uvloop", "master", "y")])
+    assert list(h2h["a"]) == ["alone_proc"]           # no uvloop run: no row, no guess
+    row = h2h.iloc[0]
+    # fixA: master's round 1 lost connections, so only rounds 0 and 2 pair.
+    assert row["rounds"] == 2 and row["link"] == "loopback"
+    assert 0 < row["ratio_cpu"] < 10 and 0 < row["ratio_conn"] < 10
