@@ -79,7 +79,10 @@ def git_state() -> tuple[str | None, bool | None]:
     commit = _run(["git", "-C", ROOT, "rev-parse", "HEAD"])
     if commit is None:
         return None, None
-    status = _run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"])
+    # Dirty means the *code* differs from the commit: regenerated reports under results/
+    # (REPORT.md, charts) do not change what a run measures.
+    status = _run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no",
+                   "--", ".", ":(exclude)results"])
     return commit, (bool(status) if status is not None else None)
 
 
