@@ -270,3 +270,21 @@ def test_summary_keeps_links_apart():
     rows = runner.summarize(recs)
     assert sorted(r["link"] for r in rows) == ["100mbit", "loopback"]
     assert "100mbit" in runner.format_table(recs)
+
+
+def test_git_dirty_means_code_not_regenerated_results(tmp_path, monkeypatch):
+    import subprocess
+    from harness import environment
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "REPORT.md").write_text("old\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(git + ["init", "-q"], check=True)
+    subprocess.run(git + ["add", "."], check=True)
+    subprocess.run(git + ["commit", "-qm", "c"], check=True)
+    monkeypatch.setattr(environment, "ROOT", str(tmp_path))
+    assert environment.git_state()[1] is False
+    (tmp_path / "results" / "REPORT.md").write_text("regenerated\n")
+    assert environment.git_state()[1] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert environment.git_state()[1] is True
