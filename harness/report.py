@@ -297,17 +297,35 @@ def _plt():
     return plt
 
 
-def _panels(plt, n, width=6.0, height=4.2):
-    fig, axes = plt.subplots(1, n, figsize=(max(width * n, 6), height), squeeze=False)
+def _panels(plt, n, width=6.0, height=4.2, bars=None):
+    """One row of n panels; with ``bars`` (bars per panel) each panel is as wide as its
+    bars need, so a link with 13 servers is not squeezed to the width of one with 4."""
+    if bars:
+        fig, axes = plt.subplots(1, n, figsize=(max(0.55 * sum(bars) + 1.6 * n, 6), height),
+                                 squeeze=False, gridspec_kw={"width_ratios": [max(b, 2) for b in bars]})
+    else:
+        fig, axes = plt.subplots(1, n, figsize=(max(width * n, 6), height), squeeze=False)
     return fig, axes[0]
+
+
+def default_interpreter(summary):
+    """The rows the per-link charts show: on each link, those of the default interpreter
+    when it has any (other interpreters get chart_interpreters), else all of them."""
+    if summary.empty:
+        return summary
+    has_default = summary.groupby("link")["python"].transform(lambda p: (p == "default").any())
+    out = summary[~has_default | (summary["python"] == "default")].reset_index(drop=True)
+    out["label"] = out["label"].str.replace(" [default]", "", regex=False)
+    return out
 
 
 def _bar_chart(summary, df, path, *, med, lo, hi, col, ratio, ylabel, title, mark_bound):
     """One panel per link: median bars, min-max whiskers, raw_epoll as a dashed line,
     each bar labelled with its paired ratio; excluded runs as red crosses."""
     plt = _plt()
+    summary = default_interpreter(summary)
     links = link_order(summary["link"])
-    fig, axes = _panels(plt, len(links))
+    fig, axes = _panels(plt, len(links), bars=[int((summary["link"] == l).sum()) for l in links])
     for ax, link in zip(axes, links):
         s = summary[summary["link"] == link].reset_index(drop=True)
         x = range(len(s))
@@ -391,10 +409,51 @@ def chart_over_time(df, path):
     plt.close(fig)
 
 
+def chart_interpreters(summary, path) -> bool:
+    """Paired CPU ratio to raw_epoll per design, grouped by interpreter, on loopback:
+    how much of a design's cost the interpreter changes.  False when there is only one."""
+    plt = _plt()
+    s = summary[(summary["link"] == "loopback") & (summary["spec"] != BASELINE)
+                & summary["ratio_cpu"].notna()]
+    pythons = sorted(s["python"].unique(),
+                     key=lambda p: (p != "default",
+                                    [int(x) if x.isdigit() else 0
+                                     for x in p.replace("python", "").rstrip("t").split(".")]))
+    if len(pythons) < 2:
+        return False
+    specs = list(dict.fromkeys(s[s["python"] != "default"]["spec"]))
+    fig, ax = plt.subplots(figsize=(max(0.55 * len(pythons) * len(specs) + 2, 6), 4.2))
+    width = 0.8 / len(specs)
+    cmap = plt.get_cmap("tab10")
+    for j, sp in enumerate(specs):
+        labelled = False
+        for i, py in enumerate(pythons):
+            row = s[(s["spec"] == sp) & (s["python"] == py)]
+            if len(row):
+                v = row["ratio_cpu"].iloc[0]
+                ax.bar(i - 0.4 + width * (j + 0.5), v, width, color=cmap(j % 10),
+                       label=None if labelled else sp)
+                labelled = True
+                ax.annotate(f"{v:.2f}", (i - 0.4 + width * (j + 0.5), v), xytext=(0, 2),
+                            textcoords="offset points", ha="center", fontsize=7)
+    ax.axhline(1.0, color="#555555", linestyle="--", linewidth=1, label=f"{BASELINE} (1.00)")
+    ax.set_xticks(range(len(pythons)))
+    ax.set_xticklabels(["default (venv)" if p == "default" else p for p in pythons], fontsize=8)
+    ax.set_ylabel(f"server CPU per connection / {BASELINE}'s (paired)")
+    ax.set_title("The designs' cost on each interpreter - loopback", fontsize=10)
+    ax.set_ylim(0, max(s["ratio_cpu"].max() * 1.2, 1.3))
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def chart_latency(summary, path):
     plt = _plt()
+    summary = default_interpreter(summary)
     links = link_order(summary["link"])
-    fig, axes = _panels(plt, len(links))
+    fig, axes = _panels(plt, len(links), bars=[int((summary["link"] == l).sum()) for l in links])
     for ax, link in zip(axes, links):
         s = summary[summary["link"] == link].reset_index(drop=True)
         x = range(len(s))
@@ -536,6 +595,11 @@ def write_report(results: str, records: list[dict], problems: list[str]) -> str:
         chart_latency(summary, os.path.join(charts_dir, "latency.png"))
         charts.append(("latency.png", "Latency p50 / p99",
                        "Closed loop: latency includes the wait in the server's queue."))
+        if chart_interpreters(summary, os.path.join(charts_dir, "interpreters.png")):
+            charts.append(("interpreters.png", "The designs on each interpreter",
+                           "The three charts above show the default interpreter; this one "
+                           "the paired CPU ratio to raw_epoll for every interpreter run "
+                           "with PYTHON=... (tables above for the figures)."))
     split = cpu_split(df, results)
     if not split.empty:
         chart_cpu_split(split, os.path.join(charts_dir, "cpu_split.png"))

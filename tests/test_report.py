@@ -158,3 +158,30 @@ def test_head_to_head_pairs_only_rounds_where_both_ran_clean(results):
     # fixA: master's round 1 lost connections, so only rounds 0 and 2 pair.
     assert row["rounds"] == 2 and row["link"] == "loopback"
     assert 0 < row["ratio_cpu"] < 10 and 0 < row["ratio_conn"] < 10
+
+
+def test_other_interpreters_get_their_own_chart(results):
+    import copy
+    import json
+    records, _ = report.load(str(results))
+    extra = []
+    for r in records:
+        if r.get("batch_id") == "fixA":
+            r2 = copy.deepcopy(r)
+            r2["run_id"], r2["batch_id"] = r["run_id"] + "-py312", "fixA312"
+            r2["config"]["python"] = "/opt/py/bin/python3"
+            r2.setdefault("env", {})["server_python"] = {"version": "3.12.1",
+                                                         "implementation": "cpython"}
+            extra.append(r2)
+    for r2 in extra:
+        (results / "runs" / (r2["run_id"] + ".json")).write_text(json.dumps(r2))
+    summary = report.summarize(report.frame(records + extra))
+    assert {"python3.12", "python3"} <= set(summary["python"])
+    assert report.main(["--results-dir", str(results)]) == 0
+    assert (results / "charts" / "interpreters.png").read_bytes()[:4] == b"\x89PNG"
+    assert "(charts/interpreters.png)" in (results / "REPORT.md").read_text()
+
+
+def test_default_interpreter_keeps_links_without_a_default(results):
+    _, summary = _summary(results)                     # fixtures name an interpreter
+    assert len(report.default_interpreter(summary)) == len(summary)
