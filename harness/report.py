@@ -378,32 +378,38 @@ def _bar_chart(summary, df, path, *, med, lo, hi, col, ratio, ylabel, title, mar
 
 
 def chart_over_time(df, path):
-    """conn/s per second within each closed-loop run, from its SNAPSHOT lines."""
+    """conn/s per second within each closed-loop run, from its SNAPSHOT lines: one panel
+    per link, and soak runs (minutes long) in panels of their own so they do not squeeze
+    the short runs into the first few seconds of the axis."""
     plt = _plt()
     runs = df[~df["open_loop"] & (df["snapshots"].map(len) > 0)]
-    links = link_order(runs["link"]) or ["loopback"]
-    fig, axes = _panels(plt, len(links), width=7)
-    cmap = plt.get_cmap("tab10")
-    specs = list(dict.fromkeys(runs["spec"]))
-    for ax, link in zip(axes, links):
+    soak = runs["kind"] == "soak"
+    panels = [(link, False) for link in link_order(runs[~soak]["link"])]
+    panels += [(link, True) for link in link_order(runs[soak]["link"])]
+    fig, axes = _panels(plt, len(panels) or 1, width=7)
+    cmap = plt.get_cmap("tab20")
+    for ax, (link, is_soak) in zip(axes, panels):
+        mine = runs[(runs["link"] == link) & (soak == is_soak)]
+        specs = list(dict.fromkeys(mine["spec"]))
         warm_end = 0
-        for _, run in runs[runs["link"] == link].iterrows():
+        for _, run in mine.iterrows():
             snaps = [s for s in run["snapshots"] if isinstance(s, dict) and "t" in s]
             t = [s["t"] for s in snaps]
             v = [s.get("speed") for s in snaps]
-            color = cmap(specs.index(run["spec"]) % 10)
+            color = cmap(specs.index(run["spec"]) % 20)
             style = ":" if run["excluded"] else "-"
             ax.plot(t, v, style, color=color, linewidth=1, alpha=0.8)
             warm_end = max([warm_end] + [s["t"] for s in snaps if s.get("warmup")])
         if warm_end:
             ax.axvspan(0, warm_end, color="#dddddd", alpha=0.5, linewidth=0)
-        for sp in dict.fromkeys(runs[runs["link"] == link]["spec"]):
-            ax.plot([], [], color=cmap(specs.index(sp) % 10), label=sp)
+        for sp in specs:
+            ax.plot([], [], color=cmap(specs.index(sp) % 20), label=sp)
         ax.plot([], [], ":", color="black", label="excluded run")
         ax.set_xlabel("seconds into the run (grey: warm-up)")
         ax.set_ylabel("conn/s in the last second")
-        ax.set_title(f"conn/s over time - link {link}", fontsize=10)
-        ax.legend(fontsize=7)
+        ax.set_title(f"conn/s over time - {'soak runs, ' if is_soak else ''}link {link}",
+                     fontsize=10)
+        ax.legend(fontsize=6, ncol=2 if len(specs) > 6 else 1, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
