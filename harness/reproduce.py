@@ -125,6 +125,16 @@ def _ratio_of(summary, link, spec, col="ratio_conn"):
     return None if r != r else float(r)
 
 
+def _cpu_verdict(summary, link, slow, fast) -> str:
+    """', and it holds/does not in server CPU per connection (a vs b x raw epoll)': the
+    test that survives client-bound runs, beside a conn/s verdict."""
+    a, b = (_ratio_of(summary, link, sp, "ratio_cpu") for sp in (slow, fast))
+    if a is None or b is None:
+        return ""
+    return (f"; in server CPU per connection it {'**holds**' if a > b * 1.03 else '**does not hold**'}"
+            f" ({slow} x{a:.2f} vs {fast} x{b:.2f} raw epoll's)")
+
+
 def _cpu(summary, link, spec) -> str:
     r = _ratio_of(summary, link, spec, "ratio_cpu")
     return "" if r is None else f" (server CPU per connection x{r:.2f})"
@@ -152,7 +162,9 @@ def findings(summary, link_of: dict, c_spec: str, df) -> list[str]:
     if mt is not None and ms is not None:
         out.append(f"- *the thread pool is slower than master* (study: 800/s vs 2800/s, "
                    f"{800 / 2800:.2f}x): {verdict(mt < ms)} -- ours {mt / ms:.2f}x master "
-                   f"({mt:.2f} of raw epoll{_cpu(summary, l100, 'mul_thread')}). See `make profile VARIANT=mul_thread` for the locks.")
+                   f"({mt:.2f} of raw epoll{_cpu(summary, l100, 'mul_thread')}) by conn/s"
+                   + _cpu_verdict(summary, l100, "mul_thread", "master")
+                   + ". See `make profile VARIANT=mul_thread` for the locks.")
     md, ms = _ratio_of(summary, l100, "master:poll_delay=0.1"), _ratio_of(summary, l100, "master")
     if md is not None and ms is not None:
         out.append(f"- *a 0.1 s delay before each poll does not merge connections* (study: 80/s, "
