@@ -193,17 +193,18 @@ def link_order(links) -> list[str]:
     return sorted(dict.fromkeys(links), key=key)
 
 
-def paired_ratios(df):
-    """Per-round ratios to raw_epoll: one row per (run, its round's raw_epoll run).
+def paired_ratios(df, base_spec=BASELINE):
+    """Per-round ratios to ``base_spec`` (raw_epoll unless said): one row per (run, its
+    round's base run).
 
-    Both runs must be clean; a round with several raw_epoll runs (no round numbers
+    Both runs must be clean; a round with several base runs (no round numbers
     recorded) uses their median.  Returns columns GROUP + batch_id, round,
     ratio_conn, ratio_cpu."""
     import pandas as pd
 
     key = ["batch_id", "round", "link", "concurrency", "size", "python"]
     clean = df[~df["excluded"] & ~df["open_loop"] & df["batch_id"].notna()]
-    base = (clean[clean["spec"] == BASELINE].groupby(key, dropna=False)
+    base = (clean[clean["spec"] == base_spec].groupby(key, dropna=False)
             [["conn_per_s", "cpu_us_per_conn"]].median()
             .rename(columns={"conn_per_s": "base_conn", "cpu_us_per_conn": "base_cpu"})
             .reset_index())
@@ -226,21 +227,18 @@ HEAD_TO_HEAD = [
 
 def head_to_head(df, pairs=HEAD_TO_HEAD):
     """Paired ratios a / b from rounds where both ran clean in the same batch (same link,
-    concurrency, size, Python): one row per pair and link, only where such rounds exist."""
+    concurrency, size, Python): one row per pair and link, only where such rounds exist.
+    The pairing is paired_ratios' with b as the base."""
     import pandas as pd
 
-    key = ["batch_id", "round", "link", "concurrency", "size", "python"]
-    clean = df[~df["excluded"] & ~df["open_loop"] & df["batch_id"].notna()]
     rows = []
     for a, b, what in pairs:
-        ra = clean[clean["spec"] == a].groupby(key)[["conn_per_s", "cpu_us_per_conn"]].median()
-        rb = clean[clean["spec"] == b].groupby(key)[["conn_per_s", "cpu_us_per_conn"]].median()
-        both = ra.merge(rb, left_index=True, right_index=True, suffixes=("_a", "_b")).reset_index()
-        for (link, python), g in both.groupby(["link", "python"]):
+        ratios = paired_ratios(df, base_spec=b)
+        for (link, python), g in ratios[ratios["spec"] == a].groupby(["link", "python"]):
             rows.append({"a": a, "b": b, "what": what, "link": link, "python": python,
                          "rounds": len(g), "batches": g["batch_id"].nunique(),
-                         "ratio_cpu": (g["cpu_us_per_conn_a"] / g["cpu_us_per_conn_b"]).median(),
-                         "ratio_conn": (g["conn_per_s_a"] / g["conn_per_s_b"]).median()})
+                         "ratio_cpu": g["ratio_cpu"].median(),
+                         "ratio_conn": g["ratio_conn"].median()})
     return pd.DataFrame(rows)
 
 

@@ -243,9 +243,9 @@ def listen(args) -> socket.socket:
         if args.diet:
             # The kernel wakes us only when the request's data is there (see docstring).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_S)
-        if args.diet and not getattr(args, "no_cork", False):
-            # Inherited by accepted sockets: the reply and the FIN leave in one segment.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+            if not args.no_cork:
+                # Inherited by accepted sockets: the reply and the FIN leave in one segment.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
         sock.bind((host, args.port))
         sock.listen(args.backlog)
         sock.setblocking(False)
