@@ -29,12 +29,14 @@ DIET        ?=
 POOL        ?=
 CONNECTIONS ?=
 RATES       ?=
+SERVER_CPU  ?=
 
 RUN_ARGS = $(if $(LINK),--link $(LINK)) $(if $(REPEAT),--repeat $(REPEAT)) \
   $(if $(DURATION),--duration $(DURATION)) $(if $(WARMUP),--warmup $(WARMUP)) \
   $(if $(CONCURRENCY),--concurrency $(CONCURRENCY)) $(if $(SIZE),--size $(SIZE)) \
   $(if $(RATE),--rate $(RATE)) $(if $(DELAY),--delay $(DELAY)) \
-  $(if $(PYTHON),--python $(PYTHON)) $(if $(DIET),--diet) $(if $(POOL),--pool $(POOL))
+  $(if $(PYTHON),--python $(PYTHON)) $(if $(DIET),--diet) $(if $(POOL),--pool $(POOL)) \
+  $(if $(SERVER_CPU),--server-cpu $(SERVER_CPU))
 
 C_BINS := $(BUILD)/loadgen $(BUILD)/c_epoll
 
@@ -43,7 +45,7 @@ C_BINS := $(BUILD)/loadgen $(BUILD)/c_epoll
 all: venv build
 
 help:
-	@echo "make bench [VARIANT=master|mul_thread|alone_proc] [LINK=loopback|1000mbit|100mbit] [REPEAT=3] [DURATION=10]"
+	@echo "make bench [VARIANT=master|mul_thread|alone_proc] [LINK=loopback|1000mbit|100mbit] [REPEAT=3] [DURATION=10] [SERVER_CPU=0.4|auto|off]"
 	@echo "make compare [SERVERS=\"raw_epoll master ...\"]   make test   make report   make profile VARIANT=x"
 	@echo "make syscalls VARIANT=x   make reproduce   make soak VARIANT=x   make sweep VARIANT=x [RATES=2000,5000]"
 	@echo "make serve VARIANT=x PORT=p    make load HOST=h PORT=p    (two-host runs)"
@@ -86,7 +88,7 @@ soak: venv build
 	$(PY) -m harness soak $(if $(VARIANT),--variant $(VARIANT)) $(RUN_ARGS)
 
 serve: venv build
-	$(PY) -m harness serve-run $(if $(VARIANT),$(VARIANT)) $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(if $(RUN_ID),--run-id $(RUN_ID)) $(if $(SIZE),--size $(SIZE)) $(if $(PYTHON),--python $(PYTHON))
+	$(PY) -m harness serve-run $(if $(VARIANT),$(VARIANT)) $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(if $(RUN_ID),--run-id $(RUN_ID)) $(if $(SIZE),--size $(SIZE)) $(if $(PYTHON),--python $(PYTHON)) $(if $(SERVER_CPU),--server-cpu $(SERVER_CPU))
 
 load: venv build
 	$(PY) -m harness load-run $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(if $(RUN_ID),--run-id $(RUN_ID)) $(RUN_ARGS)
@@ -101,7 +103,7 @@ syscalls: venv build
 	$(PY) -m harness syscalls $(if $(VARIANT),--variant $(VARIANT)) $(if $(CONNECTIONS),--connections $(CONNECTIONS)) $(if $(DIET),--diet)
 
 reproduce: venv build
-	$(PY) -m harness reproduce
+	$(PY) -m harness reproduce $(if $(SERVER_CPU),--server-cpu $(SERVER_CPU))
 
 clean:
 	rm -rf $(BUILD)

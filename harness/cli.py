@@ -20,7 +20,7 @@ import json
 import os
 import sys
 
-from harness import runner
+from harness import cpubudget, runner
 from harness.progress import Progress
 from harness import servers as srv
 from harness.servers import common as _server_common
@@ -60,6 +60,20 @@ def _positive_float(text):
 # The servers' argparse types, written once (a finite number of seconds >= 0; int >= 1).
 _nonneg_float = _server_common.seconds
 _positive_int = _server_common.positive_int
+
+
+def _server_cpu(text):
+    try:
+        return cpubudget.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+# The CPU budget bench and compare use when none is given (SERVER_CPU=): 0.4 core keeps
+# the C load client below ~80 % of its core even against the fastest server here
+# (c_epoll), so every server of the default comparison is the bottleneck of its runs.
+# See docs/performance.md ("Server-bound runs") for the measurements behind it.
+DEFAULT_SERVER_CPU = 0.4
 
 
 def _rate(text):
@@ -102,6 +116,11 @@ def _common(p: argparse.ArgumentParser, *, duration: float = 10.0, repeat: int =
                    help="server idle timeout in seconds (default: the server's, 10)")
     g.add_argument("--results-dir", default=None,
                    help="where runs are written (default results/, or $EVENTS_RESULTS_DIR)")
+    g.add_argument("--server-cpu", type=_server_cpu, default=None, metavar="F|auto|off",
+                   help="hold each server to F cores (its own cgroup with a CFS quota), so conn/s "
+                        "measures the server; auto: calibrate so the client stays <= 70%% busy; "
+                        f"off: no budget (default for bench/compare: {DEFAULT_SERVER_CPU:g} when "
+                        "the machine allows it and no --rate is given, else off)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--idle-timeout", type=_nonneg_float, default=None)
     s.add_argument("--python", default=None)
     s.add_argument("--diet", action="store_true")
+    s.add_argument("--server-cpu", type=_server_cpu, default=None, metavar="F|off",
+                   help="hold the server to F cores (its own cgroup with a CFS quota; default off)")
 
     lo = sub.add_parser("load", help="run the C load client in the foreground, with a summary")
     lo.add_argument("--host", default="127.0.0.1")
@@ -190,11 +211,35 @@ def _specs(text: str | None, default) -> list[str]:
     return [_parse(t).text for t in items]
 
 
-def _batch_kwargs(a) -> dict:
+def _batch_kwargs(a, *, budget_default: bool = False) -> dict:
+    cores, mode = resolve_server_cpu(a.server_cpu, budget_default=budget_default and not a.rate)
     return dict(link=a.link, repeat=a.repeat, duration=a.duration, warmup=a.warmup,
                 concurrency=a.concurrency, size=a.size, rate=a.rate, delay=a.delay,
                 python=runner.resolve_python(a.python), timeout_ms=a.timeout_ms,
-                close_mode=a.close_mode, results_dir=a.results_dir, idle_timeout=a.idle_timeout)
+                close_mode=a.close_mode, results_dir=a.results_dir, idle_timeout=a.idle_timeout,
+                server_cpu=cores, server_cpu_mode=mode)
+
+
+def resolve_server_cpu(value, *, budget_default: bool, out=sys.stderr) -> tuple:
+    """(cores, float or "auto" or None; mode) from --server-cpu.  Given explicitly, a budget
+    the machine cannot apply is an error; as the command's default, it falls back to
+    none with one line saying why (the runs are then flagged client-bound as before)."""
+    if value == "off" or (value is None and not budget_default):
+        return None, "off"
+    if value is None:
+        try:
+            cpubudget.check()
+        except cpubudget.BudgetError as e:
+            print(f"note: running without a server CPU budget ({e}); fast servers will be "
+                  f"client-bound (SERVER_CPU=off silences this)", file=out, flush=True)
+            return None, "off"
+        return DEFAULT_SERVER_CPU, "default"
+    try:
+        cpubudget.check()
+    except cpubudget.BudgetError as e:
+        raise runner.RunnerError(f"SERVER_CPU={value}: cannot hold the server to a CPU budget: {e}; "
+                                 f"SERVER_CPU=off runs without one") from None
+    return value, ("auto" if value == "auto" else "fixed")
 
 
 def _preflight(specs: list[str], python: str | None, *, skip: bool) -> list[str]:
@@ -235,6 +280,11 @@ def cmd_serve(a) -> int:
     srv.check_available(spec, python)
     argv = srv.command(spec, host=a.host, port=a.port, size=a.size,
                        idle_timeout=a.idle_timeout, python=python)
+    if a.server_cpu == "auto":
+        raise UsageError("serve --server-cpu auto: calibration needs the load client; give a number "
+                         "of cores (e.g. 0.4) or off")
+    if isinstance(a.server_cpu, float):
+        return _serve_budgeted(spec, argv, a.server_cpu)
     # exec: the server *is* this process, so its READY/STATS lines, signals and
     # exit status reach the caller unchanged (no forwarding layer to get wrong).
     sys.stdout.flush()
@@ -243,6 +293,45 @@ def cmd_serve(a) -> int:
     except OSError as e:
         raise runner.RunnerError(f"cannot start {spec.text}: {e}") from None
     return 1  # not reached
+
+
+def _serve_budgeted(spec, argv: list[str], cores: float) -> int:
+    """``serve`` with a CPU budget: the server runs as our child inside its cgroup (not by
+    exec, so that someone is left to remove the group when it exits); its output goes
+    straight to ours, and SIGINT/SIGTERM are passed on to it."""
+    import signal
+    import subprocess
+    cores, _mode = resolve_server_cpu(cores, budget_default=False)
+    ctl = cpubudget.check()
+    cpubudget.cleanup_stale(ctl)
+    group = cpubudget.Group(ctl, cores)
+    proc = None
+    old = {}
+    try:
+        def forward(signum, frame):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signum)
+        old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+        print(f"serve: {spec.text} held to {cores:g} core ({ctl.describe()})", file=sys.stderr,
+              flush=True)
+        try:
+            proc = subprocess.Popen(argv, env=srv.env_for(spec.server),
+                                    preexec_fn=cpubudget.preexec_cgroup(group.procs_file))
+        except (OSError, subprocess.SubprocessError) as e:
+            raise runner.RunnerError(f"cannot start {spec.text} in its cgroup: {e}") from None
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:
+                continue
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for sig, h in old.items():
+            signal.signal(sig, h)
+        if not group.remove():
+            print(f"warning: cgroup {group.path} could not be removed", file=sys.stderr)
 
 
 def format_final(f: dict) -> str:
@@ -311,21 +400,31 @@ def cmd_bench(a) -> int:
     variant = _variant(a.variant)
     print(f"bench: variant {variant}" + (" (default; choose with VARIANT=... or --variant)"
                                          if not a.variant else "") + f" against {srv.BASELINE}")
-    kw = _batch_kwargs(a)
+    kw = _batch_kwargs(a, budget_default=True)
     specs = runner.apply_options([variant, srv.BASELINE], diet=a.diet, pool=a.pool)
     _preflight(specs, kw["python"], skip=False)
     runner.check_loadgen()
-    runner.run_batch(specs, kind="bench", **kw)
-    return 0
+    return _outcome(runner.run_batch(specs, kind="bench", **kw))
 
 
 def cmd_compare(a) -> int:
     specs = _specs(a.servers, runner.DEFAULT_SERVERS)
-    kw = _batch_kwargs(a)
+    kw = _batch_kwargs(a, budget_default=True)
     specs = runner.apply_options(specs, diet=a.diet, pool=a.pool)
     runner.check_loadgen()
     specs = _preflight(specs, kw["python"], skip=True)
-    runner.run_batch(specs, kind="compare", **kw)
+    return _outcome(runner.run_batch(specs, kind="compare", **kw))
+
+
+def _outcome(recs: list[dict]) -> int:
+    """Exit status of a batch, after its table: 1 when any run failed or lost connections
+    (so scripts and CI can gate on it), else 0."""
+    failed = sum(1 for r in recs if r.get("status") != "ok")
+    lossy = sum(1 for r in recs if r.get("status") == "ok" and (r.get("metrics") or {}).get("lost"))
+    if failed or lossy:
+        print(f"exit 1: {failed} run(s) failed, {lossy} run(s) lost connections "
+              f"(kept on disk, excluded from medians)", file=sys.stderr)
+        return EXIT_MISSING
     return 0
 
 

@@ -43,7 +43,9 @@ NO_RUNS = "no runs recorded yet: run make bench"
 
 # Group key of the closed-loop tables: a median over runs with different
 # concurrency, message size or interpreter (PYTHON=...) would mix two experiments.
-GROUP = ["link", "spec", "concurrency", "size", "python"]
+# The CPU budget too: a server held to 0.4 core is busier per unit of CPU than a free one,
+# so its CPU per connection is another experiment's figure ("off" = no budget).
+GROUP = ["link", "spec", "concurrency", "size", "python", "budget"]
 
 
 # --------------------------------------------------------------------------- loading
@@ -100,6 +102,8 @@ def frame(records: list[dict]):
             "concurrency": c.get("concurrency"), "size": c.get("size"),
             "rate": float(rate) if rate else None, "duration": c.get("duration"),
             "python": _python_label(r),
+            "budget": budget_label(c.get("server_cpu")),
+            "server_bound": bool(m.get("server_bound")),
             "conn_per_s": m.get("conn_per_s"),
             "cpu_us_per_conn": m.get("server_cpu_us_per_conn"),
             "user_share": user_share,
@@ -126,6 +130,14 @@ def frame(records: list[dict]):
     return df
 
 
+def budget_label(cores) -> str:
+    """"off", or the budget in cores as text ("0.4"): a groupable, printable key."""
+    try:
+        return "off" if cores is None else f"{float(cores):g}"
+    except (TypeError, ValueError):
+        return "off"
+
+
 def cpu_split(df, results: str):
     """Where the server's CPU goes, per spec on loopback (clean closed-loop runs, any
     Python): median user and sys us per connection, and system calls per connection from
@@ -134,7 +146,7 @@ def cpu_split(df, results: str):
     import pandas as pd
 
     clean = df[~df["excluded"] & ~df["open_loop"] & (df["link"] == "loopback")
-               & df["user_us"].notna()]
+               & df["user_us"].notna() & (df["budget"] == "off")]
     if clean.empty:
         return pd.DataFrame()
     g = clean.groupby(["spec", "python"])
@@ -202,7 +214,7 @@ def paired_ratios(df, base_spec=BASELINE):
     ratio_conn, ratio_cpu."""
     import pandas as pd
 
-    key = ["batch_id", "round", "link", "concurrency", "size", "python"]
+    key = ["batch_id", "round", "link", "concurrency", "size", "python", "budget"]
     clean = df[~df["excluded"] & ~df["open_loop"] & df["batch_id"].notna()]
     base = (clean[clean["spec"] == base_spec].groupby(key, dropna=False)
             [["conn_per_s", "cpu_us_per_conn"]].median()
@@ -234,8 +246,8 @@ def head_to_head(df, pairs=HEAD_TO_HEAD):
     rows = []
     for a, b, what in pairs:
         ratios = paired_ratios(df, base_spec=b)
-        for (link, python), g in ratios[ratios["spec"] == a].groupby(["link", "python"]):
-            rows.append({"a": a, "b": b, "what": what, "link": link, "python": python,
+        for (link, python, budget), g in ratios[ratios["spec"] == a].groupby(["link", "python", "budget"]):
+            rows.append({"a": a, "b": b, "what": what, "link": link, "python": python, "budget": budget,
                          "rounds": len(g), "batches": g["batch_id"].nunique(),
                          "ratio_cpu": g["ratio_cpu"].median(),
                          "ratio_conn": g["ratio_conn"].median()})
@@ -259,6 +271,7 @@ def summarize(df):
     g = clean.groupby(GROUP)
     out["clean"] = g.size()
     out["client_bound"] = g["client_bound"].sum()
+    out["server_bound"] = g["server_bound"].sum()
     for col, name in (("conn_per_s", "conn"), ("cpu_us_per_conn", "cpu")):
         out[name + "_med"] = g[col].median()
         out[name + "_min"] = g[col].min()
@@ -269,20 +282,26 @@ def summarize(df):
     out["ratio_conn"] = pairs["ratio_conn"].median()
     out["ratio_cpu"] = pairs["ratio_cpu"].median()
     out["ratio_n"] = pairs.size()
-    out[["clean", "client_bound", "ratio_n"]] = (
-        out[["clean", "client_bound", "ratio_n"]].fillna(0).astype(int))
+    out[["clean", "client_bound", "server_bound", "ratio_n"]] = (
+        out[["clean", "client_bound", "server_bound", "ratio_n"]].fillna(0).astype(int))
+    # conn/s ratio x CPU ratio: 1 when conn/s is what CPU per connection predicts.
+    out["consistency"] = out["ratio_conn"] * out["ratio_cpu"]
     out = out.reset_index()
     # raw_epoll first on each link, then by conn/s: the eye reads the baseline first.
     out["_order"] = (out["spec"] != BASELINE).astype(int)
     out["_link"] = out["link"].map({l: i for i, l in enumerate(link_order(out["link"]))})
-    out = out.sort_values(["_link", "python", "concurrency", "size", "_order", "conn_med"],
-                          ascending=[True, True, True, True, True, False]
-                          ).drop(columns=["_order", "_link"])
-    nun = out.groupby("link")[["concurrency", "size", "python"]].transform("nunique")
+    out["_budget"] = out["budget"].map(lambda b: -1.0 if b == "off" else float(b))
+    out = out.sort_values(["_link", "_budget", "python", "concurrency", "size", "_order", "conn_med"],
+                          ascending=[True, False, True, True, True, True, False]
+                          ).drop(columns=["_order", "_link", "_budget"])
+    nun = out.groupby("link")[["concurrency", "size", "python", "budget"]].transform("nunique")
     multi, multi_py = nun[["concurrency", "size"]].max(axis=1) > 1, nun["python"] > 1
+    multi_b = nun["budget"] > 1
     out["label"] = [s + (f" c={c} s={z}" if m else "") + (f" [{py}]" if mp else "")
-                    for s, c, z, py, m, mp in zip(out["spec"], out["concurrency"], out["size"],
-                                                  out["python"], multi, multi_py)]
+                    + ((" [no budget]" if b == "off" else f" [{b} core]") if mb else "")
+                    for s, c, z, py, b, m, mp, mb in zip(out["spec"], out["concurrency"], out["size"],
+                                                         out["python"], out["budget"], multi,
+                                                         multi_py, multi_b)]
     return out.reset_index(drop=True)
 
 
@@ -317,11 +336,44 @@ def default_interpreter(summary):
     return out
 
 
+# Where the conn/s ratio and the inverse CPU ratio disagree by more than this, the tables
+# and the conn/s chart mark it ("!"): for server-bound runs the two must agree.
+CONSISTENCY_TOLERANCE = 0.05
+SUSTAINED_SHARE = 0.97          # an open-loop run served at least this share of the offered rate
+
+
+def headline(summary):
+    """The rows the per-link bar charts show: the default interpreter's (default_interpreter),
+    and on each link the server-bound runs where there are any -- those of the budget with
+    the most clean runs -- else the unbudgeted ones.  Budgeted and unbudgeted runs are never
+    drawn side by side: their CPU per connection is taken at different loads."""
+    s = default_interpreter(summary)
+    if s.empty:
+        return s
+    keep = []
+    for link, g in s.groupby("link", sort=False):
+        budgets = g[g["budget"] != "off"]
+        if len(budgets):
+            counts = budgets.groupby("budget")["clean"].sum()
+            pick = counts.idxmax()
+        else:
+            pick = "off"
+        keep.append(g[g["budget"] == pick])
+    import pandas as pd
+    out = pd.concat(keep).reset_index(drop=True)
+    out["label"] = out["label"].str.replace(r" \[(no budget|[0-9.]+ core)\]", "", regex=True)
+    return out
+
+
+def budget_title(budget: str) -> str:
+    return "no CPU budget" if budget == "off" else f"server held to {budget} core"
+
+
 def _bar_chart(summary, df, path, *, med, lo, hi, col, ratio, ylabel, title, mark_bound):
     """One panel per link: median bars, min-max whiskers, raw_epoll as a dashed line,
     each bar labelled with its paired ratio; excluded runs as red crosses."""
     plt = _plt()
-    summary = default_interpreter(summary)
+    summary = headline(summary)
     links = link_order(summary["link"])
     fig, axes = _panels(plt, len(links), bars=[int((summary["link"] == l).sum()) for l in links])
     for ax, link in zip(axes, links):
@@ -341,6 +393,9 @@ def _bar_chart(summary, df, path, *, med, lo, hi, col, ratio, ylabel, title, mar
             if row["clean"]:
                 text = "baseline" if row["spec"] == BASELINE else (
                     f"x{r:.2f}" if r == r else "no pair")
+                c = row["consistency"]
+                if mark_bound and c == c and abs(c - 1) > CONSISTENCY_TOLERANCE:
+                    text += " !"
                 ax.annotate(text, (i, row[hi]), textcoords="offset points", xytext=(0, 3),
                             ha="center", fontsize=8)
             # Excluded runs: visible, never in the bar.
@@ -359,7 +414,7 @@ def _bar_chart(summary, df, path, *, med, lo, hi, col, ratio, ylabel, title, mar
         ax.set_xticks(list(x))
         ax.set_xticklabels(s["label"], rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{title} - link {link}", fontsize=10)
+        ax.set_title(f"{title} - link {link}\n{budget_title(s['budget'].iloc[0])}", fontsize=10)
         if mark_bound and s["client_bound"].any():
             ax.bar([0], [0], color="#4a7ab5", hatch="//", edgecolor="white",
                    label="has client-bound runs (lower bound)")
@@ -455,7 +510,7 @@ def chart_interpreters(summary, path) -> bool:
 
 def chart_latency(summary, path):
     plt = _plt()
-    summary = default_interpreter(summary)
+    summary = headline(summary)
     links = link_order(summary["link"])
     fig, axes = _panels(plt, len(links), bars=[int((summary["link"] == l).sum()) for l in links])
     for ax, link in zip(axes, links):
@@ -466,11 +521,41 @@ def chart_latency(summary, path):
         ax.set_xticks(list(x))
         ax.set_xticklabels(s["label"], rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("latency per connection (us), median of clean runs")
-        ax.set_title(f"latency, closed loop - link {link}", fontsize=10)
+        ax.set_title(f"latency, closed loop - link {link}, {budget_title(s['budget'].iloc[0])}",
+                     fontsize=10)
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def chart_cpu_vs_rate(df, path) -> bool:
+    """Server CPU per connection against the offered rate (open-loop runs): the load
+    dependence.  A busier loop serves more events per epoll_wait, so CPU per connection
+    falls as the rate rises; servers are compared like for like only at one rate."""
+    plt = _plt()
+    sw = df[df["open_loop"] & ~df["excluded"] & df["cpu_us_per_conn"].notna()]
+    if sw.empty or sw.groupby(["link", "spec"])["rate"].nunique().max() < 2:
+        return False
+    links = link_order(sw["link"])
+    fig, axes = _panels(plt, len(links), width=7)
+    cmap = plt.get_cmap("tab10")
+    specs = list(dict.fromkeys(sw["spec"]))
+    for ax, link in zip(axes, links):
+        d = sw[sw["link"] == link]
+        for (sp, budget), runs in d.groupby(["spec", "budget"], sort=False):
+            med = runs.groupby("rate")["cpu_us_per_conn"].median()
+            label = sp + ("" if budget == "off" else f" [{budget} core]")
+            ax.plot(med.index, med.values, "o-", color=cmap(specs.index(sp) % 10), label=label)
+        ax.set_xlabel("offered rate (conn/s)")
+        ax.set_ylabel("server CPU us per connection (median)")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"CPU per connection vs offered rate (open loop) - link {link}", fontsize=10)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def chart_latency_vs_rate(df, path):
@@ -517,20 +602,30 @@ def _ratio(v):
     return "-" if v is None or v != v else f"{v:.2f}"
 
 
+def consistency_md(v) -> str:
+    if v is None or v != v:
+        return "-"
+    return f"{v:.2f}" + (" !" if abs(v - 1) > CONSISTENCY_TOLERANCE else "")
+
+
 def table_md(summary) -> str:
-    head = ("| link | spec | c | runs (clean/excl.) | conn/s median [min-max] | ratio conn/s | "
-            "CPU us/conn median | ratio CPU | pairs | p50 / p99 us | failed conns | client-bound |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| link | spec | c | CPU budget | runs (clean/excl.) | conn/s median [min-max] | ratio conn/s | "
+            "CPU us/conn median | ratio CPU | conn/s x CPU | pairs | p50 / p99 us | failed conns | "
+            "client-bound | server-bound |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for _, r in summary.iterrows():
         base = r["spec"] == BASELINE
         lines.append(
-            f"| {r['link']} | {r['label']} | {r['concurrency']} | {r['runs']} "
+            f"| {r['link']} | {r['label']} | {r['concurrency']} | "
+            f"{'off' if r['budget'] == 'off' else r['budget'] + ' core'} | {r['runs']} "
             f"({r['clean']}/{r['excluded']}) | {_range(r['conn_med'], r['conn_min'], r['conn_max'])} | {'1 (baseline)' if base else _ratio(r['ratio_conn'])} | "
             f"{_n(r['cpu_med'], '{:.1f}')} | {'1' if base else _ratio(r['ratio_cpu'])} | "
+            f"{'-' if base else consistency_md(r['consistency'])} | "
             f"{'-' if base else r['ratio_n']} | {_n(r['p50_med'])} / {_n(r['p99_med'])} | "
             f"{r['failed_conns']} | {r['client_bound']}"
-            + (" (lower bound)" if r["client_bound"] else "") + " |")
+            + (" (lower bound)" if r["client_bound"] else "") + " | "
+            + ("-" if r["budget"] == "off" else f"{r['server_bound']}/{r['clean']}") + " |")
     return head + "\n".join(lines) + "\n"
 
 
@@ -566,6 +661,14 @@ HOW_TO_READ = """\
   of the same batch and round, same link, concurrency, size and Python); `pairs` is how many
   rounds. Ratios are never formed across batches. Ratio conn/s above 1 is faster;
   ratio CPU below 1 is cheaper.
+- **Server-bound runs measure the server.** With a CPU budget (`SERVER_CPU=0.4`, the
+  default of `make bench`/`make compare` where the machine allows it) each server runs
+  in a cgroup with a CFS quota of that many cores, so it, not the client, sets the rate:
+  conn/s is then budget ÷ CPU per connection, and `conn/s x CPU` (conn/s ratio times
+  CPU ratio) is 1.00 within a few %; '!' marks a gap above 5 %. `server-bound` counts
+  the runs where the server used >= 90 % of its budget and the client was not saturated.
+  The charts show the server-bound runs where a link has them; budgeted and unbudgeted
+  runs are never pooled (CPU per connection depends on load).
 - **Whiskers are min-max** of the clean runs, not a confidence interval.
 - **Open-loop (sweep) runs** appear only in the latency-vs-rate chart: latency there
   counts from each connection's scheduled start, so server stalls are not hidden.
@@ -586,16 +689,19 @@ def write_report(results: str, records: list[dict], problems: list[str]) -> str:
                    ratio="ratio_conn", ylabel="connections per second",
                    title="conn/s (median, min-max)", mark_bound=True)
         charts.append(("conn_per_s.png", "Connections per second",
-                       "Bars: median of clean runs; whiskers: min-max; dashed line: raw_epoll; "
-                       "label: paired ratio to raw_epoll; hatched: includes client-bound runs; "
-                       "red crosses: excluded runs."))
+                       "Server-bound runs where a link has them (each server in a cgroup "
+                       "with a CPU quota, the budget in the panel title), so conn/s measures the "
+                       "server. Bars: median of clean runs; whiskers: min-max; dashed line: "
+                       "raw_epoll; label: paired ratio to raw_epoll, '!' where it disagrees with "
+                       "the inverse CPU ratio by more than 5 %; hatched: includes client-bound "
+                       "runs (lower bound); red crosses: excluded runs."))
         _bar_chart(summary, df, os.path.join(charts_dir, "cpu_per_conn.png"),
                    med="cpu_med", lo="cpu_min", hi="cpu_max", col="cpu_us_per_conn",
                    ratio="ratio_cpu", ylabel="server CPU (user+sys) us per connection",
                    title="server CPU per connection", mark_bound=False)
         charts.append(("cpu_per_conn.png", "Server CPU per connection",
-                       "Lower is better. Same layout; the label is the paired ratio of CPU "
-                       "per connection to raw_epoll's."))
+                       "Lower is better. The same runs as the conn/s chart; the label is the "
+                       "paired ratio of CPU per connection to raw_epoll's."))
         chart_latency(summary, os.path.join(charts_dir, "latency.png"))
         charts.append(("latency.png", "Latency p50 / p99",
                        "Closed loop: latency includes the wait in the server's queue."))
@@ -618,6 +724,11 @@ def write_report(results: str, records: list[dict], problems: list[str]) -> str:
                        "One line per run from the client's per-second snapshots; dotted: "
                        "excluded runs. A steady line is a steady server; a sag or a gap is "
                        "a stall, a backlog overflow or port exhaustion."))
+    if df["open_loop"].any() and chart_cpu_vs_rate(df, os.path.join(charts_dir, "cpu_vs_rate.png")):
+        charts.append(("cpu_vs_rate.png", "CPU per connection against offered rate",
+                       "Open loop. CPU per connection is not a constant of a server: a busier "
+                       "loop serves more events per epoll_wait. Compare servers at one rate "
+                       "(`make compare RATE=...`) or all saturated."))
     if df["open_loop"].any():
         chart_latency_vs_rate(df, os.path.join(charts_dir, "latency_vs_rate.png"))
         charts.append(("latency_vs_rate.png", "Latency against offered rate (sweeps)",
@@ -641,10 +752,11 @@ def write_report(results: str, records: list[dict], problems: list[str]) -> str:
     h2h = head_to_head(df) if len(df) else []
     if len(h2h):
         md.append("## Head to head (paired in the same rounds)\n")
-        md.append("| a | b | what | link | python | rounds (batches) | CPU/conn a ÷ b | "
-                  "conn/s a ÷ b |\n|---|---|---|---|---|---|---|---|")
+        md.append("| a | b | what | link | python | CPU budget | rounds (batches) | CPU/conn a ÷ b | "
+                  "conn/s a ÷ b |\n|---|---|---|---|---|---|---|---|---|")
         for _, r in h2h.iterrows():
             md.append(f"| {r['a']} | {r['b']} | {r['what']} | {r['link']} | {r['python']} | "
+                      f"{'off' if r['budget'] == 'off' else r['budget'] + ' core'} | "
                       f"{r['rounds']} ({r['batches']}) | {r['ratio_cpu']:.2f} | "
                       f"{r['ratio_conn']:.2f} |")
         md.append("\nMedian over rounds of (a ÷ b) where both ran clean in the same round of "
@@ -661,15 +773,21 @@ def write_report(results: str, records: list[dict], problems: list[str]) -> str:
                   "read the tables above).\n")
     if df["open_loop"].any():
         md.append("## Open-loop sweeps\n")
-        md.append("| link | spec | offered rate | runs (excl.) | achieved conn/s | p50 us | p99 us |")
-        md.append("|---|---|---|---|---|---|---|")
+        md.append("| link | spec | CPU budget | offered rate | runs (excl.) | achieved conn/s | "
+                  "CPU us/conn | p50 us | p99 us |")
+        md.append("|---|---|---|---|---|---|---|---|---|")
         sw = df[df["open_loop"]]
-        for (link, spec, rate), g in sw.groupby(["link", "spec", "rate"]):
+        for (link, spec, budget, rate), g in sw.groupby(["link", "spec", "budget", "rate"]):
             ok = g[~g["excluded"]]
-            md.append(f"| {link} | {spec} | {_n(rate)} | {len(g)} ({int(g['excluded'].sum())}) | "
-                      f"{_n(ok['conn_per_s'].median())} | {_n(ok['p50_us'].median())} | "
+            got = ok["conn_per_s"].median()
+            short = got == got and got < SUSTAINED_SHARE * rate
+            md.append(f"| {link} | {spec} | {'off' if budget == 'off' else budget + ' core'} | "
+                      f"{_n(rate)} | {len(g)} ({int(g['excluded'].sum())}) | "
+                      f"{_n(got)}{' (not sustained)' if short else ''} | "
+                      f"{_n(ok['cpu_us_per_conn'].median(), '{:.1f}')} | {_n(ok['p50_us'].median())} | "
                       f"{_n(ok['p99_us'].median())} |")
-        md.append("")
+        md.append(f"\nAn offered rate is *not sustained* when the server completed less than "
+                  f"{SUSTAINED_SHARE:.0%} of it; its CPU per connection is then a saturated server's.\n")
     md.append("## Charts\n")
     for fname, title, caption in charts:
         md.append(f"### {title}\n\n![{title}](charts/{fname})\n\n{caption}\n")

@@ -57,12 +57,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from harness import environment, kstats, records
+from harness import cpubudget, environment, kstats, noise, records
 from harness import servers as srv
 from harness.progress import Progress
 
 ROOT = records.ROOT
 CLIENT_BOUND_SHARE = 0.90
+# A budgeted server is "server-bound" when it used at least this share of its budget
+# (CFS accounting lets a group overshoot a little within a period, never for long).
+SERVER_BOUND_SHARE = 0.90
 DEFAULT_SERVERS = ("raw_epoll", "master", "mul_thread", "alone_proc", "asyncio", "uvloop", "c_epoll")
 
 
@@ -144,8 +147,10 @@ def apply_options(specs: list[str], *, diet: bool = False, pool: str | None = No
     return out
 
 
-def pinning() -> tuple[list[str], list[str]]:
-    """(server prefix, client prefix): ``taskset -c`` on two different CPUs when we may use two."""
+def pinning(server_cores: float | None = None) -> tuple[list[str], list[str]]:
+    """(server prefix, client prefix): ``taskset -c`` on two different CPUs when we may use two.
+    A CPU budget above one core leaves the server unpinned (it may then use the cores
+    it was given); the client keeps its own CPU."""
     try:
         cpus = sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -153,7 +158,8 @@ def pinning() -> tuple[list[str], list[str]]:
     taskset = shutil.which("taskset")
     if len(cpus) < 2 or not taskset:
         return [], []
-    return [taskset, "-c", str(cpus[0])], [taskset, "-c", str(cpus[1])]
+    server = [] if server_cores is not None and server_cores > 1 else [taskset, "-c", str(cpus[0])]
+    return server, [taskset, "-c", str(cpus[1])]
 
 
 # --------------------------------------------------------------------------- signals
@@ -360,7 +366,11 @@ def _stop_pid(proc: subprocess.Popen, grace: float = 3.0) -> None:
 
 # --------------------------------------------------------------------------- metrics
 
-def compute_metrics(final: dict | None, server_cpu_s: float | None, wall_s: float | None) -> dict:
+def compute_metrics(final: dict | None, server_cpu_s: float | None, wall_s: float | None,
+                    budget: float | None = None) -> dict:
+    """The figures of one run.  ``budget``: the server's CPU budget in cores (None = none);
+    ``server_bound`` says the budget, not the client, set the pace: the server used at
+    least SERVER_BOUND_SHARE of it and the client was not saturated."""
     final = final or {}
     completed = final.get("completed_total")
     started = final.get("started_total")
@@ -368,13 +378,19 @@ def compute_metrics(final: dict | None, server_cpu_s: float | None, wall_s: floa
     lat = final.get("latency_us") or {}
     share = final.get("client_cpu_share")
     per_conn = (server_cpu_s / completed * 1e6) if server_cpu_s is not None and completed else None
+    server_share = server_cpu_s / wall_s if server_cpu_s is not None and wall_s else None
+    client_bound = (share >= CLIENT_BOUND_SHARE) if share is not None else None
+    server_bound = None
+    if budget is not None and server_share is not None and client_bound is not None:
+        server_bound = bool(server_share >= SERVER_BOUND_SHARE * budget and not client_bound)
     return {
         "conn_per_s": final.get("conn_per_s"),
         "server_cpu_s": _round(server_cpu_s, 4),
         "server_cpu_us_per_conn": _round(per_conn, 2),
-        "server_cpu_share": _round(server_cpu_s / wall_s, 4) if server_cpu_s is not None and wall_s else None,
+        "server_cpu_share": _round(server_share, 4),
         "client_cpu_share": share,
-        "client_bound": (share >= CLIENT_BOUND_SHARE) if share is not None else None,
+        "client_bound": client_bound,
+        "server_bound": server_bound,
         "started": started,
         "completed": completed,
         "failed": failed,
@@ -407,6 +423,10 @@ class Settings:
     close_mode: str = "fin"
     idle_timeout: float | None = None
     labels: dict | None = None
+    # The server's CPU budget in cores (None: none), or "auto" until calibrated; and how
+    # it was chosen: "fixed" (given), "default" (the command's default), "auto", "off".
+    server_cpu: float | str | None = None
+    server_cpu_mode: str = "off"
 
 
 @dataclass
@@ -432,69 +452,99 @@ class _Batch:
         self.paths: list[str] = []
         self.signals = _Signals()
         self.loadgen = check_loadgen()
-        self.server_prefix, self.client_prefix = pinning()
+        self.cpu_ctl = None
+        self.calibration: dict | None = None
+        self.noise: dict = {}
+        if settings.server_cpu is not None:
+            try:
+                self.cpu_ctl = cpubudget.check()
+            except cpubudget.BudgetError as e:
+                raise RunnerError(f"cannot hold the server to a CPU budget: {e} "
+                                  f"(SERVER_CPU=off runs without one)") from None
+        self.server_prefix, self.client_prefix = pinning(self._cores())
         self.link = None
         self.env = None
 
-    def run(self, n: int, item: Planned, *, observer=None) -> dict:
+    def _cores(self) -> float | None:
+        c = self.s.server_cpu
+        return c if isinstance(c, float) else None
+
+    def run(self, n: int, item: Planned, *, observer=None, probe: tuple | None = None) -> dict:
+        """One run, recorded.  ``probe=(cores, duration, warmup)``: a calibration probe of
+        SERVER_CPU=auto instead -- the same run, short, at that budget, not recorded."""
         s, lk = self.s, self.link
         spec = srv.parse_spec(item.spec)
         rate = item.rate if item.rate is not None else s.rate
         run_id = records.new_id()
+        cores = probe[0] if probe else self._cores()
+        duration, warmup = (probe[1], probe[2]) if probe else (s.duration, s.warmup)
         where = "soak" if s.kind == "soak" else f"r{item.round}" + (f" @{rate:,.0f}/s" if item.rate else "")
+        if probe:
+            where = f"calibration @{cores:g} core"
         tag = f"[{n}/{self.total} {spec.text} {where}]"
         record = {
             "schema": records.SCHEMA, "run_id": run_id, "batch_id": self.batch_id, "kind": s.kind,
             "time_utc": records.utc_now(), "spec": spec.text, "server": spec.name, "link": lk.name,
             "round": item.round, "position": item.position, "status": "ok", "error": None,
             "server_stderr_tail": None,
-            "config": {"concurrency": s.concurrency, "size": s.size, "duration": s.duration,
-                       "warmup": s.warmup, "rate": rate, "timeout_ms": s.timeout_ms,
+            "config": {"concurrency": s.concurrency, "size": s.size, "duration": duration,
+                       "warmup": warmup, "rate": rate, "timeout_ms": s.timeout_ms,
                        "close_mode": s.close_mode, "python": s.python, "delay": s.delay,
                        "idle_timeout": s.idle_timeout, "argv": list(sys.argv),
                        "server_argv": None, "client_argv": None,
-                       "pinning": {"server": self.server_prefix[-1:], "client": self.client_prefix[-1:]}},
+                       "pinning": {"server": self.server_prefix[-1:], "client": self.client_prefix[-1:]},
+                       "server_cpu": cores, "server_cpu_mode": s.server_cpu_mode},
             "client": None, "server_stats": None, "snapshots": [], "metrics": compute_metrics(None, None, None),
             "kernel": None, "link_stats": None, "env": self.env, "labels": s.labels or {},
-            "warnings": [],
+            "warnings": [], "server_cgroup": None,
         }
+        if s.server_cpu_mode == "auto" and not probe:
+            record["config"]["server_cpu_calibration"] = self.calibration
         server = None
+        group = None
         try:
             try:
                 with self.signals.deferred():
+                    if cores is not None:
+                        group = cpubudget.Group(self.cpu_ctl, cores)
                     server = srv.start(spec, host=lk.server_host, port=0, size=s.size,
                                        idle_timeout=s.idle_timeout, python=s.python,
-                                       prefix=list(lk.server_prefix) + self.server_prefix)
+                                       prefix=list(lk.server_prefix) + self.server_prefix,
+                                       cgroup_procs=group.procs_file if group else None)
+            except cpubudget.BudgetError as e:
+                raise RunnerError(f"cannot hold the server to a CPU budget: {e}") from None
             except srv.ServerError as e:
                 msg = str(e)
                 record.update(status="failed", error=msg.split("\n", 1)[0],
                               server_stderr_tail=msg.split("stderr:\n", 1)[1] if "stderr:\n" in msg else None)
                 self.progress.line(f"{tag} FAILED to start: {msg}")
-                return self._keep(record)
+                return record if probe else self._keep(record)
             record["config"]["server_argv"] = server.argv
             argv = client_argv(self.loadgen, lk.server_host, server.port, concurrency=s.concurrency,
-                               size=s.size, duration=s.duration, warmup=s.warmup, rate=rate,
+                               size=s.size, duration=duration, warmup=warmup, rate=rate,
                                timeout_ms=s.timeout_ms, close_mode=s.close_mode, run_id=run_id)
             record["config"]["client_argv"] = argv
             k_server0 = kstats.snapshot(lambda p: lk.read_proc(p, "server"))
             k_client0 = kstats.snapshot(lambda p: lk.read_proc(p, "client")) if lk.name != "loopback" else None
             l0 = _guarded(lk.snapshot, record)
+            g0 = group.stat() if group else None
             cpu0, t0 = server.cpu_seconds(), time.monotonic()
             if observer:
                 observer.started(server)
 
             def show(snap):
                 speed = snap.get("speed") or 0
-                left = f"t={snap.get('t', 0):.0f}s/{s.duration + s.warmup:.0f}s"
+                left = f"t={snap.get('t', 0):.0f}s/{duration + warmup:.0f}s"
                 extra = observer.status() if observer else ""
                 self.progress.update(f"{tag} {speed:,.0f} conn/s  {left}  failed={snap.get('failed', 0)}"
                                      + extra)
 
-            timeout = s.duration + s.warmup + s.timeout_ms / 1000 + 30
+            timeout = duration + warmup + s.timeout_ms / 1000 + 30
             cres = run_client(list(lk.client_prefix) + self.client_prefix + argv, timeout=timeout,
                               on_snapshot=show, server_alive=server.alive, signals=self.signals,
                               on_tick=(lambda el: observer.tick(server, el)) if observer else None)
             cpu1, t1 = server.cpu_seconds(), time.monotonic()
+            g1 = group.stat() if group else None
             if observer and server.alive():
                 observer.finish(server, t1 - t0)
             l1 = _guarded(lk.snapshot, record)
@@ -509,10 +559,14 @@ class _Batch:
             record["server_stderr_tail"] = tail or None
             cpu = (cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else None
             record.update(client=cres.final, snapshots=cres.snapshots,
-                          metrics=compute_metrics(cres.final, cpu, t1 - t0),
+                          metrics=compute_metrics(cres.final, cpu, t1 - t0, cores),
                           kernel=kstats.delta(k_server0, k_server1))
             if k_client0 is not None:
                 record["kernel_client"] = kstats.delta(k_client0, k_client1)
+            if group is not None:
+                info = group.info()
+                info.pop("path", None)
+                record["server_cgroup"] = {**info, **cpubudget.delta(g0, g1)}
             started = (cres.final or {}).get("started_total")
             try:
                 record["link_stats"] = lk.stats_between(l0, l1, started)
@@ -533,6 +587,8 @@ class _Batch:
                 raise RunnerError(cres.error)
             if observer:
                 observer.annotate(record)
+            if probe:
+                return record
             self._report(tag, record)
             return self._keep(record)
         finally:
@@ -542,6 +598,14 @@ class _Batch:
                 # so a second Ctrl-C cannot cut the stop short and leave the server running.
                 with self.signals.deferred():
                     server.stop(timeout=5.0)
+            if group is not None:
+                # After the server is gone (its group is then empty).  A group that will
+                # not go is said, never hidden; cleanup_stale retries at the next start.
+                with self.signals.deferred():
+                    if not group.remove():
+                        msg = f"cgroup {group.path} could not be removed (still in use)"
+                        record["warnings"].append(msg)
+                        self.progress.line(f"{tag} warning: {msg}")
 
     def _keep(self, record: dict) -> dict:
         self.paths.append(records.write_record(record, self.root))
@@ -569,10 +633,18 @@ class _Batch:
             with open_link(self.s.link, run_tag=self.batch_id, delay=self.s.delay, out=self.out) as lk:
                 self.link = lk
                 self.env = environment.capture(lk, self.s.python)
+                self.noise["start"] = noise.sample(_noise_seconds())
                 self.progress.line(f"batch {self.batch_id}: {title or self.s.kind}, link {lk.name}, "
                                    f"{len(plan)} runs; results -> {self.root}")
+                if self.cpu_ctl is not None:
+                    cpubudget.cleanup_stale(self.cpu_ctl, out=self.out)
+                    if self.s.server_cpu == "auto":
+                        self.s.server_cpu = self._calibrate(_unique(p.spec for p in plan))
+                        self.server_prefix, self.client_prefix = pinning(self._cores())
+                    self.progress.line(self._budget_line())
                 for n, item in enumerate(plan, 1):
                     self.run(n, item, observer=observer_for(item) if observer_for else None)
+                self.noise["end"] = noise.sample(_noise_seconds())
         except KeyboardInterrupt:
             self.progress.done()
             self._write_batch(interrupted=True)
@@ -581,21 +653,119 @@ class _Batch:
             self.signals.restore()
         return self.records
 
+    def warnings(self) -> list[str]:
+        return noise.warnings(self.noise, baseline_spread(self.records))
+
+    def _budget_line(self) -> str:
+        how = {"default": " (the default; SERVER_CPU=off for none)", "auto": " (calibrated)"}
+        return (f"server CPU budget: {self._cores():g} core per server run, "
+                f"{self.cpu_ctl.describe()}, period {cpubudget.PERIOD_US // 1000} ms"
+                + how.get(self.s.server_cpu_mode, ""))
+
+    # The client's share of its core that SERVER_CPU=auto aims for against the fastest server:
+    # "well below saturation" (the client-bound flag is at 90 %).
+    AUTO_TARGET = 0.70
+    AUTO_PROBE = (0.4, 2.0, 0.5)        # probe budget (cores), duration, warm-up (s)
+
+    def _calibrate(self, specs: list[str]) -> float:
+        """SERVER_CPU=auto: the largest budget (in 0.05-core steps) at which the client stays
+        at or below AUTO_TARGET of its core against every server of the batch.
+
+        A short probe of each spec at AUTO_PROBE's budget gives its server CPU per
+        connection (s) and the client's CPU per connection (c); at budget B the
+        server-bound rate is B/s and the client's share B*c/s, so B = target * s / c,
+        the minimum over specs (the fastest server sets it).  One check probe of that
+        server at B follows, and B shrinks if the client is still above target.  The
+        probes are not recorded as runs; the batch summary and every run's config keep
+        the calibration."""
+        cores0, dur, warm = self.AUTO_PROBE
+        probes, best = [], None
+        for i, spec in enumerate(specs, 1):
+            rec = self.run(i, Planned(spec, -1, i - 1), probe=(cores0, dur, warm))
+            m = rec["metrics"]
+            row = {"spec": spec, "cores": cores0, "status": rec["status"],
+                   "conn_per_s": m.get("conn_per_s"), "client_cpu_share": m.get("client_cpu_share"),
+                   "server_cpu_share": m.get("server_cpu_share"),
+                   "server_cpu_us_per_conn": m.get("server_cpu_us_per_conn")}
+            probes.append(row)
+            self.progress.line(f"calibration {spec} @{cores0:g} core: {_fmt(row['conn_per_s'])} conn/s, "
+                               f"client {_pct0(row['client_cpu_share'])} of its core"
+                               + ("" if rec["status"] == "ok" else f" ({rec['error']})"))
+            if rec["status"] != "ok" or not m.get("conn_per_s") or not m.get("client_cpu_share") \
+                    or not m.get("server_cpu_us_per_conn"):
+                continue
+            client_us = m["client_cpu_share"] / m["conn_per_s"] * 1e6
+            b = self.AUTO_TARGET * m["server_cpu_us_per_conn"] / client_us
+            if best is None or b < best[0]:
+                best = (b, spec)
+        if best is None:
+            raise RunnerError("SERVER_CPU=auto: no calibration probe completed; give a budget "
+                              "(e.g. SERVER_CPU=0.4) or SERVER_CPU=off")
+        ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        b = _step_down(min(best[0], float(max(1, ncpu - 1))))
+        check = None
+        for _ in range(3):
+            rec = self.run(len(specs) + 1, Planned(best[1], -1, 0), probe=(b, dur, warm))
+            share = rec["metrics"].get("client_cpu_share")
+            check = {"spec": best[1], "cores": b, "status": rec["status"],
+                     "conn_per_s": rec["metrics"].get("conn_per_s"), "client_cpu_share": share}
+            self.progress.line(f"calibration check {best[1]} @{b:g} core: {_fmt(check['conn_per_s'])} "
+                               f"conn/s, client {_pct0(share)} of its core")
+            if share is None or share <= self.AUTO_TARGET + 0.05 or b <= 0.05:
+                break
+            b = _step_down(b * self.AUTO_TARGET / share)
+        self.calibration = {"target_client_share": self.AUTO_TARGET, "probe_cores": cores0,
+                            "probe_duration_s": dur, "probes": probes, "fastest": best[1],
+                            "check": check, "chosen_cores": b}
+        return b
+
     def _write_batch(self, interrupted: bool = False) -> tuple[str, str] | None:
         if not self.records:
             return None
         summary = {"batch_id": self.batch_id, "kind": self.s.kind, "link": self.s.link,
                    "time_utc": records.utc_now(), "interrupted": interrupted,
                    "settings": self.s.__dict__, "run_ids": [r["run_id"] for r in self.records],
+                   "server_cpu_calibration": self.calibration, "noise": self.noise,
+                   "warnings": self.warnings(),
                    "summary": summarize(self.records)}
         md = (f"# Batch {self.batch_id} ({self.s.kind}, link {self.s.link})\n\n"
               + ("Interrupted: only the runs below were completed.\n\n" if interrupted else "")
               + format_table(self.records, markdown=True)
+              + "".join(f"\n{w}\n" for w in self.warnings())
               + (f"\n```\n{format_soak(self.records)}\n```\n" if self.s.kind == "soak" else ""))
         try:
             return records.write_batch(self.batch_id, summary, md, self.root)
         except FileExistsError:
             return None
+
+
+def _noise_seconds() -> float:
+    """How long each noise sample lasts (EVENTS_NOISE_SAMPLE_S; tests shorten it)."""
+    try:
+        return max(0.05, float(os.environ.get("EVENTS_NOISE_SAMPLE_S", "1.0")))
+    except ValueError:
+        return 1.0
+
+
+def baseline_spread(recs: list[dict], baseline: str = srv.BASELINE) -> float | None:
+    """(max - min) / median of the baseline's CPU per connection over the batch's clean
+    closed-loop runs (None with fewer than two)."""
+    xs = [r["metrics"].get("server_cpu_us_per_conn") for r in recs
+          if r.get("spec") == baseline and r.get("status") == "ok" and not (r.get("metrics") or {}).get("lost")
+          and not (r.get("config") or {}).get("rate")]
+    xs = [x for x in xs if x]
+    if len(xs) < 2:
+        return None
+    return (max(xs) - min(xs)) / statistics.median(xs)
+
+
+def _step_down(cores: float) -> float:
+    """Round a budget down to 0.05 core (at least 0.05: the kernel's 1 ms per 20 ms)."""
+    return max(0.05, int(cores * 20 + 1e-9) / 20)
+
+
+def _pct0(x) -> str:
+    return "?" if x is None else f"{x:.0%}"
 
 
 def _guarded(fn, record):
@@ -609,6 +779,10 @@ def _guarded(fn, record):
 
 def _fmt(x) -> str:
     return "?" if x is None else f"{x:,.0f}"
+
+
+def _budget(cores) -> str:
+    return "off" if cores is None else f"{cores:g} core"
 
 
 def _ms(us) -> str:
@@ -644,7 +818,8 @@ def run_batch(specs, *, kind: str = "compare", link: str = "loopback", repeat: i
               rate: float | None = None, delay=None, python: str | None = None,
               timeout_ms: int = 5000, close_mode: str = "fin", labels: dict | None = None,
               out=sys.stdout, results_dir: str | None = None, idle_timeout: float | None = None,
-              rates: list | None = None, show_table: bool = True) -> list[dict]:
+              rates: list | None = None, show_table: bool = True,
+              server_cpu: float | str | None = None, server_cpu_mode: str | None = None) -> list[dict]:
     """Run ``repeat`` interleaved rounds of ``specs`` and return the run records
     (failed runs included).  Each record is on disk when its run ends.  Raises
     ServerError (unknown spec), RunnerError (cannot run), BatchInterrupted."""
@@ -656,7 +831,8 @@ def run_batch(specs, *, kind: str = "compare", link: str = "loopback", repeat: i
     settings = Settings(kind=kind, link=link, repeat=repeat, duration=duration, warmup=warmup,
                         concurrency=concurrency, size=size, rate=rate, delay=delay, python=python,
                         timeout_ms=timeout_ms, close_mode=close_mode, idle_timeout=idle_timeout,
-                        labels=labels)
+                        labels=labels, server_cpu=server_cpu,
+                        server_cpu_mode=server_cpu_mode or _mode_of(server_cpu))
     plan = make_plan(specs, repeat, rates)
     batch = _Batch(settings, total=len(plan), out=out, results_dir=results_dir)
     recs = batch.execute(plan, title=f"{kind} {' '.join(specs)}, {repeat} round(s) of {duration:g}s")
@@ -664,12 +840,18 @@ def run_batch(specs, *, kind: str = "compare", link: str = "loopback", repeat: i
     if show_table:
         print(file=out)
         print_table(recs, out=out)
+        for w in batch.warnings():
+            print(w, file=out)
         where = f"results: {len(recs)} run file(s) in {os.path.join(batch.root, 'runs')}, " \
                 f"rows appended to {os.path.join(batch.root, 'runs.csv')}"
         if paths:
             where += f"; batch summary {paths[1]}"
         print(where, file=out)
     return recs
+
+
+def _mode_of(server_cpu) -> str:
+    return "off" if server_cpu is None else ("auto" if server_cpu == "auto" else "fixed")
 
 
 # --------------------------------------------------------------------------- soak
@@ -766,6 +948,7 @@ def soak(variants, *, duration: float = 600.0, out=sys.stdout, rss_interval: flo
     specs = _unique(variants)
     settings = Settings(kind="soak", duration=duration, repeat=1,
                         **{k: v for k, v in kw.items() if k in Settings.__dataclass_fields__})
+    settings.server_cpu_mode = kw.get("server_cpu_mode") or _mode_of(settings.server_cpu)
     plan = [Planned(s, 0, 0) for s in specs]
     batch = _Batch(settings, total=len(plan), out=out, results_dir=kw.get("results_dir"))
     recs = batch.execute(plan, title=f"soak {' '.join(specs)}, {duration:g}s each",
@@ -823,7 +1006,8 @@ def summarize(recs: list[dict], baseline: str | None = None) -> list[dict]:
     for r in recs:
         c = r.get("config") or {}
         # Never pool runs of different experiments: link, load shape and offered rate stay apart.
-        key = (r.get("link"), r["spec"], c.get("concurrency"), c.get("size"), c.get("rate"))
+        key = (r.get("link"), r["spec"], c.get("concurrency"), c.get("size"), c.get("rate"),
+               c.get("server_cpu"))
         groups.setdefault(key, []).append(r)
     if baseline is None:
         present = {r["spec"] for r in recs}
@@ -834,7 +1018,7 @@ def summarize(recs: list[dict], baseline: str | None = None) -> list[dict]:
         if r["spec"] == baseline and r["status"] == "ok":
             base_by_round[_round_key(r)] = r["metrics"]
     out = []
-    for (link, spec, concurrency, size, rate), rs in groups.items():
+    for (link, spec, concurrency, size, rate, budget), rs in groups.items():
         ok = [r for r in rs if r["status"] == "ok"]
         m = [r["metrics"] for r in ok]
         cps = [x["conn_per_s"] for x in m if x.get("conn_per_s") is not None]
@@ -849,9 +1033,11 @@ def summarize(recs: list[dict], baseline: str | None = None) -> list[dict]:
                 r_cpu.append(a["server_cpu_us_per_conn"] / b["server_cpu_us_per_conn"])
             if a.get("conn_per_s") is not None and b.get("conn_per_s"):
                 r_cps.append(a["conn_per_s"] / b["conn_per_s"])
+        r_conn, r_cpu_m = _round(_median(r_cps), 3), _round(_median(r_cpu), 3)
         out.append({
             "spec": spec, "server": rs[0].get("server"), "link": link, "concurrency": concurrency,
-            "size": size, "rate": rate,
+            "size": size, "rate": rate, "server_cpu": budget,
+            "server_bound": sum(1 for x in m if x.get("server_bound")),
             "runs": len(rs), "ok": len(ok), "failed_runs": len(rs) - len(ok),
             "conn_per_s_median": _median(cps), "conn_per_s_min": min(cps) if cps else None,
             "conn_per_s_max": max(cps) if cps else None,
@@ -863,8 +1049,9 @@ def summarize(recs: list[dict], baseline: str | None = None) -> list[dict]:
             "client_bound": sum(1 for x in m if x.get("client_bound")),
             "listen_overflows": sum((r.get("kernel") or {}).get("ListenOverflows", 0) for r in ok),
             "baseline": baseline,
-            "ratio_cpu_to_baseline": _round(_median(r_cpu), 3),
-            "ratio_conn_to_baseline": _round(_median(r_cps), 3),
+            "ratio_cpu_to_baseline": r_cpu_m,
+            "ratio_conn_to_baseline": r_conn,
+            "consistency": consistency(r_conn, r_cpu_m),
             "paired_rounds": max(len(r_cpu), len(r_cps)),
         })
     return out
@@ -873,7 +1060,27 @@ def summarize(recs: list[dict], baseline: str | None = None) -> list[dict]:
 def _round_key(r: dict) -> tuple:
     c = r.get("config") or {}
     return (r.get("batch_id"), r.get("round"), r.get("link"), c.get("concurrency"), c.get("size"),
-            c.get("rate"))
+            c.get("rate"), c.get("server_cpu"))
+
+
+# Where the conn/s ratio and the inverse CPU ratio disagree by more than this, the table
+# marks it: for server-bound runs the two must agree (conn/s = budget / CPU per conn).
+CONSISTENCY_TOLERANCE = 0.05
+
+
+def consistency(ratio_conn: float | None, ratio_cpu: float | None) -> float | None:
+    """conn/s ratio ÷ (1 / CPU ratio): 1.00 when conn/s measures exactly what CPU per
+    connection predicts.  Server-bound runs should give 1 ± a few %; client-bound
+    runs give less (the client capped the faster server)."""
+    if not ratio_conn or not ratio_cpu:
+        return None
+    return round(ratio_conn * ratio_cpu, 3)
+
+
+def consistency_text(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.2f}" + (" !" if abs(x - 1) > CONSISTENCY_TOLERANCE else "")
 
 
 def format_table(recs: list[dict], *, markdown: bool = False) -> str:
@@ -881,13 +1088,15 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
     if not rows:
         return "(no runs)\n"
     sweep = any(r["rate"] is not None for r in rows)
+    budgeted = any(r["server_cpu"] is not None for r in rows)
     links = len({r["link"] for r in rows}) > 1
     shapes = len({(r["concurrency"], r["size"]) for r in rows}) > 1
     base = rows[0]["baseline"] or srv.BASELINE
     head = ["spec"] + (["link"] if links else []) + (["conc/size"] if shapes else []) \
-        + (["offered/s"] if sweep else []) + [
+        + (["offered/s"] if sweep else []) + (["CPU budget"] if budgeted else []) + [
         "runs ok/failed", "conn/s median [min–max]", "server CPU µs/conn",
-        f"CPU ×{base}", f"conn/s ×{base}", "p99 ms", "failed/lost", "client-bound"]
+        f"CPU ×{base}", f"conn/s ×{base}", "conn/s × CPU", "p99 ms", "failed/lost", "client-bound"] \
+        + (["server-bound"] if budgeted else [])
     body = []
     for r in rows:
         cps = "?" if r["conn_per_s_median"] is None else \
@@ -895,11 +1104,14 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
         cpu = r["server_cpu_us_per_conn_median"]
         body.append([r["spec"]] + ([str(r["link"])] if links else [])
                     + ([f"{r['concurrency']}/{r['size']}"] if shapes else [])
-                    + ([_fmt(r["rate"])] if sweep else []) + [
+                    + ([_fmt(r["rate"])] if sweep else [])
+                    + ([_budget(r["server_cpu"])] if budgeted else []) + [
             f"{r['ok']}/{r['failed_runs']}", cps, "?" if cpu is None else f"{cpu:.1f}",
             "–" if r["ratio_cpu_to_baseline"] is None else f"{r['ratio_cpu_to_baseline']:.2f}",
             "–" if r["ratio_conn_to_baseline"] is None else f"{r['ratio_conn_to_baseline']:.2f}",
-            _ms(r["p99_us_median"]), f"{r['failed']}/{r['lost']}", f"{r['client_bound']}/{r['ok']}"])
+            consistency_text(r["consistency"]),
+            _ms(r["p99_us_median"]), f"{r['failed']}/{r['lost']}", f"{r['client_bound']}/{r['ok']}"]
+            + ([f"{r['server_bound']}/{r['ok']}"] if budgeted else []))
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in body]
@@ -911,6 +1123,13 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
     notes = [f"Ratios: median over rounds of (spec ÷ {base} in the same round). "
              f"client-bound: runs whose client used ≥{CLIENT_BOUND_SHARE:.0%} of a core "
              "(their conn/s measures the client)."]
+    notes.append(f"conn/s × CPU: the conn/s ratio times the CPU ratio, 1.00 when conn/s is what CPU per "
+                 f"connection predicts; '!' marks a gap over {CONSISTENCY_TOLERANCE:.0%} "
+                 "(expected for client-bound runs, a warning for server-bound ones).")
+    if budgeted:
+        notes.append(f"CPU budget: the server ran in a cgroup with a CFS quota of that many cores; "
+                     f"server-bound: runs where it used ≥{SERVER_BOUND_SHARE:.0%} of its budget and the "
+                     "client was not saturated (their conn/s measures the server).")
     if any(r["failed_runs"] for r in rows):
         notes.append("Failed runs are kept on disk with their error and the server's stderr.")
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"

@@ -40,7 +40,7 @@ import socket
 import sys
 import time
 
-from harness import environment, kstats, records, runner
+from harness import cpubudget, environment, kstats, records, runner
 from harness import servers as srv
 
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
@@ -145,6 +145,8 @@ def _serve_parser():
                    help="label for the real link, e.g. 1000mbit: recorded as net-1000mbit "
                         "(default 'network')")
     p.add_argument("--results-dir", default=None)
+    p.add_argument("--server-cpu", type=cli._server_cpu, default=None, metavar="F|off",
+                   help="hold the server to F cores (its own cgroup with a CFS quota; default off)")
     return p
 
 
@@ -159,6 +161,15 @@ def serve(argv: list[str]) -> int:
         srv.check_available(spec, python)
         if a.port:
             _check_port(a.host, a.port)
+        if a.server_cpu == "auto":
+            raise TwoHostError("--server-cpu auto needs the load client on this machine to calibrate: "
+                               "give a number of cores (e.g. 0.4) or off", EXIT_USAGE)
+        cores = a.server_cpu if isinstance(a.server_cpu, float) else None
+        ctl = cpubudget.check() if cores is not None else None
+        if ctl is not None:
+            cpubudget.cleanup_stale(ctl)
+    except cpubudget.BudgetError as e:
+        return _err(f"SERVER_CPU={a.server_cpu}: cannot hold the server to a CPU budget: {e}", EXIT_MISSING)
     except srv.ServerError as e:
         return _err(str(e), EXIT_USAGE if str(e).startswith(("unknown", "server '", "option")) else EXIT_MISSING)
     except TwoHostError as e:
@@ -176,13 +187,20 @@ def serve(argv: list[str]) -> int:
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     record = _base_record("serve", rid, spec.text, spec.name, link_label(a.link))
     record["config"] = {"size": a.size, "host": a.host, "port": a.port, "python": python,
-                        "idle_timeout": a.idle_timeout, "argv": list(sys.argv)}
+                        "idle_timeout": a.idle_timeout, "argv": list(sys.argv),
+                        "server_cpu": cores, "server_cpu_mode": "fixed" if cores else "off"}
+    record["server_cgroup"] = None
     server = None
+    group = None
     try:
         env = environment.capture(python=python)
         try:
+            group = cpubudget.Group(ctl, cores) if ctl is not None else None
             server = srv.start(spec, host=a.host, port=a.port, size=a.size,
-                               idle_timeout=a.idle_timeout, python=python)
+                               idle_timeout=a.idle_timeout, python=python,
+                               cgroup_procs=group.procs_file if group else None)
+        except cpubudget.BudgetError as e:
+            return _err(f"cannot hold the server to a CPU budget: {e}", EXIT_MISSING)
         except srv.ServerError as e:
             msg = str(e)
             first = msg.split("\n", 1)[0]
@@ -197,18 +215,25 @@ def serve(argv: list[str]) -> int:
         record["config"]["server_argv"] = server.argv
         record["server_ready"] = server.ready
         cpu0, t0 = server.cpu_seconds(), time.monotonic()
+        g0 = group.stat() if group else None
         k0 = kstats.snapshot()
         port = server.port
         print(f"run id: {rid}", flush=True)
-        print(f"listening: {server.host}:{port} ({spec.text}, pid {server.pid})", flush=True)
+        print(f"listening: {server.host}:{port} ({spec.text}, pid {server.pid})"
+              + (f", held to {cores:g} core" if cores else ""), flush=True)
         print(f"on the client machine: make load HOST=<this machine's address> PORT={port} "
               f"RUN_ID={rid}", flush=True)
         print("Ctrl-C (or SIGTERM) stops the server and saves its figures.", flush=True)
         while not stop and server.alive():
             time.sleep(0.2)
         cpu1, t1 = server.cpu_seconds(), time.monotonic()
+        g1 = group.stat() if group else None
         k1 = kstats.snapshot()
         stats = server.stop()
+        if group is not None:
+            info = group.info()
+            info.pop("path", None)
+            record["server_cgroup"] = {**info, **cpubudget.delta(g0, g1)}
         # Ctrl-C in a terminal reaches the whole foreground group, so the server may
         # have stopped on the same SIGINT a moment before us: a server exits 0 after
         # its STATS line only on a signal, so that is a normal stop, not a death.
@@ -236,6 +261,9 @@ def serve(argv: list[str]) -> int:
     finally:
         if server is not None:
             server.stop(timeout=5.0)           # idempotent
+        if group is not None and not group.remove():
+            print(f"warning: cgroup {group.path} could not be removed; the next budgeted run "
+                  f"removes it", file=sys.stderr, flush=True)
         for s, h in old.items():
             signal.signal(s, h)
 
@@ -249,7 +277,16 @@ def format_serve(r: dict) -> str:
             f"(accepted {_n(st.get('accepted'))}, errors {_n(st.get('errors'))}, idle timeouts "
             f"{_n(st.get('idle_timeouts'))}) in {r.get('serve_wall_s', 0):.1f} s; server CPU "
             f"{'?' if cpu is None else f'{cpu:.2f} s'} = {'?' if us is None else f'{us:.1f} µs'} "
-            f"per connection" + (f"; {r['error']}" if r.get("error") else ""))
+            f"per connection" + _budget_text(r.get("server_cgroup"))
+            + (f"; {r['error']}" if r.get("error") else ""))
+
+
+def _budget_text(g: dict | None) -> str:
+    if not g:
+        return ""
+    thr = g.get("throttled_s")
+    return (f"; held to {g['cores']:g} core, throttled in {_n(g.get('nr_throttled'))} of "
+            f"{_n(g.get('nr_periods'))} periods ({'?' if thr is None else f'{thr:.1f}'} s)")
 
 
 def _n(x) -> str:
@@ -280,7 +317,9 @@ def load(argv: list[str]) -> int:
             ("--python/PYTHON", a.python, "give it to `make serve` on the server machine"),
             ("--diet/DIET", a.diet, "a server option: make serve VARIANT=raw_epoll:diet"),
             ("--pool/POOL", a.pool, "a server option: make serve VARIANT=mul_thread:pool=oneshot"),
-            ("--idle-timeout", a.idle_timeout is not None, "a server option: give it to `make serve`")):
+            ("--idle-timeout", a.idle_timeout is not None, "a server option: give it to `make serve`"),
+            ("--server-cpu/SERVER_CPU", a.server_cpu is not None,
+             "the budget is the server's: make serve SERVER_CPU=0.4 on the server machine")):
         if value:
             return _err(f"{flag} does not apply to a two-host load run: {why}", EXIT_USAGE)
     if not a.host:

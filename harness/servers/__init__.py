@@ -234,10 +234,13 @@ class ServerProcess:
 def start(spec: Spec | str, *, host: str = "127.0.0.1", port: int = 0, size: int = 100,
           idle_timeout: float | None = None, python: str | None = None,
           prefix: list[str] | tuple = (), extra: list[str] | tuple = (),
-          ready_timeout: float = 15.0) -> ServerProcess:
+          ready_timeout: float = 15.0, cgroup_procs: str | None = None) -> ServerProcess:
     """Start a server (optionally behind ``prefix``, e.g. ``taskset -c 0`` or
     ``ip netns exec NS``; prefixes must exec so the PID stays the server's) and wait
-    for its READY line.  Raises ServerError with the server's stderr if it fails."""
+    for its READY line.  ``cgroup_procs``: the ``cgroup.procs`` file of a CPU-budget
+    group (harness/cpubudget.py) the server joins before it execs, so every thread
+    and child it ever has is inside.  Raises ServerError with the server's stderr if
+    it fails."""
     if isinstance(spec, str):
         spec = parse_spec(spec)
     check_available(spec, python)
@@ -247,10 +250,11 @@ def start(spec: Spec | str, *, host: str = "127.0.0.1", port: int = 0, size: int
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=errfile, text=True, cwd=ROOT,
-                                env=env_for(spec.server), preexec_fn=_die_with_parent)
-    except OSError as e:
+                                env=env_for(spec.server), preexec_fn=_preexec(cgroup_procs))
+    except (OSError, subprocess.SubprocessError) as e:
         errfile.close()
-        raise ServerError(f"cannot start {spec.text}: {e}") from None
+        where = f" (joining the CPU-budget cgroup {cgroup_procs})" if cgroup_procs else ""
+        raise ServerError(f"cannot start {spec.text}{where}: {e}") from None
     deadline = time.monotonic() + ready_timeout
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
@@ -275,6 +279,21 @@ def start(spec: Spec | str, *, host: str = "127.0.0.1", port: int = 0, size: int
     finally:
         sel.close()
     return ServerProcess(spec, proc, ready, argv, errfile)
+
+
+def _preexec(cgroup_procs: str | None):
+    """What the child does between fork and exec: die with its parent, and join the
+    CPU-budget group if there is one (if joining fails the child raises: a server
+    must never run unbudgeted in a budgeted run)."""
+    if not cgroup_procs:
+        return _die_with_parent
+    from harness.cpubudget import preexec_cgroup
+    join = preexec_cgroup(cgroup_procs)
+
+    def both() -> None:
+        _die_with_parent()
+        join()
+    return both
 
 
 def _die_with_parent() -> None:
