@@ -66,6 +66,7 @@ CLIENT_BOUND_SHARE = 0.90
 # A budgeted server is "server-bound" when it used at least this share of its budget
 # (CFS accounting lets a group overshoot a little within a period, never for long).
 SERVER_BOUND_SHARE = 0.90
+SUSTAINED_SHARE = 0.97      # an open-loop run served at least this share of its offered rate
 DEFAULT_SERVERS = ("raw_epoll", "master", "mul_thread", "alone_proc", "asyncio", "uvloop", "c_epoll")
 
 
@@ -1101,6 +1102,9 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
     for r in rows:
         cps = "?" if r["conn_per_s_median"] is None else \
             f"{r['conn_per_s_median']:,.0f} [{r['conn_per_s_min']:,.0f}–{r['conn_per_s_max']:,.0f}]"
+        if r["rate"] and r["conn_per_s_median"] is not None \
+                and r["conn_per_s_median"] < SUSTAINED_SHARE * r["rate"]:
+            cps += " short"
         cpu = r["server_cpu_us_per_conn_median"]
         body.append([r["spec"]] + ([str(r["link"])] if links else [])
                     + ([f"{r['concurrency']}/{r['size']}"] if shapes else [])
@@ -1126,6 +1130,10 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
     notes.append(f"conn/s × CPU: the conn/s ratio times the CPU ratio, 1.00 when conn/s is what CPU per "
                  f"connection predicts; '!' marks a gap over {CONSISTENCY_TOLERANCE:.0%} "
                  "(expected for client-bound runs, a warning for server-bound ones).")
+    if sweep:
+        notes.append(f"Open loop: 'short' marks an offered rate the server did not sustain (< "
+                     f"{SUSTAINED_SHARE:.0%} of it completed); CPU per connection compares servers "
+                     "like for like only at a rate all of them sustain.")
     if budgeted:
         notes.append(f"CPU budget: the server ran in a cgroup with a CFS quota of that many cores; "
                      f"server-bound: runs where it used ≥{SERVER_BOUND_SHARE:.0%} of its budget and the "
