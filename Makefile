@@ -21,6 +21,7 @@ CONCURRENCY ?=
 SIZE        ?=
 RATE        ?=
 DELAY       ?=
+LOSS        ?=
 PYTHON      ?=
 HOST        ?=
 PORT        ?=
@@ -33,10 +34,10 @@ RATES       ?=
 RUN_ARGS = $(if $(LINK),--link $(LINK)) $(if $(REPEAT),--repeat $(REPEAT)) \
   $(if $(DURATION),--duration $(DURATION)) $(if $(WARMUP),--warmup $(WARMUP)) \
   $(if $(CONCURRENCY),--concurrency $(CONCURRENCY)) $(if $(SIZE),--size $(SIZE)) \
-  $(if $(RATE),--rate $(RATE)) $(if $(DELAY),--delay $(DELAY)) \
+  $(if $(RATE),--rate $(RATE)) $(if $(DELAY),--delay $(DELAY)) $(if $(LOSS),--loss $(LOSS)) \
   $(if $(PYTHON),--python $(PYTHON)) $(if $(DIET),--diet) $(if $(POOL),--pool $(POOL))
 
-C_BINS := $(BUILD)/loadgen $(BUILD)/c_epoll
+C_BINS := $(BUILD)/loadgen $(BUILD)/c_epoll $(BUILD)/delayline
 
 .PHONY: all venv build test bench compare serve load sweep soak report profile syscalls reproduce clean help
 
@@ -61,6 +62,11 @@ build: $(C_BINS)
 NO_CC = { echo "error: no C compiler '$(CC)' found: install gcc (apt-get install gcc) or set CC=..."; exit 1; }
 
 $(BUILD)/%: harness/loadgen/%.c
+	@command -v $(CC) >/dev/null || $(NO_CC)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $<
+
+$(BUILD)/delayline: harness/delayline/delayline.c
 	@command -v $(CC) >/dev/null || $(NO_CC)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $<
