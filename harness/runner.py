@@ -608,6 +608,7 @@ class _Batch:
 
 
 RTT_TOLERANCE, RTT_SLACK_MS = 0.20, 0.05
+LOSSY_TIMEOUT_MS = 16000
 
 
 def rtt_warning(rtt: dict | None, expected_ms: float | None) -> str | None:
@@ -691,6 +692,13 @@ def run_batch(specs, *, kind: str = "compare", link: str = "loopback", repeat: i
         raise RunnerError("no servers to run")
     if repeat < 1 or duration <= 0 or warmup < 0 or concurrency < 1 or size < 1:
         raise RunnerError("repeat, duration, concurrency and size must be positive (warmup >= 0)")
+    if loss and timeout_ms < LOSSY_TIMEOUT_MS:
+        # A lost SYN or SYN-ACK costs 1 s, then 2, 4, 8 (doubling): four handshake attempts
+        # need 15 s.  Under random loss a slow connection is data, not a lost one.
+        print(f"note: LOSS={loss}: per-connection timeout raised from {timeout_ms} to "
+              f"{LOSSY_TIMEOUT_MS} ms so that retransmitted handshakes (1+2+4+8 s) are "
+              "not counted as lost", file=out)
+        timeout_ms = LOSSY_TIMEOUT_MS
     settings = Settings(kind=kind, link=link, repeat=repeat, duration=duration, warmup=warmup,
                         concurrency=concurrency, size=size, rate=rate, delay=delay, loss=loss,
                         python=python,
