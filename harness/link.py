@@ -162,6 +162,11 @@ def parse(spec: str | None) -> LinkSpec:
     return LinkSpec(f"{mbit:g}mbit", mbit)
 
 
+def link_name(rate_name: str, delay: str | None, loss: str | None) -> str:
+    """The recorded name of a link: ``100mbit``, ``100mbit+5ms``, ``100mbit+5ms+loss1%``."""
+    return "+".join([rate_name] + ([delay] if delay else []) + ([f"loss{loss}"] if loss else []))
+
+
 def _as_spec(spec) -> LinkSpec:
     return spec if isinstance(spec, LinkSpec) else parse(spec)
 
@@ -633,6 +638,9 @@ class NetnsLink(Link):
     def __init__(self, spec: LinkSpec, run_tag: str, delay: str | None, out, *,
                  loss: str | None = None, mechanism: str | None = None, seed: int | None = None):
         super().__init__(spec)
+        # A delayed or lossy link is another experiment: its name says so (100mbit+5ms,
+        # 100mbit+5ms+loss1%), so no table or report ever pools it with the plain link.
+        self.name = link_name(spec.name, parse_delay(delay)[0], parse_loss(loss)[0])
         tag = re.sub(r"[^A-Za-z0-9_.-]", "", run_tag or "run")[:40] or "run"
         base = f"{PREFIX}{os.getpid()}-{next(_counter)}-{tag}"
         self._base = base

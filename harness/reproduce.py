@@ -325,7 +325,8 @@ def write_reproduction(records_: list[dict], results: str, *, link_of: dict | No
     for exp in experiments(c_spec):
         figs = study.figures_for(exp["key"])
         eff = link_of[exp["link"]]
-        where = eff if eff == exp["link"] else f"{eff} (instead of {exp['link']}: no privilege)"
+        where = eff if eff.split("+")[0] == exp["link"] else \
+            f"{eff} (instead of {exp['link']}: no privilege)"
         md.append(f"## {exp['title']}\n\nOur link: **{where}**.\n")
         md.append("| server | study conn/s | study ratio | our spec | our conn/s | our ratio | "
                   "our CPU us/conn (ratio) | runs clean/excl. |\n|---|---|---|---|---|---|---|---|")
@@ -379,12 +380,17 @@ def refresh_latest(records_: list[dict], results: str) -> str | None:
         return None
     latest = max(repro, key=lambda r: str(r.get("time_utc") or ""))["labels"]["reproduction"]
     runs = [r for r in repro if r["labels"]["reproduction"] == latest]
+    return write_reproduction(runs, results, link_of=_links_recorded(runs))
+
+
+def _links_recorded(runs) -> dict:
+    """The study's link -> the link its runs recorded (e.g. 100mbit -> 100mbit+5ms)."""
     link_of: dict = {}
     for r in runs:
-        for intended in str(r["labels"].get("intended_link") or "").split(","):
+        for intended in str((r.get("labels") or {}).get("intended_link") or "").split(","):
             if intended:
                 link_of[intended] = r.get("link") or "loopback"
-    return write_reproduction(runs, results, link_of=link_of)
+    return link_of
 
 
 # --------------------------------------------------------------------------- the command
@@ -442,6 +448,7 @@ def main(argv=None) -> int:
         if not kept:
             return 1
         note = f"Stopped early: {e}"
+    link_of.update(_links_recorded(kept))      # a delayed link is recorded as 100mbit+5ms
     path = write_reproduction(kept, results, link_of=link_of, c_spec=c_spec, note=note,
                               settings={"repeat": args.repeat, "duration": args.duration,
                                         "warmup": args.warmup})

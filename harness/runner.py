@@ -526,6 +526,10 @@ class _Batch:
                 record["link_stats"] = lk.stats_between(l0, l1, started)
             except Exception as e:            # descriptive only: keep the run
                 record["warnings"].append(f"link stats unavailable: {e}")
+            dl_share = ((record["link_stats"] or {}).get("delayline") or {}).get("cpu_share")
+            if dl_share is not None and dl_share >= CLIENT_BOUND_SHARE:
+                record["warnings"].append(f"delay line saturated: it used {dl_share:.0%} of a core, "
+                                          "so the link emulation, not the server, may bind conn/s")
             if died:
                 record.update(status="failed",
                               error=f"server exited during the run (exit code {exit_code})")
