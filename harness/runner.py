@@ -597,11 +597,12 @@ class _Batch:
     def _write_batch(self, interrupted: bool = False) -> tuple[str, str] | None:
         if not self.records:
             return None
-        summary = {"batch_id": self.batch_id, "kind": self.s.kind, "link": self.s.link,
+        link = self.link.name if self.link is not None else self.s.link   # e.g. 100mbit+5ms
+        summary = {"batch_id": self.batch_id, "kind": self.s.kind, "link": link,
                    "time_utc": records.utc_now(), "interrupted": interrupted,
                    "settings": self.s.__dict__, "run_ids": [r["run_id"] for r in self.records],
                    "summary": summarize(self.records)}
-        md = (f"# Batch {self.batch_id} ({self.s.kind}, link {self.s.link})\n\n"
+        md = (f"# Batch {self.batch_id} ({self.s.kind}, link {link})\n\n"
               + ("Interrupted: only the runs below were completed.\n\n" if interrupted else "")
               + format_table(self.records, markdown=True)
               + (f"\n```\n{format_soak(self.records)}\n```\n" if self.s.kind == "soak" else ""))
