@@ -45,6 +45,7 @@ all: venv build
 
 help:
 	@echo "make bench [VARIANT=master|mul_thread|alone_proc] [LINK=loopback|1000mbit|100mbit] [REPEAT=3] [DURATION=10]"
+	@echo "           [DELAY=5ms (one way)] [LOSS=1% (each way)]   (need an emulated LINK)"
 	@echo "make compare [SERVERS=\"raw_epoll master ...\"]   make test   make report   make profile VARIANT=x"
 	@echo "make syscalls VARIANT=x   make reproduce   make soak VARIANT=x   make sweep VARIANT=x [RATES=2000,5000]"
 	@echo "make serve VARIANT=x PORT=p    make load HOST=h PORT=p    (two-host runs)"
