@@ -658,7 +658,7 @@ class NetnsLink(Link):
         self._dl_buf = b""
         self._dl_err = None
         self.delayline_final: dict | None = None
-        if self.mechanism and self._delay:
+        if self.mechanism and self._delay_s > 0:
             self.expected_rtt_ms = 2 * self._delay_s * 1e3
         self._out = out
         self._record = os.path.join(_state_dir(), base + ".json")
@@ -792,8 +792,11 @@ class NetnsLink(Link):
                 "--loss", repr(self._loss_p), "--seed", str(self.seed)]
         self._dl_err = tempfile.TemporaryFile(mode="w+b", prefix="evtlink-delayline-err-")
         with _signals_deferred():       # never a delay line we hold no handle of
-            self._dl = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=self._dl_err)
+            try:
+                self._dl = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                            stderr=self._dl_err)
+            except OSError as e:
+                raise LinkError(f"cannot start the delay line {argv[0]}: {e.strerror or e}") from None
         try:
             with open(self._record) as f:
                 rec = json.load(f)

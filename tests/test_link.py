@@ -677,3 +677,13 @@ def test_delayline_rejects_bad_arguments():
     r = subprocess.run([DELAYLINE, "--client-ns", "/nonexistent", "--server-ns", "/nonexistent"],
                        capture_output=True, text=True, timeout=10)
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "error:" in r.stderr
+
+
+@needs_delayline
+def test_loss_only_link_expects_no_rtt(netns_ok):
+    """LOSS without DELAY: the delay line runs with no delay; nothing to check the RTT against."""
+    with link.open_link("100mbit", run_tag="lossonly", loss="1%", out=io.StringIO(),
+                        via="delayline") as lk:
+        assert lk.name == "100mbit+loss1%" and lk.expected_rtt_ms is None
+        rtt = lk.probe_rtt(samples=3)
+        assert rtt["median_ms"] is not None and rtt["median_ms"] < 5, rtt
