@@ -21,6 +21,7 @@ CONCURRENCY ?=
 SIZE        ?=
 RATE        ?=
 DELAY       ?=
+LOSS        ?=
 PYTHON      ?=
 HOST        ?=
 PORT        ?=
@@ -34,11 +35,11 @@ SERVER_CPU  ?=
 RUN_ARGS = $(if $(LINK),--link $(LINK)) $(if $(REPEAT),--repeat $(REPEAT)) \
   $(if $(DURATION),--duration $(DURATION)) $(if $(WARMUP),--warmup $(WARMUP)) \
   $(if $(CONCURRENCY),--concurrency $(CONCURRENCY)) $(if $(SIZE),--size $(SIZE)) \
-  $(if $(RATE),--rate $(RATE)) $(if $(DELAY),--delay $(DELAY)) \
+  $(if $(RATE),--rate $(RATE)) $(if $(DELAY),--delay $(DELAY)) $(if $(LOSS),--loss $(LOSS)) \
   $(if $(PYTHON),--python $(PYTHON)) $(if $(DIET),--diet) $(if $(POOL),--pool $(POOL)) \
   $(if $(SERVER_CPU),--server-cpu $(SERVER_CPU))
 
-C_BINS := $(BUILD)/loadgen $(BUILD)/c_epoll
+C_BINS := $(BUILD)/loadgen $(BUILD)/c_epoll $(BUILD)/delayline
 
 .PHONY: all venv build test bench compare serve load sweep soak report profile syscalls reproduce clean help
 
@@ -46,6 +47,7 @@ all: venv build
 
 help:
 	@echo "make bench [VARIANT=master|mul_thread|alone_proc] [LINK=loopback|1000mbit|100mbit] [REPEAT=3] [DURATION=10] [SERVER_CPU=0.4|auto|off]"
+	@echo "           [DELAY=5ms (one way)] [LOSS=1% (each way)]   (need an emulated LINK)"
 	@echo "make compare [SERVERS=\"raw_epoll master ...\"]   make test   make report   make profile VARIANT=x"
 	@echo "make syscalls VARIANT=x   make reproduce   make soak VARIANT=x   make sweep VARIANT=x [RATES=2000,5000]"
 	@echo "make serve VARIANT=x PORT=p    make load HOST=h PORT=p    (two-host runs)"
@@ -63,6 +65,11 @@ build: $(C_BINS)
 NO_CC = { echo "error: no C compiler '$(CC)' found: install gcc (apt-get install gcc) or set CC=..."; exit 1; }
 
 $(BUILD)/%: harness/loadgen/%.c
+	@command -v $(CC) >/dev/null || $(NO_CC)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $<
+
+$(BUILD)/delayline: harness/delayline/delayline.c
 	@command -v $(CC) >/dev/null || $(NO_CC)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $<

@@ -82,6 +82,18 @@ def _rate(text):
     return _positive_float(text[:-1] if mult > 1 else text) * mult
 
 
+def _link_value(parser_name: str):
+    """argparse type for --delay/--loss: harness.link's parser, its message on error."""
+    def convert(text):
+        from harness import link
+        try:
+            return getattr(link, parser_name)(text)[0]
+        except link.LinkError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    convert.__name__ = parser_name.replace("parse_", "")
+    return convert
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports errors in one line with exit 2 (its default, kept)."""
 
@@ -103,7 +115,10 @@ def _common(p: argparse.ArgumentParser, *, duration: float = 10.0, repeat: int =
     g.add_argument("--size", type=_positive_int, default=100, help="bytes echoed per connection (default 100)")
     g.add_argument("--rate", type=_rate, default=None,
                    help="open loop: new connections per second (e.g. 20000 or 20k)")
-    g.add_argument("--delay", default=None, help="added link latency, e.g. 0.1ms (needs netem)")
+    g.add_argument("--delay", type=_link_value("parse_delay"), default=None,
+                   help="one-way link delay, e.g. 5ms (netem, else the delay line; needs --link)")
+    g.add_argument("--loss", type=_link_value("parse_loss"), default=None,
+                   help="random packet loss each direction, e.g. 1%% (needs --link)")
     g.add_argument("--python", default=None,
                    help="interpreter for the Python servers, e.g. python3.13 (default: the venv's)")
     g.add_argument("--diet", action="store_true", help="apply the syscall-diet option to every spec that has it")
@@ -212,9 +227,12 @@ def _specs(text: str | None, default) -> list[str]:
 
 
 def _batch_kwargs(a, *, budget_default: bool = False) -> dict:
+    if (a.delay or a.loss) and (a.link or "loopback").strip().lower() == "loopback":
+        raise UsageError("--delay/--loss (DELAY/LOSS) need an emulated link, e.g. --link 100mbit: "
+                         "the host's loopback is never delayed or made lossy")
     cores, mode = resolve_server_cpu(a.server_cpu, budget_default=budget_default and not a.rate)
     return dict(link=a.link, repeat=a.repeat, duration=a.duration, warmup=a.warmup,
-                concurrency=a.concurrency, size=a.size, rate=a.rate, delay=a.delay,
+                concurrency=a.concurrency, size=a.size, rate=a.rate, delay=a.delay, loss=a.loss,
                 python=runner.resolve_python(a.python), timeout_ms=a.timeout_ms,
                 close_mode=a.close_mode, results_dir=a.results_dir, idle_timeout=a.idle_timeout,
                 server_cpu=cores, server_cpu_mode=mode)

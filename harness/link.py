@@ -33,12 +33,27 @@ How it is built, and why that way:
   Trade-off: a short-connection load puts a few hundred small packets in flight,
   so neither value matters there; they matter for the bulk transfer that checks
   the shaping.
-* Delay: ``netem`` under tbf when the kernel has it.  This kernel has tbf and htb
-  but no netem: the run then says so once and goes on *without* delay, and
-  ``info()["delay"]`` records "requested X, not applied: netem unavailable" so no
-  result is ever mistaken for a delayed one.  Without delay the emulated link is
-  a fast, short wire with a rate limit; it cannot reproduce a LAN's round-trip
-  time (see docs/links.md).
+* Delay and loss (``DELAY=5ms`` one way, ``LOSS=1%`` random drop, each direction):
+  ``netem`` under tbf when the kernel has it; otherwise -- this kernel has tbf and
+  htb but no netem -- the *delay line*, ``build/delayline``
+  (harness/delayline/delayline.c, whose header says how it works).  Then the
+  two namespaces are joined not by a veth pair but by a TUN device in each
+  (same names, same addresses, tbf on each as before) and that program in
+  between: it reads each packet a stack sends, holds it for the one-way delay
+  (a FIFO per direction: constant delay, so order is kept), drops it with the
+  loss probability from a seeded PRNG, and writes it into the other namespace.
+  Which mechanism was used is recorded (``info()["impairment"]``), with the
+  delay line's per-direction packet/byte/drop counters and its CPU time in every
+  run's ``link_stats``.  Without DELAY/LOSS nothing changes: the veth link, no
+  user-space hop.  The delay line starts with the link, is stopped (SIGTERM,
+  its last counters read) before the namespaces go, lives in the server
+  namespace (so the stale-namespace cleanup below kills an orphaned one) and
+  exits by itself when the harness dies (PR_SET_PDEATHSIG).
+* Round-trip time, measured: ``probe_rtt()`` times a few TCP connects from
+  the client namespace to a listener in the server namespace (a connect returns
+  after SYN -> SYN-ACK: one round trip), from a thread of this process that
+  enters the namespaces with setns(2) (no extra processes).  The runner records it
+  per run and warns when it is off from twice the configured delay.
 * Per-namespace sysctls, set *inside* the namespaces: the client gets
   ``tcp_tw_reuse=1`` and a wide ``ip_local_port_range`` (measured here: without
   them the client's ~28k ports sit in TIME_WAIT within seconds and the rate
@@ -63,12 +78,17 @@ set up, so callers never branch on the link kind.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import itertools
 import json
 import os
 import re
+import select
 import shutil
 import signal
+import socket
+import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -96,8 +116,13 @@ CAP_NET_ADMIN, CAP_SYS_ADMIN = 12, 21
 _ACCEPTED = ("accepted links: 'loopback' (the default), or a rate such as "
              "'1000mbit', '100mbit', '20mbit', '1gbit', '2.5gbit', '500kbit'")
 _counter = itertools.count(1)
-_netem_warned = False
 _probe_ok = False
+_netem_ok: bool | None = None
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TUN_PATH = "/dev/net/tun"
+TUN_TXQUEUELEN = 10000          # the TUN ring the delay line reads from: a burst must fit
+MAX_LOSS = 0.5
+MAX_DELAY_S = 10.0
 
 
 class LinkError(Exception):
@@ -137,8 +162,49 @@ def parse(spec: str | None) -> LinkSpec:
     return LinkSpec(f"{mbit:g}mbit", mbit)
 
 
+def link_name(rate_name: str, delay: str | None, loss: str | None) -> str:
+    """The recorded name of a link: ``100mbit``, ``100mbit+5ms``, ``100mbit+5ms+loss1%``."""
+    return "+".join([rate_name] + ([delay] if delay else []) + ([f"loss{loss}"] if loss else []))
+
+
 def _as_spec(spec) -> LinkSpec:
     return spec if isinstance(spec, LinkSpec) else parse(spec)
+
+
+_DELAY_RE = re.compile(r"^(\d+(?:\.\d+)?)(us|ms|s)$")
+_LOSS_RE = re.compile(r"^(\d+(?:\.\d+)?)%$")
+
+
+def parse_delay(text) -> tuple[str | None, float]:
+    """``5ms``, ``100us``, ``0.1ms``, ``1s`` (one way) -> (canonical text, seconds);
+    empty or None -> (None, 0.0).  LinkError, one line, otherwise."""
+    if text is None or str(text).strip() == "":
+        return None, 0.0
+    t = str(text).strip().lower()
+    m = _DELAY_RE.match(t)
+    if not m:
+        raise LinkError(f"bad delay {text!r}: write the one-way delay like 5ms, 0.1ms, 100us or 1s")
+    sec = float(m.group(1)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[m.group(2)]
+    if sec > MAX_DELAY_S:
+        raise LinkError(f"delay {text!r} is too long: at most {MAX_DELAY_S:g}s one way")
+    return t, sec
+
+
+def parse_loss(text) -> tuple[str | None, float]:
+    """``1%``, ``0.5%`` (random drop, each direction) -> (canonical text, fraction);
+    empty or None -> (None, 0.0).  LinkError, one line, otherwise."""
+    if text is None or str(text).strip() == "":
+        return None, 0.0
+    t = str(text).strip()
+    m = _LOSS_RE.match(t)
+    if not m:
+        raise LinkError(f"bad loss {text!r}: write the drop probability per packet as a "
+                        "percentage, like 1% or 0.5%")
+    frac = float(m.group(1)) / 100
+    if frac > MAX_LOSS:
+        raise LinkError(f"loss {text!r} is too high: at most {MAX_LOSS:.0%} (TCP barely "
+                        "connects beyond that)")
+    return t, frac
 
 
 # ---------------------------------------------------------------- commands
@@ -257,6 +323,118 @@ def check_privileges(spec) -> None:
         _run([_ip(), "netns", "del", ns], check=False)
 
 
+# ---------------------------------------------------------------- delay and loss
+
+def delayline_path() -> str:
+    # EVENTS_DELAYLINE lets tests substitute a build elsewhere.
+    return os.environ.get("EVENTS_DELAYLINE") or os.path.join(ROOT, "build", "delayline")
+
+
+def netem_available() -> bool:
+    """Whether tc can add a netem qdisc here: tried on ``lo`` of a throw-away
+    namespace (only trying tells), cached for the process."""
+    global _netem_ok
+    if _netem_ok is None:
+        ns = f"{PREFIX}{os.getpid()}-{next(_counter)}-netem-p"
+        try:
+            if _run([_ip(), "netns", "add", ns], check=False).returncode != 0:
+                _netem_ok = False
+            else:
+                r = _run([_tc(), "-n", ns, "qdisc", "add", "dev", "lo", "root", "netem",
+                          "delay", "1ms"], check=False)
+                _netem_ok = r.returncode == 0
+        finally:
+            _run([_ip(), "netns", "del", ns], check=False)
+    return _netem_ok
+
+
+def check_delayline(what: str) -> str:
+    """The delay line's binary, or LinkError naming what is missing (/dev/net/tun,
+    the build) and what to do."""
+    path = delayline_path()
+    if not os.path.exists(TUN_PATH):
+        raise LinkError(f"{what}: this kernel has no netem, and the delay line that replaces it "
+                        f"needs {TUN_PATH}, which does not exist here: load the tun module "
+                        "(modprobe tun; in a container pass the device through), or run "
+                        "without DELAY/LOSS")
+    try:
+        os.close(os.open(TUN_PATH, os.O_RDWR))       # opening alone creates no device
+    except OSError as e:
+        raise LinkError(f"{what}: the delay line (no netem here) cannot open {TUN_PATH}: "
+                        f"{e.strerror}: run as root, or run without DELAY/LOSS") from None
+    if not os.access(path, os.X_OK):
+        raise LinkError(f"{what}: this kernel has no netem and the delay line "
+                        f"{os.path.relpath(path, ROOT)} is not built: run `make build` "
+                        "(needs gcc), or run without DELAY/LOSS")
+    return path
+
+
+def _ns_path(ns: str) -> str:
+    for base in ("/run/netns", "/var/run/netns"):
+        p = os.path.join(base, ns)
+        if os.path.exists(p):
+            return p
+    raise LinkError(f"namespace {ns} has no file under /run/netns (iproute2 keeps them there)")
+
+
+_CLONE_NEWNET = 0x40000000
+_TCPI_RTT_OFFSET = 68           # struct tcp_info: 8 bytes of u8 fields, then u32s; tcpi_rtt is the 16th
+
+
+def _setns_thread(path: str) -> None:
+    """Move the *calling thread* into the network namespace at ``path``."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, _CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({path}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def _probe_in_namespaces(server_ns: str, client_ns: str, host: str, samples: int,
+                         timeout: float) -> dict:
+    """Run in a thread of its own: it is left inside the client namespace."""
+    _setns_thread(server_ns)
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    times, kernel, errors = [], [], []
+    timeouts = 0
+    try:
+        lsock.bind((host, 0))
+        lsock.listen(samples + 8)
+        lsock.setblocking(False)
+        port = lsock.getsockname()[1]
+        _setns_thread(client_ns)
+        for _ in range(samples):
+            c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            c.settimeout(timeout)
+            try:
+                t0 = time.perf_counter()
+                c.connect((host, port))
+                times.append((time.perf_counter() - t0) * 1e3)
+                info = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+                if len(info) >= _TCPI_RTT_OFFSET + 4:
+                    kernel.append(struct.unpack_from("I", info, _TCPI_RTT_OFFSET)[0] / 1e3)
+            except socket.timeout:
+                timeouts += 1
+            except OSError as e:
+                errors.append(e.strerror or str(e))
+            finally:
+                c.close()
+            try:
+                lsock.accept()[0].close()
+            except OSError:
+                pass
+    finally:
+        lsock.close()
+    r3 = lambda x: None if x is None else round(x, 3)
+    return {"method": "tcp_connect", "samples": samples, "ok": len(times), "timeouts": timeouts,
+            "errors": errors[:3], "median_ms": r3(statistics.median(times) if times else None),
+            "min_ms": r3(min(times) if times else None), "max_ms": r3(max(times) if times else None),
+            "kernel_rtt_median_ms": r3(statistics.median(kernel) if kernel else None)}
+
+
 # ---------------------------------------------------------------- stale namespaces
 
 def _state_dir() -> str:
@@ -361,6 +539,7 @@ def cleanup_stale(out=None) -> list[str]:
         for name in os.listdir(state):
             m = re.match(r"^evtlink-(\d+)-.+\.json$", name)
             if m and _start_ticks(int(m.group(1))) is None:
+                _kill_stale_delayline(os.path.join(state, name), out)
                 try:
                     os.unlink(os.path.join(state, name))
                 except OSError:
@@ -368,6 +547,23 @@ def cleanup_stale(out=None) -> list[str]:
     except OSError:
         pass
     return removed
+
+
+def _kill_stale_delayline(record: str, out) -> None:
+    """A delay line whose harness is gone (it exits by itself via PR_SET_PDEATHSIG;
+    this is the belt to that braces), identified by PID *and* start time."""
+    try:
+        with open(record) as f:
+            dl = json.load(f).get("delayline") or {}
+        pid, start = int(dl["pid"]), dl.get("start_ticks")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return
+    if start is not None and _start_ticks(pid) == start and not _is_zombie(pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            print(f"link: killed stale delay line PID {pid}", file=out, flush=True)
+        except OSError:
+            pass
 
 
 # ---------------------------------------------------------------- signals
@@ -407,6 +603,11 @@ class Link:
         self.client_host = "127.0.0.1"
         self.server_prefix: list[str] = []
         self.client_prefix: list[str] = []
+        # The round trip the configured delay should give (2 x one way), None without delay.
+        self.expected_rtt_ms: float | None = None
+
+    def probe_rtt(self, samples: int = 10) -> dict | None:
+        return None
 
     def snapshot(self) -> dict:
         return {}
@@ -431,14 +632,15 @@ def _check_side(side: str) -> None:
         raise ValueError(f"side must be 'server' or 'client', not {side!r}")
 
 
-_DELAY_RE = re.compile(r"^\d+(\.\d+)?(us|ms|s)$")
-
-
 class NetnsLink(Link):
     """Two namespaces and a tbf-shaped veth pair.  Build with ``open_link``."""
 
-    def __init__(self, spec: LinkSpec, run_tag: str, delay: str | None, out):
+    def __init__(self, spec: LinkSpec, run_tag: str, delay: str | None, out, *,
+                 loss: str | None = None, mechanism: str | None = None, seed: int | None = None):
         super().__init__(spec)
+        # A delayed or lossy link is another experiment: its name says so (100mbit+5ms,
+        # 100mbit+5ms+loss1%), so no table or report ever pools it with the plain link.
+        self.name = link_name(spec.name, parse_delay(delay)[0], parse_loss(loss)[0])
         tag = re.sub(r"[^A-Za-z0-9_.-]", "", run_tag or "run")[:40] or "run"
         base = f"{PREFIX}{os.getpid()}-{next(_counter)}-{tag}"
         self._base = base
@@ -447,7 +649,17 @@ class NetnsLink(Link):
         ip = _ip()
         self.server_prefix = [ip, "netns", "exec", self.server_ns]
         self.client_prefix = [ip, "netns", "exec", self.client_ns]
-        self._delay = delay
+        self._delay, self._delay_s = parse_delay(delay)
+        self._loss, self._loss_p = parse_loss(loss)
+        # None: plain veth; "netem": veth + netem under tbf; "delayline": TUN + build/delayline.
+        self.mechanism = mechanism
+        self.seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
+        self._dl: subprocess.Popen | None = None
+        self._dl_buf = b""
+        self._dl_err = None
+        self.delayline_final: dict | None = None
+        if self.mechanism and self._delay_s > 0:
+            self.expected_rtt_ms = 2 * self._delay_s * 1e3
         self._out = out
         self._record = os.path.join(_state_dir(), base + ".json")
         self._closed = False
@@ -487,15 +699,21 @@ class NetnsLink(Link):
         self._created = True
         _run([ip, "netns", "add", self.server_ns])
         _run([ip, "netns", "add", self.client_ns])
-        # The pair is born inside the namespaces: it never appears on the host.
-        _run([ip, "-n", self.server_ns, "link", "add", SERVER_DEV, "type", "veth",
-              "peer", "name", CLIENT_DEV, "netns", self.client_ns])
+        if self.mechanism == "delayline":
+            # Two TUN devices, created by the delay line inside the namespaces.
+            self._start_delayline()
+        else:
+            # The pair is born inside the namespaces: it never appears on the host.
+            _run([ip, "-n", self.server_ns, "link", "add", SERVER_DEV, "type", "veth",
+                  "peer", "name", CLIENT_DEV, "netns", self.client_ns])
         for ns, dev, addr in ((self.server_ns, SERVER_DEV, SERVER_ADDR),
                               (self.client_ns, CLIENT_DEV, CLIENT_ADDR)):
             # Best effort: a kernel without IPv6 has no such file, and that is fine.
             self._sh(ns, 'echo 1 > "/proc/sys/net/ipv6/conf/$1/disable_ipv6"', dev, check=False)
             _run([ip, "-n", ns, "addr", "add", f"{addr}/{PREFIXLEN}", "dev", dev])
             _run([ip, "-n", ns, "link", "set", "lo", "up"])
+            if self.mechanism == "delayline":
+                _run([ip, "-n", ns, "link", "set", dev, "txqueuelen", str(TUN_TXQUEUELEN)])
             _run([tc, "-n", ns, "qdisc", "add", "dev", dev, "root", "handle", "1:", "tbf",
                   "rate", f"{self.spec.rate_mbit:g}mbit", "burst", str(self.burst_bytes),
                   "limit", str(self.limit_bytes)])
@@ -513,14 +731,17 @@ class NetnsLink(Link):
                 continue
             self._set_sysctl(self.server_ns, key, host_value)
         self._wait_carrier()
+        kind = {None: "netns-veth-tbf", "netem": "netns-veth-tbf-netem",
+                "delayline": "netns-tun-tbf-delayline"}[self.mechanism]
         self._info = {
-            "link": self.name, "kind": "netns-veth-tbf", "rate_mbit": self.spec.rate_mbit,
+            "link": self.name, "kind": kind, "rate_mbit": self.spec.rate_mbit,
             "namespaces": {"server": self.server_ns, "client": self.client_ns},
             "addresses": {"server": SERVER_ADDR, "client": CLIENT_ADDR},
             "devices": {"server": SERVER_DEV, "client": CLIENT_DEV},
             "tbf": {"rate": f"{self.spec.rate_mbit:g}mbit", "burst_bytes": self.burst_bytes,
                     "limit_bytes": self.limit_bytes, "directions": "both (root qdisc of each end)"},
             "delay": delay_note,
+            "impairment": self._impairment(),
             "sysctls": {"server": self._read_sysctls(self.server_ns),
                         "client": self._read_sysctls(self.client_ns)},
             "sysctls_set": {"client": {"tcp_tw_reuse": "1",
@@ -529,40 +750,177 @@ class NetnsLink(Link):
                                        for k in HOST_COPIED_SYSCTLS}},
         }
 
-    def _add_delay(self, tc: str) -> str | None:
-        global _netem_warned
-        if not self._delay:
+    def _impairment(self) -> dict | None:
+        if not self.mechanism:
             return None
-        unavailable = None
+        out = {"mechanism": self.mechanism, "delay": self._delay,
+               "delay_ms_one_way": round(self._delay_s * 1e3, 6),
+               "expected_rtt_ms": self.expected_rtt_ms, "loss": self._loss,
+               "loss_fraction": self._loss_p, "directions": "both, independently"}
+        if self.mechanism == "delayline":
+            out.update(seed=self.seed, tun_txqueuelen=TUN_TXQUEUELEN,
+                       delayline_pid=self._dl.pid if self._dl else None,
+                       delayline_argv=list(self._dl.args) if self._dl else None,
+                       rate_by="tbf on each TUN device's egress (before the delay line)")
+        return out
+
+    def _add_delay(self, tc: str) -> str | None:
+        if self.mechanism is None:
+            return None
+        if self.mechanism == "delayline":
+            return (f"{self._delay or '0ms'} each direction (delay line over TUN, no netem here); "
+                    f"round trip +2x" + (f"; loss {self._loss} each direction" if self._loss else ""))
+        args = []
+        if self._delay:
+            args += ["delay", self._delay]
+        if self._loss:
+            args += ["loss", self._loss]
         for ns, dev in ((self.server_ns, SERVER_DEV), (self.client_ns, CLIENT_DEV)):
             r = _run([tc, "-n", ns, "qdisc", "add", "dev", dev, "parent", "1:1", "handle", "10:",
-                      "netem", "delay", self._delay, "limit", "100000"], check=False)
+                      "netem", *args, "limit", "100000"], check=False)
             if r.returncode != 0:
-                err = _first_line(r.stderr)
-                if "unknown" in err.lower() or "no such file" in err.lower():
-                    unavailable = "netem unavailable"
-                    break
-                raise LinkError(f"cannot add delay {self._delay} (netem): {err}")
-        if unavailable:
-            if not _netem_warned:
-                print(f"link: DELAY={self._delay} requested, but this kernel has no netem qdisc: "
-                      f"running WITHOUT added latency (recorded with the results)",
-                      file=self._out, flush=True)
-                _netem_warned = True
-            return f"requested {self._delay}, not applied: {unavailable}"
-        return f"{self._delay} each direction (netem under tbf); round trip +2x"
+                raise LinkError(f"cannot add {' '.join(args)} (netem): {_first_line(r.stderr)}")
+        return (f"{self._delay or '0ms'} each direction (netem under tbf); round trip +2x"
+                + (f"; loss {self._loss} each direction" if self._loss else ""))
+
+    # -- the delay line
+
+    def _start_delayline(self, timeout: float = 5.0) -> None:
+        argv = [delayline_path(), "--client-ns", _ns_path(self.client_ns),
+                "--server-ns", _ns_path(self.server_ns), "--client-dev", CLIENT_DEV,
+                "--server-dev", SERVER_DEV, "--delay-us", f"{self._delay_s * 1e6:.3f}",
+                "--loss", repr(self._loss_p), "--seed", str(self.seed)]
+        self._dl_err = tempfile.TemporaryFile(mode="w+b", prefix="evtlink-delayline-err-")
+        with _signals_deferred():       # never a delay line we hold no handle of
+            try:
+                self._dl = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                            stderr=self._dl_err)
+            except OSError as e:
+                raise LinkError(f"cannot start the delay line {argv[0]}: {e.strerror or e}") from None
+        try:
+            with open(self._record) as f:
+                rec = json.load(f)
+            rec["delayline"] = {"pid": self._dl.pid, "start_ticks": _start_ticks(self._dl.pid)}
+            with open(self._record, "w") as f:
+                json.dump(rec, f)
+        except (OSError, ValueError):
+            pass
+        line = self._dl_line(self._dl, "READY ", timeout)
+        if line is None:
+            raise LinkError(f"the delay line did not start: {self._dl_stderr() or 'no READY line'}")
+
+    def _dl_stderr(self) -> str:
+        if self._dl_err is None:
+            return ""
+        try:
+            self._dl_err.seek(0)
+            return _first_line(self._dl_err.read().decode("utf-8", "replace"))
+        except (OSError, ValueError):
+            return ""
+
+    def _dl_line(self, proc: subprocess.Popen, prefix: str, timeout: float) -> dict | None:
+        """The next line starting with ``prefix`` from the delay line, parsed; None on
+        EOF or timeout."""
+        fd = proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\n" in self._dl_buf:
+                raw, self._dl_buf = self._dl_buf.split(b"\n", 1)
+                text = raw.decode("utf-8", "replace")
+                if text.startswith(prefix):
+                    try:
+                        return json.loads(text[len(prefix):])
+                    except ValueError:
+                        return None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return None
+            self._dl_buf += chunk
+
+    def delayline_stats(self) -> dict | None:
+        """The delay line's cumulative counters now (SIGUSR1 -> one STATS line)."""
+        if self._dl is None:
+            return None
+        if self._dl.poll() is not None:
+            raise LinkError(f"the delay line exited (status {self._dl.returncode}): "
+                            f"{self._dl_stderr() or 'no message'}")
+        self._dl.send_signal(signal.SIGUSR1)
+        st = self._dl_line(self._dl, "STATS ", 3.0)
+        if st is None:
+            raise LinkError("the delay line did not answer SIGUSR1 with its counters")
+        return st
+
+    def _stop_delayline(self) -> None:
+        dl, self._dl = self._dl, None
+        if dl is None:
+            return
+        try:
+            if dl.poll() is None:
+                dl.send_signal(signal.SIGTERM)
+                self.delayline_final = self._dl_line(dl, "STATS ", 3.0)
+            try:
+                dl.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                dl.kill()
+                dl.wait()
+        finally:
+            self._dl = None
+            try:
+                dl.stdout.close()
+            except OSError:
+                pass
+            if self._dl_err is not None:
+                self._dl_err.close()
+                self._dl_err = None
+
+    # -- round-trip time
+
+    def probe_rtt(self, samples: int = 10, timeout: float = 4.0) -> dict | None:
+        """Round-trip time through the link, idle: ``samples`` sequential TCP connects
+        from the client namespace to a listener in the server namespace, each timed
+        (connect() returns when the SYN-ACK is in: one round trip), and the kernel's
+        own estimate (TCP_INFO tcpi_rtt) of each.  Runs in a short-lived thread that
+        enters the namespaces with setns(2); the rest of the process is untouched.
+        A connect that exceeds ``timeout`` (a lost SYN under LOSS costs 1 s) is
+        counted, not averaged in: the median is the figure."""
+        result: dict = {}
+
+        def work():
+            try:
+                result.update(_probe_in_namespaces(_ns_path(self.server_ns),
+                                                   _ns_path(self.client_ns), SERVER_ADDR,
+                                                   samples, timeout))
+            except Exception as e:          # descriptive: the run goes on without it
+                result["error"] = f"{type(e).__name__}: {e}"
+
+        t = threading.Thread(target=work, name="evtlink-rtt-probe", daemon=True)
+        t.start()
+        t.join(samples * (timeout + 1) + 5)
+        if t.is_alive():
+            return {"method": "tcp_connect", "error": "probe did not finish"}
+        result["expected_ms"] = self.expected_rtt_ms
+        return result
 
     def _wait_carrier(self, timeout: float = 5.0) -> None:
         # A veth end reports LOWER_UP once both ends are up; until then a connect
         # could race the link coming up.
         deadline = time.monotonic() + timeout
         while True:
-            states = [_json([_ip(), "-n", ns, "-j", "link", "show", "dev", dev])[0].get("operstate")
-                      for ns, dev in ((self.server_ns, SERVER_DEV), (self.client_ns, CLIENT_DEV))]
-            if all(s == "UP" for s in states):
+            shown = [_json([_ip(), "-n", ns, "-j", "link", "show", "dev", dev])[0]
+                     for ns, dev in ((self.server_ns, SERVER_DEV), (self.client_ns, CLIENT_DEV))]
+            states = [d.get("operstate") for d in shown]
+            # A TUN device reports no link state (UNKNOWN); LOWER_UP says its fd is attached.
+            if all(st == "UP" or (st == "UNKNOWN" and "LOWER_UP" in d.get("flags", []))
+                   for st, d in zip(states, shown)):
                 return
             if time.monotonic() > deadline:
-                raise LinkError(f"the veth pair of link {self.name} did not come up within "
+                raise LinkError(f"the devices of link {self.name} did not come up within "
                                 f"{timeout:g}s (state {states})")
             time.sleep(0.02)
 
@@ -576,6 +934,10 @@ class NetnsLink(Link):
             self._closed = True
             if not self._created:
                 return
+            try:
+                self._stop_delayline()
+            except Exception as e:          # the namespaces below must go whatever happens
+                print(f"link: stopping the delay line failed: {e}", file=self._out, flush=True)
             for ns in (self.client_ns, self.server_ns):
                 try:
                     killed = _kill_inside(ns)
@@ -621,6 +983,8 @@ class NetnsLink(Link):
                     "backlog": root.get("backlog", 0), "qlen": root.get("qlen", 0),
                 },
             }
+        if self.mechanism == "delayline":
+            snap["delayline"] = self.delayline_stats()
         return snap
 
     def stats_between(self, before: dict, after: dict, connections: int | None) -> dict | None:
@@ -668,6 +1032,11 @@ class NetnsLink(Link):
             "qdisc": qdisc,
             "veth_dropped": sum(d(s, k) for s in ("client", "server")
                                 for k in ("tx_dropped", "rx_dropped")),
+            "device_dropped": {direction: after[side]["tx_dropped"] - before[side]["tx_dropped"]
+                               for direction, side in (("client_to_server", "client"),
+                                                       ("server_to_client", "server"))},
+            "impairment": self._impairment(),
+            "delayline": _delayline_delta(before.get("delayline"), after.get("delayline"), elapsed),
         }
 
     def info(self) -> dict:
@@ -683,8 +1052,38 @@ class NetnsLink(Link):
         return r.stdout
 
 
+_DL_COUNTERS = ("packets_in", "bytes_in", "packets_out", "bytes_out", "dropped_loss",
+                "dropped_queue", "write_errors")
+
+
+def _delayline_delta(a: dict | None, b: dict | None, elapsed: float) -> dict | None:
+    """What the delay line did between two of its STATS lines: per direction, its
+    packets, bytes and drops by cause, the mean lateness of a packet against its due
+    time, and its CPU time (and share of one core)."""
+    if not a or not b:
+        return None
+    out: dict = {}
+    for direction in ("client_to_server", "server_to_client"):
+        x, y = a[direction], b[direction]
+        dd = {k: y[k] - x[k] for k in _DL_COUNTERS}
+        sent = dd["packets_out"]
+        dd["late_mean_us"] = round((y["late_sum_us"] - x["late_sum_us"]) / sent, 3) if sent else None
+        dd["late_max_us_cumulative"] = y["late_max_us"]
+        dd["max_queued_cumulative"] = y["max_queued"]
+        out[direction] = dd
+    cpu = (b["cpu_user_s"] + b["cpu_sys_s"]) - (a["cpu_user_s"] + a["cpu_sys_s"])
+    out["dropped_loss"] = sum(out[d]["dropped_loss"] for d in ("client_to_server", "server_to_client"))
+    out["dropped_other"] = sum(out[d]["dropped_queue"] + out[d]["write_errors"]
+                               for d in ("client_to_server", "server_to_client"))
+    out["cpu_s"] = round(cpu, 6)
+    out["cpu_share"] = round(cpu / elapsed, 4) if elapsed > 0 else None
+    out["pid"] = b.get("pid")
+    return out
+
+
 @contextmanager
-def open_link(spec, *, run_tag: str, delay: str | None = None, out=None):
+def open_link(spec, *, run_tag: str, delay: str | None = None, loss: str | None = None,
+              out=None, via: str = "auto", seed: int | None = None):
     """The link for a run, torn down on the way out whatever happens.
 
     ``spec`` is a string or LinkSpec.  For loopback: a plain ``Link``.  For a rate:
@@ -692,21 +1091,28 @@ def open_link(spec, *, run_tag: str, delay: str | None = None, out=None):
     namespaces of killed runs removed, then a ``NetnsLink`` is built."""
     spec = _as_spec(spec)
     out = out if out is not None else sys.stderr
-    if delay is not None and delay != "":
-        delay = str(delay).strip()
-        if not _DELAY_RE.match(delay):
-            raise LinkError(f"bad delay {delay!r}: write it like 0.1ms, 100us or 1ms")
-    else:
-        delay = None
+    delay, delay_s = parse_delay(delay)
+    loss, loss_p = parse_loss(loss)
+    if via not in ("auto", "netem", "delayline"):
+        raise ValueError(f"via must be auto, netem or delayline, not {via!r}")
     if not spec.emulated:
-        if delay:
-            raise LinkError(f"DELAY={delay} needs an emulated link (e.g. LINK=100mbit): "
-                            "latency is never added to the host's loopback")
+        for name, value in (("DELAY", delay), ("LOSS", loss)):
+            if value:
+                raise LinkError(f"{name}={value} needs an emulated link (e.g. LINK=100mbit): "
+                                "the host's loopback is never delayed or made lossy")
         yield Link(spec)
         return
     check_privileges(spec)
+    mechanism = None
+    if delay is not None or loss_p:
+        what = " ".join(f"{k}={v}" for k, v in (("DELAY", delay), ("LOSS", loss)) if v)
+        if via == "netem" or (via == "auto" and netem_available()):
+            mechanism = "netem"
+        else:
+            check_delayline(f"{what} on LINK={spec.name}")
+            mechanism = "delayline"
     cleanup_stale(out)
-    link = NetnsLink(spec, run_tag, delay, out)
+    link = NetnsLink(spec, run_tag, delay, out, loss=loss, mechanism=mechanism, seed=seed)
     atexit.register(link.close)
     try:
         link._create()

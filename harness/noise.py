@@ -97,7 +97,7 @@ def sample(seconds: float = 1.0) -> dict:
             if share >= TOP_MIN_SHARE:
                 top.append({"pid": pid, "comm": comm, "cpu_share": round(share, 2),
                             "cmdline": _cmdline(pid)})
-    out["top"] = sorted(top, key=lambda p: -p["cpu_share"])[:5]
+    out["top"] = sorted(top, key=lambda p: -p["cpu_share"])[:8]
     return out
 
 

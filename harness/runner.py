@@ -207,14 +207,14 @@ class _Signals:
 # --------------------------------------------------------------------------- links
 
 @contextlib.contextmanager
-def open_link(name: str, *, run_tag: str, delay=None, out=sys.stderr):
+def open_link(name: str, *, run_tag: str, delay=None, loss=None, out=sys.stderr):
     """harness.link's context manager, with its LinkError turned into our one-line RunnerError.
     The link is opened once per batch; its teardown runs however the batch ends."""
     from harness import link as linkmod
     try:
         spec = linkmod.parse(name)
         linkmod.check_privileges(spec)
-        with linkmod.open_link(spec, run_tag=run_tag, delay=delay, out=out) as lk:
+        with linkmod.open_link(spec, run_tag=run_tag, delay=delay, loss=loss, out=out) as lk:
             yield lk
     except linkmod.LinkError as e:
         raise RunnerError(str(e)) from None
@@ -419,6 +419,7 @@ class Settings:
     size: int = 100
     rate: float | None = None
     delay: str | None = None
+    loss: str | None = None
     python: str | None = None
     timeout_ms: int = 5000
     close_mode: str = "fin"
@@ -491,6 +492,7 @@ class _Batch:
             "config": {"concurrency": s.concurrency, "size": s.size, "duration": duration,
                        "warmup": warmup, "rate": rate, "timeout_ms": s.timeout_ms,
                        "close_mode": s.close_mode, "python": s.python, "delay": s.delay,
+                       "loss": s.loss,
                        "idle_timeout": s.idle_timeout, "argv": list(sys.argv),
                        "server_argv": None, "client_argv": None,
                        "pinning": {"server": self.server_prefix[-1:], "client": self.client_prefix[-1:]},
@@ -525,6 +527,12 @@ class _Batch:
                                size=s.size, duration=duration, warmup=warmup, rate=rate,
                                timeout_ms=s.timeout_ms, close_mode=s.close_mode, run_id=run_id)
             record["config"]["client_argv"] = argv
+            # The round trip through the link, idle, just before the run (None on loopback).
+            record["rtt"] = _guarded(lk.probe_rtt, record)
+            warn = rtt_warning(record["rtt"], lk.expected_rtt_ms)
+            if warn:
+                record["warnings"].append(warn)
+                self.progress.line(f"{tag} warning: {warn}")
             k_server0 = kstats.snapshot(lambda p: lk.read_proc(p, "server"))
             k_client0 = kstats.snapshot(lambda p: lk.read_proc(p, "client")) if lk.name != "loopback" else None
             l0 = _guarded(lk.snapshot, record)
@@ -573,6 +581,10 @@ class _Batch:
                 record["link_stats"] = lk.stats_between(l0, l1, started)
             except Exception as e:            # descriptive only: keep the run
                 record["warnings"].append(f"link stats unavailable: {e}")
+            dl_share = ((record["link_stats"] or {}).get("delayline") or {}).get("cpu_share")
+            if dl_share is not None and dl_share >= CLIENT_BOUND_SHARE:
+                record["warnings"].append(f"delay line saturated: it used {dl_share:.0%} of a core, "
+                                          "so the link emulation, not the server, may bind conn/s")
             if died:
                 record.update(status="failed",
                               error=f"server exited during the run (exit code {exit_code})")
@@ -631,7 +643,8 @@ class _Batch:
     def execute(self, plan: list[Planned], *, observer_for=None, title: str = "") -> list[dict]:
         self.signals.install()
         try:
-            with open_link(self.s.link, run_tag=self.batch_id, delay=self.s.delay, out=self.out) as lk:
+            with open_link(self.s.link, run_tag=self.batch_id, delay=self.s.delay, loss=self.s.loss,
+                           out=self.out) as lk:
                 self.link = lk
                 self.env = environment.capture(lk, self.s.python)
                 self.noise["start"] = noise.sample(_noise_seconds())
@@ -723,13 +736,14 @@ class _Batch:
     def _write_batch(self, interrupted: bool = False) -> tuple[str, str] | None:
         if not self.records:
             return None
-        summary = {"batch_id": self.batch_id, "kind": self.s.kind, "link": self.s.link,
+        link = self.link.name if self.link is not None else self.s.link   # e.g. 100mbit+5ms
+        summary = {"batch_id": self.batch_id, "kind": self.s.kind, "link": link,
                    "time_utc": records.utc_now(), "interrupted": interrupted,
                    "settings": self.s.__dict__, "run_ids": [r["run_id"] for r in self.records],
                    "server_cpu_calibration": self.calibration, "noise": self.noise,
                    "warnings": self.warnings(),
                    "summary": summarize(self.records)}
-        md = (f"# Batch {self.batch_id} ({self.s.kind}, link {self.s.link})\n\n"
+        md = (f"# Batch {self.batch_id} ({self.s.kind}, link {link})\n\n"
               + ("Interrupted: only the runs below were completed.\n\n" if interrupted else "")
               + format_table(self.records, markdown=True)
               + "".join(f"\n{w}\n" for w in self.warnings())
@@ -767,6 +781,35 @@ def _step_down(cores: float) -> float:
 
 def _pct0(x) -> str:
     return "?" if x is None else f"{x:.0%}"
+
+
+RTT_TOLERANCE, RTT_SLACK_MS = 0.20, 0.05
+LOSSY_TIMEOUT_MS = 16000
+
+
+def rtt_warning(rtt: dict | None, expected_ms: float | None) -> str | None:
+    """A configured delay the measurement does not show: the probe's median RTT off by
+    more than 20 % (and 0.05 ms, the stack's own round trip) from twice the one-way delay."""
+    if expected_ms is None:
+        return None
+    got = (rtt or {}).get("median_ms")
+    if got is None:
+        return (f"RTT not measured ({(rtt or {}).get('error') or 'no probe answered'}): "
+                f"the configured delay ({expected_ms:g} ms round trip) is unverified")
+    if abs(got - expected_ms) > max(RTT_TOLERANCE * expected_ms, RTT_SLACK_MS):
+        return (f"RTT mismatch: measured {got:.2f} ms, the configured delay gives "
+                f"{expected_ms:.2f} ms (2 x one way, tolerance {RTT_TOLERANCE:.0%})")
+    return None
+
+
+def _link_drops(r: dict) -> int | None:
+    """Packets the link dropped during a run: random loss and queue drops of the delay
+    line, plus the qdiscs' drops (tbf, netem).  None when nothing was measured."""
+    st = r.get("link_stats") or {}
+    if not st:
+        return None
+    dl = st.get("delayline") or {}
+    return (st.get("qdisc_drops") or 0) + (dl.get("dropped_loss") or 0) + (dl.get("dropped_other") or 0)
 
 
 def _guarded(fn, record):
@@ -818,6 +861,7 @@ def run_batch(specs, *, kind: str = "compare", link: str = "loopback", repeat: i
               duration: float = 10.0, warmup: float = 1.0, concurrency: int = 64, size: int = 100,
               rate: float | None = None, delay=None, python: str | None = None,
               timeout_ms: int = 5000, close_mode: str = "fin", labels: dict | None = None,
+              loss=None,
               out=sys.stdout, results_dir: str | None = None, idle_timeout: float | None = None,
               rates: list | None = None, show_table: bool = True,
               server_cpu: float | str | None = None, server_cpu_mode: str | None = None) -> list[dict]:
@@ -829,8 +873,16 @@ def run_batch(specs, *, kind: str = "compare", link: str = "loopback", repeat: i
         raise RunnerError("no servers to run")
     if repeat < 1 or duration <= 0 or warmup < 0 or concurrency < 1 or size < 1:
         raise RunnerError("repeat, duration, concurrency and size must be positive (warmup >= 0)")
+    if loss and timeout_ms < LOSSY_TIMEOUT_MS:
+        # A lost SYN or SYN-ACK costs 1 s, then 2, 4, 8 (doubling): four handshake attempts
+        # need 15 s.  Under random loss a slow connection is data, not a lost one.
+        print(f"note: LOSS={loss}: per-connection timeout raised from {timeout_ms} to "
+              f"{LOSSY_TIMEOUT_MS} ms so that retransmitted handshakes (1+2+4+8 s) are "
+              "not counted as lost", file=out)
+        timeout_ms = LOSSY_TIMEOUT_MS
     settings = Settings(kind=kind, link=link, repeat=repeat, duration=duration, warmup=warmup,
-                        concurrency=concurrency, size=size, rate=rate, delay=delay, python=python,
+                        concurrency=concurrency, size=size, rate=rate, delay=delay, loss=loss,
+                        python=python,
                         timeout_ms=timeout_ms, close_mode=close_mode, idle_timeout=idle_timeout,
                         labels=labels, server_cpu=server_cpu,
                         server_cpu_mode=server_cpu_mode or _mode_of(server_cpu))
@@ -1049,6 +1101,12 @@ def summarize(recs: list[dict], baseline: str | None = None) -> list[dict]:
             "lost": sum(x.get("lost") or 0 for x in m),
             "client_bound": sum(1 for x in m if x.get("client_bound")),
             "listen_overflows": sum((r.get("kernel") or {}).get("ListenOverflows", 0) for r in ok),
+            "rtt_ms_median": _median([(r.get("rtt") or {}).get("median_ms") for r in ok]),
+            "rtt_expected_ms": next(((r.get("rtt") or {}).get("expected_ms") for r in rs
+                                     if (r.get("rtt") or {}).get("expected_ms") is not None), None),
+            "rtt_warnings": sum(1 for r in rs if any(str(w).startswith("RTT ")
+                                                     for w in r.get("warnings") or [])),
+            "link_drops": _sum_known([_link_drops(r) for r in ok]),
             "baseline": baseline,
             "ratio_cpu_to_baseline": r_cpu_m,
             "ratio_conn_to_baseline": r_conn,
@@ -1056,6 +1114,11 @@ def summarize(recs: list[dict], baseline: str | None = None) -> list[dict]:
             "paired_rounds": max(len(r_cpu), len(r_cps)),
         })
     return out
+
+
+def _sum_known(xs):
+    xs = [x for x in xs if x is not None]
+    return sum(xs) if xs else None
 
 
 def _round_key(r: dict) -> tuple:
@@ -1093,11 +1156,14 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
     links = len({r["link"] for r in rows}) > 1
     shapes = len({(r["concurrency"], r["size"]) for r in rows}) > 1
     base = rows[0]["baseline"] or srv.BASELINE
+    # Shown only when measured (linked runs): the round trip and the packets the link dropped.
+    rtt = any(r.get("rtt_ms_median") is not None for r in rows)
+    drops = any(r.get("rtt_expected_ms") is not None or r.get("link_drops") for r in rows)
     head = ["spec"] + (["link"] if links else []) + (["conc/size"] if shapes else []) \
         + (["offered/s"] if sweep else []) + (["CPU budget"] if budgeted else []) + [
         "runs ok/failed", "conn/s median [min–max]", "server CPU µs/conn",
         f"CPU ×{base}", f"conn/s ×{base}", "conn/s × CPU", "p99 ms", "failed/lost", "client-bound"] \
-        + (["server-bound"] if budgeted else [])
+        + (["server-bound"] if budgeted else []) + (["RTT ms"] if rtt else []) + (["pkt drops"] if drops else [])
     body = []
     for r in rows:
         cps = "?" if r["conn_per_s_median"] is None else \
@@ -1115,7 +1181,9 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
             "–" if r["ratio_conn_to_baseline"] is None else f"{r['ratio_conn_to_baseline']:.2f}",
             consistency_text(r["consistency"]),
             _ms(r["p99_us_median"]), f"{r['failed']}/{r['lost']}", f"{r['client_bound']}/{r['ok']}"]
-            + ([f"{r['server_bound']}/{r['ok']}"] if budgeted else []))
+            + ([f"{r['server_bound']}/{r['ok']}"] if budgeted else [])
+            + ([_rtt_cell(r)] if rtt else [])
+            + ([_fmt(r.get("link_drops"))] if drops else []))
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in body]
@@ -1140,7 +1208,37 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
                      "client was not saturated (their conn/s measures the server).")
     if any(r["failed_runs"] for r in rows):
         notes.append("Failed runs are kept on disk with their error and the server's stderr.")
+    if rtt:
+        notes.append("RTT: median of a TCP-connect probe through the link before each run "
+                     "(idle link); in brackets, twice the configured one-way delay; '!' marks "
+                     "runs where they differ by more than 20 %. pkt drops: packets the link "
+                     "dropped (random loss, queues), summed over runs.")
+        for r in rows:
+            if r.get("rtt_ms_median") and r["concurrency"] and r["rate"] is None:
+                notes.append(f"Round-trip bound on {r['link']}: a connection costs at least two "
+                             f"round trips (handshake, then request and echo), so {r['concurrency']} "
+                             f"in flight cannot exceed {r['concurrency']} ÷ (2 × "
+                             f"{r['rtt_ms_median']:.2f} ms) ≈ "
+                             f"{r['concurrency'] / (2 * r['rtt_ms_median'] / 1e3):,.0f} conn/s.")
+                break
+    for r in rows:
+        if r.get("rtt_warnings"):
+            notes.append(f"WARNING: {r['spec']} on {r['link']}: {r['rtt_warnings']} run(s) measured an "
+                         f"RTT of {_ms_f(r.get('rtt_ms_median'))} ms where the configured delay "
+                         f"gives {_ms_f(r.get('rtt_expected_ms'))} ms: the delay is not what the "
+                         "link applied (see the runs' warnings).")
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+
+
+def _ms_f(x) -> str:
+    return "?" if x is None else f"{x:.2f}"
+
+
+def _rtt_cell(r: dict) -> str:
+    cell = _ms_f(r.get("rtt_ms_median"))
+    if r.get("rtt_expected_ms") is not None:
+        cell += f" ({r['rtt_expected_ms']:g})"
+    return cell + (" !" if r.get("rtt_warnings") else "")
 
 
 def print_table(recs: list[dict], out=sys.stdout) -> None:

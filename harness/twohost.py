@@ -314,6 +314,7 @@ def load(argv: list[str]) -> int:
     for flag, value, why in (
             ("--repeat/REPEAT", a.repeat != 1, "one load run per run id: run `make load` again"),
             ("--delay/DELAY", a.delay, "the delay of a real network is whatever it is"),
+            ("--loss/LOSS", a.loss, "the loss of a real network is whatever it is"),
             ("--python/PYTHON", a.python, "give it to `make serve` on the server machine"),
             ("--diet/DIET", a.diet, "a server option: make serve VARIANT=raw_epoll:diet"),
             ("--pool/POOL", a.pool, "a server option: make serve VARIANT=mul_thread:pool=oneshot"),

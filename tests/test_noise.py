@@ -21,7 +21,7 @@ def test_sample_sees_a_busy_neighbour():
         hog.wait()
     assert {"busy_share", "steal_share", "loadavg", "top", "governor", "cpus"} <= set(s)
     assert s["busy_share"] is not None and s["busy_share"] > noise.BUSY_SHARE
-    assert any(p["pid"] == hog.pid and p["cpu_share"] > 0.5 for p in s["top"]), s["top"]
+    assert any(p["pid"] == hog.pid and p["cpu_share"] > 0.2 for p in s["top"]), s["top"]
     assert noise.busy(s)
     (w,) = noise.warnings({"start": s}, None)
     assert w.startswith("warning: the machine was busy at the start") and "python" in w
