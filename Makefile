@@ -5,6 +5,10 @@
 
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
+# The virtualenv installs the project as pyproject.toml declares it (editable), with the
+# exact versions of requirements/constraints.txt; each target asks only for the extras it
+# needs: `make bench` the core, `make report` the plotting stack, `make test` everything.
+CONSTRAINTS := requirements/constraints.txt
 STAMP   := $(VENV)/.installed
 BUILD   := build
 CC      := gcc
@@ -41,24 +45,45 @@ RUN_ARGS = $(if $(LINK),--link $(LINK)) $(if $(REPEAT),--repeat $(REPEAT)) \
 
 C_BINS := $(BUILD)/loadgen $(BUILD)/c_epoll $(BUILD)/delayline
 
-.PHONY: all venv build test bench compare serve load sweep soak report profile syscalls reproduce clean help
+.PHONY: all venv build test lint bench compare serve load sweep soak report profile syscalls reproduce clean help
 
 all: venv build
 
 help:
 	@echo "make bench [VARIANT=master|mul_thread|alone_proc] [LINK=loopback|1000mbit|100mbit] [REPEAT=3] [DURATION=10] [SERVER_CPU=0.4|auto|off]"
 	@echo "           [DELAY=5ms (one way)] [LOSS=1% (each way)]   (need an emulated LINK)"
-	@echo "make compare [SERVERS=\"raw_epoll master ...\"]   make test   make report   make profile VARIANT=x"
+	@echo "make compare [SERVERS=\"raw_epoll master ...\"]   make test   make lint   make report   make profile VARIANT=x"
 	@echo "make syscalls VARIANT=x   make reproduce   make soak VARIANT=x   make sweep VARIANT=x [RATES=2000,5000]"
 	@echo "make serve VARIANT=x PORT=p    make load HOST=h PORT=p    (two-host runs)"
 
-venv: $(STAMP)
+venv: $(STAMP)-core
 
-$(STAMP): requirements.txt
+# $(STAMP)-core, -report, -profile, -test, -lint: the project with that extra installed.
+$(STAMP)-%: pyproject.toml $(CONSTRAINTS)
 	@command -v python3 >/dev/null || { echo "error: python3 not found"; exit 1; }
-	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -c $(CONSTRAINTS) \
+	  -e "$(if $(filter core,$*),.,.[$*])"
 	@touch $@
+
+# Make variables a target does not use are refused, not dropped: `knobs-TARGET`, the first
+# prerequisite of each target, stops with exit 2 (before any set-up) when a knob that TARGET
+# does not take was set on the command line. TAKES_<target> lists the knobs each one takes.
+RUN_KNOBS := LINK REPEAT DURATION WARMUP CONCURRENCY SIZE RATE DELAY PYTHON DIET POOL SERVER_CPU
+KNOBS     := VARIANT SERVERS HOST PORT RUN_ID CONNECTIONS RATES $(RUN_KNOBS)
+TAKES_bench    := VARIANT $(RUN_KNOBS)
+TAKES_compare  := SERVERS $(RUN_KNOBS)
+TAKES_sweep    := VARIANT RATES $(RUN_KNOBS)
+TAKES_soak     := VARIANT $(RUN_KNOBS)
+TAKES_serve    := VARIANT HOST PORT RUN_ID SIZE PYTHON SERVER_CPU
+TAKES_load     := HOST PORT RUN_ID $(RUN_KNOBS)
+TAKES_profile  := VARIANT CONNECTIONS
+TAKES_syscalls := VARIANT CONNECTIONS DIET
+TAKES_reproduce := SERVER_CPU
+knobs-%:
+	@bad="$(strip $(foreach v,$(filter-out $(TAKES_$*),$(KNOBS)),$(if $(filter command line,$(origin $(v))),$(v))))"; \
+	if [ -n "$$bad" ]; then echo "error: make $* does not use $$bad; it takes: $(or $(strip $(TAKES_$*)),no variables)" >&2; exit 2; fi; \
+	case "$(DIET)" in ""|1) ;; *) echo "error: DIET=$(DIET): use DIET=1 for the syscall-diet mode, or leave DIET unset" >&2; exit 2;; esac
 
 build: $(C_BINS)
 
@@ -79,37 +104,46 @@ $(BUILD)/%: harness/servers/%.c harness/servers/c_echo_common.h
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $<
 
-test: venv build redis_ae
-	$(PY) -m pytest -q -p no:cacheprovider --timeout=120 tests
+test: knobs-test $(STAMP)-test build redis_ae
+	$(PY) -m pytest -q tests
 
-bench: venv build
+# ruff over the whole tree, then mypy: the harness at mypy's default level, the libraries strict
+# (levels and rules: pyproject.toml). Every step runs; the target fails if any did.
+lint: knobs-lint $(STAMP)-lint
+	@rc=0; \
+	echo "ruff check ."; $(VENV)/bin/ruff check --no-cache . || rc=1; \
+	echo "mypy harness"; $(VENV)/bin/mypy harness || rc=1; \
+	echo "mypy --strict variants"; $(VENV)/bin/mypy --strict variants || rc=1; \
+	exit $$rc
+
+bench: knobs-bench venv build
 	$(PY) -m harness bench $(if $(VARIANT),--variant $(VARIANT)) $(RUN_ARGS)
 
-compare: venv build
-	$(PY) -m harness compare $(if $(SERVERS),--servers "$(SERVERS)") $(RUN_ARGS)
+compare: knobs-compare venv build
+	$(PY) -m harness compare $(if $(or $(SERVERS),$(filter command line,$(origin SERVERS))),--servers "$(SERVERS)") $(RUN_ARGS)
 
-sweep: venv build
+sweep: knobs-sweep venv build
 	$(PY) -m harness sweep $(if $(VARIANT),--variant $(VARIANT)) $(if $(RATES),--rates "$(RATES)") $(RUN_ARGS)
 
-soak: venv build
+soak: knobs-soak venv build
 	$(PY) -m harness soak $(if $(VARIANT),--variant $(VARIANT)) $(RUN_ARGS)
 
-serve: venv build
+serve: knobs-serve venv build
 	$(PY) -m harness serve-run $(if $(VARIANT),$(VARIANT)) $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(if $(RUN_ID),--run-id $(RUN_ID)) $(if $(SIZE),--size $(SIZE)) $(if $(PYTHON),--python $(PYTHON)) $(if $(SERVER_CPU),--server-cpu $(SERVER_CPU))
 
-load: venv build
+load: knobs-load venv build
 	$(PY) -m harness load-run $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(if $(RUN_ID),--run-id $(RUN_ID)) $(RUN_ARGS)
 
-report: venv
+report: knobs-report $(STAMP)-report
 	$(PY) -m harness report
 
-profile: venv build
+profile: knobs-profile $(STAMP)-profile build
 	$(PY) -m harness profile $(if $(VARIANT),--variant $(VARIANT)) $(if $(CONNECTIONS),--connections $(CONNECTIONS))
 
-syscalls: venv build
+syscalls: knobs-syscalls venv build
 	$(PY) -m harness syscalls $(if $(VARIANT),--variant $(VARIANT)) $(if $(CONNECTIONS),--connections $(CONNECTIONS)) $(if $(DIET),--diet)
 
-reproduce: venv build
+reproduce: knobs-reproduce $(STAMP)-report build
 	$(PY) -m harness reproduce $(if $(SERVER_CPU),--server-cpu $(SERVER_CPU))
 
 clean:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import sys
 
@@ -52,8 +53,8 @@ def _positive_float(text):
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0: {text!r}")
     return v
 
 
@@ -220,9 +221,9 @@ def _variant(text: str | None, default: str = "master") -> str:
 
 
 def _specs(text: str | None, default) -> list[str]:
-    items = text.split() if text else list(default)
+    items = text.split() if text is not None else list(default)
     if not items:
-        raise UsageError("no servers given")
+        raise UsageError(f"no servers given: name one or more of {srv.valid_names()}")
     return [_parse(t).text for t in items]
 
 
@@ -285,7 +286,86 @@ def _parse_rates(text: str | None) -> list[float]:
         raise UsageError(f"--rates: {e}") from None
     if not rates:
         raise UsageError("--rates: no rates given")
+    for r in rates:
+        _check_range("--rates", r)
     return sorted(rates)
+
+
+# --------------------------------------------------------------------------- argument checks
+# Everything is checked before any server starts or any file is written: bad input is one
+# `error:` line and exit 2, never a run recorded as failed.
+
+# Ranges the load client (harness/loadgen/loadgen.c) accepts: refused here, before any work.
+RANGES = {
+    "--repeat": (1, 1000), "--duration": (0, 1e7), "--warmup": (0, 1e7), "--concurrency": (1, 1_000_000),
+    "--size": (1, 16 * 1024 * 1024), "--rate": (0, 1e8), "--rates": (0, 1e8), "--timeout-ms": (1, 3_600_000),
+    "--idle-timeout": (0, 1e7), "--count": (1, 1 << 50), "--src-addrs": (1, 254),
+    "--rss-interval": (0, 1e7), "--min-connections": (1, 1 << 50),
+}
+
+
+def _check_range(flag: str, value) -> None:
+    lo, hi = RANGES[flag]
+    if value is not None and not lo <= value <= hi:
+        raise UsageError(f"{flag} {_fmt(value)} is out of range: use {_fmt(lo)} to {_fmt(hi)}")
+
+
+def _fmt(x) -> str:
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
+
+
+def _check_link(text: str | None, delay: str | None) -> None:
+    """--link must name loopback or a rate; --delay must be a duration, and needs an emulated link."""
+    from harness import link as linkmod
+    try:
+        spec = linkmod.parse(text)
+    except linkmod.LinkError as e:
+        raise UsageError(f"--link: {e}") from None
+    if delay is None:
+        return
+    if not linkmod._DELAY_RE.match(delay.strip()):
+        raise UsageError(f"--delay {delay!r}: write a duration such as 0.1ms, 100us or 1ms")
+    if not spec.emulated:
+        raise UsageError(f"--delay {delay} needs an emulated link (e.g. --link 100mbit / LINK=100mbit): "
+                         "latency is never added to the host's loopback")
+
+
+def check_common(a, *, link: bool = True) -> None:
+    """The options of ``_common`` (and any other numeric option present): ranges, link, delay,
+    results folder. Raises UsageError. Used by every subcommand that runs the load client."""
+    for flag in RANGES:
+        value = getattr(a, flag[2:].replace("-", "_"), None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            _check_range(flag, value)
+    if link and hasattr(a, "link"):
+        _check_link(a.link, getattr(a, "delay", None))
+    rd = getattr(a, "results_dir", None)
+    if rd is not None and (not rd.strip() or (os.path.exists(rd) and not os.path.isdir(rd))):
+        raise UsageError(f"--results-dir {rd!r} is not a folder: give a folder (it is created if missing)")
+
+
+def _check_applies(a, specs: list[str]) -> None:
+    """--pool changes only mul_thread specs: refuse it when there is none (every server has --diet)."""
+    parsed = [srv.parse_spec(t) for t in specs]
+    names = ", ".join(p.text for p in parsed)
+    if a.pool and not any("pool" in p.server.options for p in parsed):
+        raise UsageError(f"--pool/POOL applies to mul_thread only, not to {names}")
+
+
+def _check_args(a) -> None:
+    """What argparse cannot say: ranges, link and delay, options that do not apply."""
+    check_common(a)
+    if a.cmd in ("serve", "load"):
+        lo = 0 if a.cmd == "serve" else 1          # serve: 0 = any free port
+        if not lo <= a.port <= 65535:
+            raise UsageError(f"--port {a.port} is out of range: use {lo} to 65535")
+    if a.cmd == "soak":
+        for flag, given, why in (("--repeat/REPEAT", a.repeat != 1, "a soak is one long run per variant"),
+                                 ("--rate/RATE", a.rate is not None, "a soak is a closed-loop run")):
+            if given:
+                raise UsageError(f"{flag} does not apply to soak: {why}; set its length with --duration/DURATION")
+    if a.cmd == "sweep" and a.rate is not None:
+        raise UsageError("sweep takes --rates a,b,c (RATES=...), not --rate/RATE")
 
 
 # --------------------------------------------------------------------------- subcommands
@@ -419,6 +499,7 @@ def cmd_bench(a) -> int:
     print(f"bench: variant {variant}" + (" (default; choose with VARIANT=... or --variant)"
                                          if not a.variant else "") + f" against {srv.BASELINE}")
     kw = _batch_kwargs(a, budget_default=True)
+    _check_applies(a, [variant, srv.BASELINE])
     specs = runner.apply_options([variant, srv.BASELINE], diet=a.diet, pool=a.pool)
     _preflight(specs, kw["python"], skip=False)
     runner.check_loadgen()
@@ -428,6 +509,7 @@ def cmd_bench(a) -> int:
 def cmd_compare(a) -> int:
     specs = _specs(a.servers, runner.DEFAULT_SERVERS)
     kw = _batch_kwargs(a, budget_default=True)
+    _check_applies(a, specs)
     specs = runner.apply_options(specs, diet=a.diet, pool=a.pool)
     runner.check_loadgen()
     specs = _preflight(specs, kw["python"], skip=True)
@@ -447,7 +529,9 @@ def _outcome(recs: list[dict]) -> int:
 
 
 def cmd_sweep(a) -> int:
-    if a.servers:
+    if a.servers is not None and a.variant is not None:
+        raise UsageError("sweep takes --variant (VARIANT=) or --servers, not both")
+    if a.servers is not None:
         specs = _specs(a.servers, ())
     else:
         variant = _variant(a.variant)
@@ -458,6 +542,7 @@ def cmd_sweep(a) -> int:
     if a.rate:
         raise UsageError("sweep takes --rates a,b,c, not --rate")
     kw = _batch_kwargs(a)
+    _check_applies(a, specs)
     specs = runner.apply_options(specs, diet=a.diet, pool=a.pool)
     _preflight(specs, kw["python"], skip=False)
     runner.check_loadgen()
@@ -472,6 +557,7 @@ def cmd_soak(a) -> int:
     kw = _batch_kwargs(a)
     for key in ("repeat", "rate", "duration"):
         kw.pop(key)
+    _check_applies(a, variants)
     specs = runner.apply_options(variants, diet=a.diet, pool=a.pool)
     _preflight(specs, kw["python"], skip=False)
     runner.check_loadgen()
@@ -505,8 +591,9 @@ def main(argv: list[str] | None = None) -> int:
     a = parser.parse_args(argv)
     if not a.cmd:
         parser.print_help()
-        return EXIT_USAGE
+        return _die(f"no subcommand given: choose one of {', '.join(COMMANDS)}, {', '.join(DISPATCH)}", EXIT_USAGE)
     try:
+        _check_args(a)
         return COMMANDS[a.cmd](a)
     except UsageError as e:
         return _die(str(e), EXIT_USAGE)

@@ -46,7 +46,6 @@ fd tables) are left out, so the bars are (close to) exclusive time.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import importlib
 import importlib.util
@@ -488,17 +487,21 @@ def main(argv=None) -> int:
     from harness import records, runner
     from harness import servers as srv
 
-    ap = argparse.ArgumentParser(prog="python -m harness profile",
+    from harness import cli
+    ap = cli._Parser(prog="python -m harness profile",
                                  description="line_profiler over a server's event loop and procs "
                                              "for a fixed number of connections (never timed).")
     ap.add_argument("--variant", "--server", dest="spec", default="master",
                     help="server spec (master, alone_proc, mul_thread, raw_epoll, ...)")
-    ap.add_argument("--connections", type=int, default=DEFAULT_CONNECTIONS)
-    ap.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
+    ap.add_argument("--connections", type=cli._positive_int, default=DEFAULT_CONNECTIONS)
+    ap.add_argument("--concurrency", type=cli._positive_int, default=DEFAULT_CONCURRENCY)
     ap.add_argument("--results-dir")
     args = ap.parse_args(argv)
-    if args.connections < 1 or args.concurrency < 1:
-        print("error: --connections and --concurrency must be at least 1", file=sys.stderr)
+    try:
+        srv.parse_spec(args.spec)
+        cli.check_common(args)
+    except (srv.ServerError, cli.UsageError) as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     try:
         result = run(args.spec, connections=args.connections, concurrency=args.concurrency,

@@ -29,7 +29,6 @@ rather than a confidence interval, which three runs could not support.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -824,18 +823,23 @@ def write_report(results: str, records: list[dict], problems: list[str]) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m harness report",
+    from harness import cli
+    ap = cli._Parser(prog="python -m harness report",
                                  description="Write results/REPORT.md and results/charts/*.png "
                                              "from the recorded runs.")
     ap.add_argument("--results-dir", help="results directory (default: $EVENTS_RESULTS_DIR "
                                           "or results/ of the repository)")
     args = ap.parse_args(argv)
     results = _records.results_dir(args.results_dir)
+    if not os.path.isdir(results):
+        print(f"error: results folder {results} does not exist: give the folder the runs were "
+              "written to (--results-dir or $EVENTS_RESULTS_DIR; default results/)", file=sys.stderr)
+        return 2
     records, problems = load(results)
     for p in problems:
         print(f"warning: skipped {p}", file=sys.stderr)
     if not records:
-        print(NO_RUNS, file=sys.stderr)
+        print(f"{NO_RUNS} (no run files in {os.path.join(results, 'runs')})", file=sys.stderr)
         return 1
     path = write_report(results, records, problems)
     print(f"wrote {path} ({len(records)} runs, {len(problems)} skipped) "

@@ -35,15 +35,14 @@ loopback figure is never filed under a link's name.  When both links fall back,
 their experiments merge into one loopback batch (the same conditions twice would
 only cost time).
 
-Budget: about 20 minutes here.  Default 5 rounds of 8 s (+2 s warm-up) for 9
-specs, about 45 runs of ~12 s: ~9-10 minutes, leaving room for a slow machine.
+Budget: about 8 minutes here (README, "Rerunning").  Default 5 rounds of 8 s (+2 s
+warm-up) for 9 specs, about 45 runs of ~12 s; the command prints its own estimate.
 The study ran minutes per figure (346 s for raw epoll); our rounds are short and
 many because pairing, not length, is what makes a ratio trustworthy here.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -373,7 +372,7 @@ def write_reproduction(records_: list[dict], results: str, *, link_of: dict | No
         md.append("## Excluded runs\n")
         md += [f"- {r['run_id']} ({r['spec']}, {r['link']}): {r['reason']}" for _, r in bad.iterrows()]
         md.append("")
-    md.append("Rerun: `make reproduce` (about 20 minutes), then `make report` for the charts.\n")
+    md.append("Rerun: `make reproduce` (about 8 minutes here), then `make report` for the charts.\n")
     path = os.path.join(results, "REPRODUCTION.md")
     os.makedirs(results, exist_ok=True)
     tmp = path + ".tmp"
@@ -409,13 +408,14 @@ def _links_recorded(runs) -> dict:
 # --------------------------------------------------------------------------- the command
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m harness reproduce",
-                                 description="Run the study's experiments and write "
-                                             "results/REPRODUCTION.md (about 20 minutes).")
-    ap.add_argument("--repeat", type=int, default=5, help="interleaved rounds (default 5)")
-    ap.add_argument("--duration", type=float, default=8.0, help="seconds per run (default 8)")
-    ap.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds (default 2)")
-    ap.add_argument("--concurrency", type=int, default=64)
+    from harness import cli, cpubudget, runner
+    ap = cli._Parser(prog="python -m harness reproduce",
+                     description="Run the study's experiments and write "
+                                 "results/REPRODUCTION.md (about 8 minutes here with the defaults).")
+    ap.add_argument("--repeat", type=cli._positive_int, default=5, help="interleaved rounds (default 5)")
+    ap.add_argument("--duration", type=cli._positive_float, default=8.0, help="seconds per run (default 8)")
+    ap.add_argument("--warmup", type=cli._nonneg_float, default=2.0, help="warm-up seconds (default 2)")
+    ap.add_argument("--concurrency", type=cli._positive_int, default=64)
     ap.add_argument("--loopback", action="store_true", help="run every experiment over loopback")
     ap.add_argument("--python", help="interpreter for the Python servers")
     ap.add_argument("--results-dir")
@@ -423,10 +423,11 @@ def main(argv=None) -> int:
                     help="CPU budget per server in cores (default 0.4 where the machine allows "
                          "it: server-bound conn/s; off: none)")
     args = ap.parse_args(argv)
-    if args.repeat < 1 or args.duration <= 0 or args.warmup < 0 or args.concurrency < 1:
-        print("error: --repeat, --duration and --concurrency must be positive", file=sys.stderr)
+    try:
+        cli.check_common(args)
+    except cli.UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    from harness import cli, cpubudget, runner
 
     try:
         budget = cpubudget.parse(args.server_cpu)

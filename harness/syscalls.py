@@ -21,7 +21,6 @@ epoll server about 9.3 calls per connection, asyncio about 13.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -189,19 +188,23 @@ def write(result: dict, results: str) -> tuple[str, str]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m harness syscalls",
+    from harness import cli
+    ap = cli._Parser(prog="python -m harness syscalls",
                                  description="System calls per connection of a server (strace -c).")
     ap.add_argument("--variant", "--server", dest="spec", default="raw_epoll",
                     help="server spec, e.g. raw_epoll, master, mul_thread:pool=oneshot")
-    ap.add_argument("--connections", type=int, default=DEFAULT_CONNECTIONS)
-    ap.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
-    ap.add_argument("--size", type=int, default=100)
+    ap.add_argument("--connections", type=cli._positive_int, default=DEFAULT_CONNECTIONS)
+    ap.add_argument("--concurrency", type=cli._positive_int, default=DEFAULT_CONCURRENCY)
+    ap.add_argument("--size", type=cli._positive_int, default=100)
     ap.add_argument("--diet", action="store_true", help="the syscall-diet mode of the server")
     ap.add_argument("--python", help="interpreter for Python servers")
     ap.add_argument("--results-dir")
     args = ap.parse_args(argv)
-    if args.connections < 1 or args.concurrency < 1 or args.size < 1:
-        print("error: --connections, --concurrency and --size must be at least 1", file=sys.stderr)
+    try:
+        srv.parse_spec(args.spec)
+        cli.check_common(args)
+    except (srv.ServerError, cli.UsageError) as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     try:
         spec = runner.apply_options([args.spec], diet=args.diet)[0]

@@ -151,9 +151,14 @@ def _serve_parser():
 
 
 def serve(argv: list[str]) -> int:
+    from harness import cli
     a = _serve_parser().parse_args(argv)
     if not 0 <= a.port <= 65535:
         return _err(f"port {a.port} out of range 0-65535", EXIT_USAGE)
+    try:
+        cli.check_common(a, link=False)      # --link here is a label for the real network
+    except cli.UsageError as e:
+        return _err(str(e), EXIT_USAGE)
     try:
         spec = srv.parse_spec(a.spec)
         rid = _run_id(a.run_id)
@@ -171,7 +176,8 @@ def serve(argv: list[str]) -> int:
     except cpubudget.BudgetError as e:
         return _err(f"SERVER_CPU={a.server_cpu}: cannot hold the server to a CPU budget: {e}", EXIT_MISSING)
     except srv.ServerError as e:
-        return _err(str(e), EXIT_USAGE if str(e).startswith(("unknown", "server '", "option")) else EXIT_MISSING)
+        return _err(str(e), EXIT_USAGE if str(e).startswith(("unknown", "server '", "option", "bad value"))
+                    else EXIT_MISSING)
     except TwoHostError as e:
         return _err(str(e), e.code)
     except runner.RunnerError as e:
@@ -328,6 +334,11 @@ def load(argv: list[str]) -> int:
                     "PORT=<the port make serve printed> RUN_ID=<its run id>", EXIT_USAGE)
     if not 1 <= a.port <= 65535:
         return _err(f"port {a.port} out of range 1-65535", EXIT_USAGE)
+    from harness import cli
+    try:
+        cli.check_common(a, link=False)      # --link here is a label for the real network
+    except cli.UsageError as e:
+        return _err(str(e), EXIT_USAGE)
     link = link_label(a.link if a.link != "loopback" else None)
     try:
         rid = _run_id(a.run_id)

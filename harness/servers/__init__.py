@@ -113,9 +113,34 @@ def parse_spec(text: str) -> Spec:
             if not eq or value == "":
                 raise ServerError(f"option {key!r} of {name!r} needs a value: {key}=...")
             options[key] = value.strip()
+            _check_value(name, key, options[key])
     norm = name + (":" + ",".join(k if v is True else f"{k}={v}"
                                   for k, v in sorted(options.items())) if options else "")
     return Spec(norm, name, options)
+
+
+def _check_value(name: str, key: str, value: str) -> None:
+    """A spec value the server would refuse at start is refused here, before anything runs."""
+    from argparse import ArgumentTypeError
+    from harness.servers import common
+    if key in ("idle_timeout", "poll_delay"):
+        check, accepted = common.seconds, "a finite number of seconds >= 0"
+    elif key in ("backlog", "workers"):
+        check, accepted = common.positive_int, "an integer >= 1"
+    elif key == "pool":
+        check, accepted = (lambda v: v if v in ("faithful", "oneshot") else None), "faithful or oneshot"
+    elif key == "backend":
+        from variants.common import backends
+        names = backends.available()
+        check, accepted = (lambda v: v if v in names else None), " or ".join(names)
+    else:
+        return
+    try:
+        ok = check(value) is not None
+    except ArgumentTypeError:
+        ok = False
+    if not ok:
+        raise ServerError(f"bad value {value!r} for option {key!r} of {name!r}: use {accepted}")
 
 
 def binary_path(server: Server) -> str:

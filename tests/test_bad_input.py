@@ -1,0 +1,172 @@
+"""Every bad input is refused at once: one line starting with ``error:`` that says what was
+wrong, exit status 2, no traceback, no server started and nothing written under results/.
+
+One table, walked as a new user would: each subcommand of ``python -m harness`` (and so of
+``events-bench``), then the make variables. The checks run before any server starts, so a
+case that got through would try to run a benchmark: the results folder of the case (an
+empty temporary one) would then hold a run file, which the test catches.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# (argv of `python -m harness`, a fragment the message must contain)
+CASES = [
+    # no servers, unknown servers and spec values
+    (["compare", "--servers", ""], "no servers given"),
+    (["compare", "--servers", "   "], "no servers given"),
+    (["compare", "--servers", "raw_epoll bogus"], "unknown server or variant 'bogus'"),
+    (["bench", "--variant", "nope"], "unknown server or variant 'nope'"),
+    (["bench", "--variant", "asyncio"], "is not a variant"),
+    (["bench", "--variant", "master:poll_delay=soon"], "bad value 'soon' for option 'poll_delay'"),
+    (["bench", "--variant", "master:poll_delay=nan"], "bad value 'nan'"),
+    (["bench", "--variant", "master:backend=kqueue"], "bad value 'kqueue' for option 'backend'"),
+    (["bench", "--variant", "master:colour=red"], "has no option 'colour'"),
+    (["compare", "--servers", "mul_thread:workers=0"], "bad value '0' for option 'workers'"),
+    (["compare", "--servers", "mul_thread:pool=fast"], "use faithful or oneshot"),
+    (["compare", "--servers", "raw_epoll:backlog=inf"], "bad value 'inf' for option 'backlog'"),
+    # numbers: finite and in range
+    (["bench", "--duration", "nan"], "--duration: must be a finite number > 0"),
+    (["bench", "--duration", "inf"], "--duration: must be a finite number > 0"),
+    (["bench", "--duration", "0"], "--duration: must be a finite number > 0"),
+    (["bench", "--duration", "1e9"], "--duration 1,000,000,000 is out of range"),
+    (["bench", "--rate", "nan"], "--rate: must be a finite number > 0"),
+    (["bench", "--rate=-5k"], "--rate: must be a finite number > 0"),
+    (["compare", "--rate", "inf"], "--rate: must be a finite number > 0"),
+    (["bench", "--warmup", "nan"], "--warmup: must be a finite number >= 0"),
+    (["bench", "--idle-timeout", "inf"], "--idle-timeout: must be a finite number >= 0"),
+    (["bench", "--repeat", "0"], "--repeat: must be at least 1"),
+    (["bench", "--repeat", "two"], "--repeat: not an integer"),
+    (["bench", "--concurrency", "2000000"], "--concurrency 2,000,000 is out of range: use 1 to 1,000,000"),
+    (["bench", "--size", "0"], "--size: must be at least 1"),
+    (["bench", "--size", "100000000"], "--size 100,000,000 is out of range"),
+    (["bench", "--timeout-ms", "0"], "--timeout-ms: must be at least 1"),
+    # links and delays
+    (["bench", "--link", "garbage"], "unknown link 'garbage'"),
+    (["bench", "--link", "100mbps"], "unknown link '100mbps'"),
+    (["bench", "--link", "0mbit"], "out of range"),
+    (["bench", "--delay", "soon"], "--delay 'soon': write a duration"),
+    (["bench", "--link", "100mbit", "--delay", "soon"], "--delay 'soon'"),
+    (["bench", "--delay", "1ms"], "needs an emulated link"),
+    # options that do not apply
+    (["soak", "--rate", "100"], "--rate/RATE does not apply to soak"),
+    (["soak", "--repeat", "3"], "--repeat/REPEAT does not apply to soak"),
+    (["sweep", "--rate", "5000"], "not --rate"),
+    (["sweep", "--rates", "nan"], "--rates: must be a finite number > 0"),
+    (["sweep", "--rates", "1k,,x"], "--rates: not a number"),
+    (["sweep", "--rates", ","], "--rates: no rates given"),
+    (["sweep", "--servers", ""], "no servers given"),
+    (["sweep", "--variant", "master", "--servers", "raw_epoll"], "not both"),
+    (["bench", "--pool", "oneshot"], "--pool/POOL applies to mul_thread only"),
+    (["bench", "--pool", "fast"], "invalid choice: 'fast'"),
+    (["bench", "--servers", "master"], "unrecognized arguments"),
+    (["compare", "--variant", "master"], "unrecognized arguments"),
+    (["bench", "--results-dir", ""], "is not a folder"),
+    (["bench", "--results-dir", "/dev/null"], "is not a folder"),
+    # foreground server and client
+    (["serve", "nope"], "unknown server or variant 'nope'"),
+    (["serve", "master", "--port", "70000"], "--port 70000 is out of range"),
+    (["load", "--port", "0"], "--port 0 is out of range: use 1 to 65535"),
+    (["load", "--port", "9", "--count", "0"], "--count: must be at least 1"),
+    (["load", "--port", "9", "--src-addrs", "300"], "--src-addrs 300 is out of range"),
+    (["load", "--port", "9", "--duration", "5", "--count", "5"], "not allowed with argument"),
+    # the modules' own subcommands
+    (["report", "--results-dir", "/nonexistent-events-results"], "/nonexistent-events-results does not exist"),
+    (["report", "--bogus"], "unrecognized arguments: --bogus"),
+    (["reproduce", "--duration", "nan"], "--duration: must be a finite number > 0"),
+    (["reproduce", "--repeat", "0"], "--repeat: must be at least 1"),
+    (["reproduce", "--concurrency", "0"], "--concurrency: must be at least 1"),
+    (["profile", "--variant", "nope"], "unknown server or variant 'nope'"),
+    (["profile", "--connections", "0"], "--connections: must be at least 1"),
+    (["syscalls", "--variant", "nope"], "unknown server or variant 'nope'"),
+    (["syscalls", "--size", "-1"], "--size: must be at least 1"),
+    (["serve-run", "nope"], "unknown server or variant 'nope'"),
+    (["serve-run", "master", "--port", "70000"], "port 70000 out of range"),
+    (["serve-run", "master", "--idle-timeout", "nan"], "--idle-timeout: must be a finite number >= 0"),
+    (["load-run", "--host", "192.0.2.1", "--duration", "nan"], "--duration: must be a finite number > 0"),
+    (["load-run", "--host", "192.0.2.1", "--rate", "inf"], "--rate: must be a finite number > 0"),
+    (["load-run", "--host", "192.0.2.1", "--concurrency", "2000000"], "out of range"),
+    (["load-run", "--host", "192.0.2.1", "--delay", "1ms"], "does not apply to a two-host load run"),
+    (["load-run"], "needs the server machine's address"),
+    # the entry point itself
+    ([], "no subcommand given"),
+    (["nonsense"], "invalid choice: 'nonsense'"),
+]
+
+
+def _run(argv, results, timeout=30):
+    env = dict(os.environ, EVENTS_RESULTS_DIR=str(results))
+    env.pop("MAKEFLAGS", None)
+    env.pop("MAKELEVEL", None)
+    env.pop("MFLAGS", None)
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def _assert_refused(r, fragment, results):
+    err_lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert err_lines and err_lines[0].startswith("error:"), r.stderr
+    assert fragment in err_lines[0], (fragment, err_lines[0])
+    assert not results.exists() or not any(results.rglob("*")), "something was written under results/"
+
+
+@pytest.fixture(scope="module")
+def repo_runs():
+    """The repository's own results/runs must not change while bad inputs are refused."""
+    runs = os.path.join(ROOT, "results", "runs")
+    before = sorted(os.listdir(runs)) if os.path.isdir(runs) else []
+    yield
+    after = sorted(os.listdir(runs)) if os.path.isdir(runs) else []
+    assert after == before
+
+
+@pytest.mark.parametrize("argv,fragment", CASES, ids=[" ".join(a) or "(none)" for a, _ in CASES])
+def test_bad_input_is_refused(argv, fragment, tmp_path, repo_runs):
+    results = tmp_path / "results"
+    r = _run([sys.executable, "-m", "harness", *argv], results)
+    # one `error:` line (argparse's own errors and ours alike); `python -m harness` alone
+    # also prints the help on stdout
+    err_lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(err_lines) == 1, r.stderr
+    _assert_refused(r, fragment, results)
+
+
+# make variables: a knob a target does not use, a DIET that is not 1, and the knobs' values
+# (passed through to the harness, which refuses them as above).
+MAKE_CASES = [
+    (["bench", "HOST=example"], "make bench does not use HOST"),
+    (["report", "VARIANT=master"], "make report does not use VARIANT"),
+    (["test", "DURATION=5"], "make test does not use DURATION"),
+    (["lint", "SERVERS=master"], "make lint does not use SERVERS"),
+    (["profile", "DURATION=5"], "make profile does not use DURATION"),
+    (["syscalls", "REPEAT=2"], "make syscalls does not use REPEAT"),
+    (["serve", "RATE=5"], "make serve does not use RATE"),
+    (["reproduce", "LINK=100mbit"], "make reproduce does not use LINK"),
+    (["bench", "DIET=0"], "DIET=0: use DIET=1"),
+    (["compare", "DIET=yes"], "DIET=yes: use DIET=1"),
+]
+
+
+@pytest.mark.parametrize("argv,fragment", MAKE_CASES, ids=[" ".join(a) for a, _ in MAKE_CASES])
+def test_make_variable_not_used_is_refused(argv, fragment, tmp_path, repo_runs):
+    results = tmp_path / "results"
+    # VENV points nowhere: a case that got past the check would start building a virtualenv
+    r = _run(["make", "--no-print-directory", f"VENV={tmp_path / 'no-venv'}", *argv], results)
+    _assert_refused(r, fragment, results)
+    assert not (tmp_path / "no-venv").exists()
+
+
+def test_make_passes_an_empty_servers_list_to_the_harness():
+    """`make compare SERVERS=` is `compare --servers ""` (refused), not the default comparison."""
+    r = subprocess.run(["make", "-n", "--no-print-directory", "compare", "SERVERS="], cwd=ROOT,
+                       capture_output=True, text=True, timeout=30,
+                       env={k: v for k, v in os.environ.items() if not k.startswith("MAKE")})
+    assert r.returncode == 0, r.stderr
+    assert '-m harness compare --servers ""' in r.stdout
