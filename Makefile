@@ -45,7 +45,7 @@ RUN_ARGS = $(if $(LINK),--link $(LINK)) $(if $(REPEAT),--repeat $(REPEAT)) \
 
 C_BINS := $(BUILD)/loadgen $(BUILD)/c_epoll $(BUILD)/delayline
 
-.PHONY: all venv build test lint bench compare serve load sweep soak report profile syscalls reproduce clean help
+.PHONY: all venv build test bench compare serve load sweep soak report profile syscalls reproduce clean help
 
 all: venv build
 
@@ -107,6 +107,7 @@ $(BUILD)/%: harness/servers/%.c harness/servers/c_echo_common.h
 test: knobs-test $(STAMP)-test build redis_ae
 	$(PY) -m pytest -q tests
 
+.PHONY: lint
 # ruff over the whole tree, then mypy: the harness at mypy's default level, the libraries strict
 # (levels and rules: pyproject.toml). Every step runs; the target fails if any did.
 lint: knobs-lint $(STAMP)-lint

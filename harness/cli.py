@@ -440,14 +440,16 @@ def format_final(f: dict) -> str:
     return "\n".join([
         f"mode {f.get('mode')}, concurrency {f.get('concurrency')}, size {f.get('size')} B, "
         f"measured {f.get('measured_s')} s (warm-up {f.get('warmup_s')} s), close {f.get('close_mode')}",
-        f"rate        {_num(f.get('conn_per_s'))} conn/s" + (f"  (offered {_num(f.get('rate'))}/s)" if f.get("rate") else ""),
+        f"rate        {_num(f.get('conn_per_s'))} conn/s"
+        + (f"  (offered {_num(f.get('rate'))}/s)" if f.get("rate") else ""),
         f"connections started {_num(f.get('started_total'))}, completed {_num(f.get('completed_total'))}, "
         f"failed {_num(f.get('failed_total'))}, lost {_num(lost)}"
         + (f"  failures: {', '.join(f'{k} {v}' for k, v in fails.items())}" if fails else ""),
         f"latency ms  p50 {_ms(lat.get('p50'))}  p90 {_ms(lat.get('p90'))}  p99 {_ms(lat.get('p99'))}  "
         f"p99.9 {_ms(lat.get('p999'))}  max {_ms(lat.get('max'))}",
         f"client CPU  {'?' if share is None else f'{share:.0%}'} of a core"
-        + ("  (CLIENT-BOUND: the rate measures the client)" if share is not None and share >= runner.CLIENT_BOUND_SHARE else ""),
+        + ("  (CLIENT-BOUND: the rate measures the client)"
+           if share is not None and share >= runner.CLIENT_BOUND_SHARE else ""),
     ])
 
 

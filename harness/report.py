@@ -618,7 +618,8 @@ def table_md(summary) -> str:
         lines.append(
             f"| {r['link']} | {r['label']} | {r['concurrency']} | "
             f"{'off' if r['budget'] == 'off' else r['budget'] + ' core'} | {r['runs']} "
-            f"({r['clean']}/{r['excluded']}) | {_range(r['conn_med'], r['conn_min'], r['conn_max'])} | {'1 (baseline)' if base else _ratio(r['ratio_conn'])} | "
+            f"({r['clean']}/{r['excluded']}) | {_range(r['conn_med'], r['conn_min'], r['conn_max'])} | "
+            f"{'1 (baseline)' if base else _ratio(r['ratio_conn'])} | "
             f"{_n(r['cpu_med'], '{:.1f}')} | {'1' if base else _ratio(r['ratio_cpu'])} | "
             f"{'-' if base else consistency_md(r['consistency'])} | "
             f"{'-' if base else r['ratio_n']} | {_n(r['p50_med'])} / {_n(r['p99_med'])} | "
@@ -733,7 +734,7 @@ def write_report(results: str, records: list[dict], problems: list[str]) -> str:
         charts.append(("latency_vs_rate.png", "Latency against offered rate (sweeps)",
                        "Open loop; the knee, where p99 turns up, is the sustainable rate."))
 
-    md = [f"# Benchmark report\n",
+    md = ["# Benchmark report\n",
           f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `make report` "
           f"from {len(records)} run records in `{os.path.join(results, 'runs')}`.\n"]
     if problems:

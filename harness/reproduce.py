@@ -242,7 +242,8 @@ def differences(records_, summary, link_of: dict, c_spec: str, settings: dict) -
     bound = sum(1 for r in records_ if (r.get("metrics") or {}).get("client_bound"))
     conc = sorted({str((r.get("config") or {}).get("concurrency")) for r in records_})
     lines = [
-        f"- **Another machine.** The study: {study.FIGURES[-1].hardware}. Here: {', '.join(env_cpu)} ({', '.join(cores)} vCPUs, shared), client and "
+        f"- **Another machine.** The study: {study.FIGURES[-1].hardware}. "
+        f"Here: {', '.join(env_cpu)} ({', '.join(cores)} vCPUs, shared), client and "
         "server on the same host, pinned to different CPUs when possible. Absolute conn/s are "
         "not comparable; ratios to raw epoll are the figures to compare.",
         _delay_line(records_),
@@ -349,7 +350,8 @@ def write_reproduction(records_: list[dict], results: str, *, link_of: dict | No
             shown.add(spec)
             ours = _fmt_ours(_row_for(summary, eff, spec))
             vals = "/".join(f"{v:,}" for v in f.values)
-            md.append(f"| {f.server} | {vals}{' (median ' + format(f.conn_per_s, ',.0f') + ')' if len(f.values) > 1 else ''} "
+            median = f" (median {f.conn_per_s:,.0f})" if len(f.values) > 1 else ""
+            md.append(f"| {f.server} | {vals}{median} "
                       f"| {study.ratio_to_raw_epoll(f):.2f} | {spec} | {ours[0]} | {ours[1]} | "
                       f"{ours[2]} | {ours[3]} |")
         for spec in exp["specs"]:

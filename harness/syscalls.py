@@ -129,7 +129,7 @@ def measure(spec: str, *, connections: int = DEFAULT_CONNECTIONS,
         except subprocess.TimeoutExpired:
             tracer.kill()
             tracer.wait()
-            raise SyscallError("strace did not exit after SIGINT; killed, no summary")
+            raise SyscallError("strace did not exit after SIGINT; killed, no summary") from None
         if res.error:
             raise SyscallError(f"the load client failed: {res.error}")
         stats = server.stop()

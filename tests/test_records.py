@@ -88,7 +88,7 @@ def test_results_dir_override(tmp_path, monkeypatch):
 
 def _writer(root, n, tag):
     for i in range(n):
-        records.write_record(_record(f"raw_epoll", rnd=i, cps=float(tag * 1000 + i)), root)
+        records.write_record(_record("raw_epoll", rnd=i, cps=float(tag * 1000 + i)), root)
 
 
 def test_concurrent_writers_do_not_collide(tmp_path):

@@ -275,7 +275,8 @@ def test_spec_options_reach_the_command():
 
 
 def test_no_cork_without_diet_is_a_clear_error():
-    import subprocess, sys
+    import subprocess
+    import sys
     r = subprocess.run([sys.executable, "-m", "harness.servers.raw_epoll", "--no-cork"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2

@@ -155,7 +155,8 @@ def check_available(spec: Spec, python: str | None = None) -> None:
         if not os.path.exists(path):
             if server.name == "redis_ae":
                 raise ServerError("redis_ae is not built: it needs a Redis source tree; "
-                                  "run `make redis_ae` (fetches a Redis 6.2 source tree from PyPI) or `make build REDIS_SRC=/path/to/redis`. Skipped.")
+                                  "run `make redis_ae` (fetches a Redis 6.2 source tree from PyPI) "
+                                  "or `make build REDIS_SRC=/path/to/redis`. Skipped.")
             raise ServerError(f"{path} is not built: run `make build` (needs gcc)")
     elif server.variant and not os.path.isfile(os.path.join(ROOT, "variants", server.name,
                                                              "__init__.py")):
