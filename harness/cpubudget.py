@@ -193,7 +193,7 @@ class Group:
             parts = line.split()
             if len(parts) == 2 and parts[1].isdigit():
                 raw[parts[0]] = int(parts[1])
-        out = {"nr_periods": raw.get("nr_periods"), "nr_throttled": raw.get("nr_throttled")}
+        out: dict = {"nr_periods": raw.get("nr_periods"), "nr_throttled": raw.get("nr_throttled")}
         if "throttled_usec" in raw:                       # v2
             out["throttled_s"] = raw["throttled_usec"] / 1e6
         elif "throttled_time" in raw:                     # v1, nanoseconds

@@ -87,7 +87,7 @@ def git_state() -> tuple[str | None, bool | None]:
 
 
 def packages() -> dict:
-    out = {}
+    out: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
             out[name] = metadata.version(name)

@@ -518,6 +518,7 @@ def cleanup_stale(out=None) -> list[str]:
     removed = []
     for ns in _our_namespaces():
         m = _NAME_RE.match(ns)
+        assert m is not None                 # _our_namespaces() lists only names that match
         pid = int(m.group(1))
         base = ns[:-2]
         start = None
@@ -664,6 +665,7 @@ class NetnsLink(Link):
         self._record = os.path.join(_state_dir(), base + ".json")
         self._closed = False
         self._created = False
+        assert spec.rate_mbit is not None    # an emulated link always has a rate
         rate_bytes = spec.rate_mbit * 1e6 / 8
         self.burst_bytes = int(max(64 * 1024, rate_bytes * 0.002))
         self.limit_bytes = int(self.burst_bytes + rate_bytes * 0.050)
@@ -964,7 +966,7 @@ class NetnsLink(Link):
 
     def snapshot(self) -> dict:
         """Counters of both veth ends and both tbf qdiscs, with a monotonic timestamp."""
-        snap = {"t": time.monotonic()}
+        snap: dict = {"t": time.monotonic()}
         for side, ns, dev in (("server", self.server_ns, SERVER_DEV),
                               ("client", self.client_ns, CLIENT_DEV)):
             st = _json([_ip(), "-n", ns, "-s", "-j", "link", "show", "dev", dev])[0]["stats64"]

@@ -90,7 +90,7 @@ def sample(seconds: float = 1.0) -> dict:
         total = c1[1] - c0[1]
         out["busy_share"] = round((c1[0] - c0[0]) / total, 3)
         out["steal_share"] = round((c1[2] - c0[2]) / total, 3)
-    top = []
+    top: list[dict] = []
     for pid, (comm, ticks) in p1.items():
         if pid in p0 and p0[pid][0] == comm:
             share = (ticks - p0[pid][1]) / hz / wall

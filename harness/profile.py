@@ -177,7 +177,7 @@ def child(out: str, server_argv: list[str]) -> None:
         finish(stats)
     common.finish = finish_with_profile
 
-    sys.argv = [module.__file__] + args
+    sys.argv = [module.__file__ or module.__name__] + args
     code = _main_block(module)
     prof.enable_by_count()
     exec(code, vars(module))
@@ -193,7 +193,7 @@ def _short(name: str) -> str:
 class _Calls(ast.NodeVisitor):
     """Lines of one function that call into profiled code (see module docstring)."""
 
-    def __init__(self, func: ast.AST, profiled: set[str]):
+    def __init__(self, func: ast.FunctionDef | ast.AsyncFunctionDef, profiled: set[str]):
         self.profiled = profiled
         self.own = func.name
         self.aliases: set[str] = set()
@@ -226,7 +226,7 @@ class _Calls(ast.NodeVisitor):
 
 def _inclusive_lines(timings, profiled: set[str]) -> set[tuple[str, int]]:
     """(file, line) pairs whose time includes profiled callees."""
-    out = set()
+    out: set[tuple[str, int]] = set()
     trees: dict[str, ast.AST | None] = {}
     for (filename, first, funcname) in timings:
         if filename not in trees:
@@ -259,14 +259,14 @@ def analyze(stats, meta: dict, connections: int) -> dict:
     # runner summed over the worker threads can exceed the loop thread's wall time.
     once = [k for k, v in timings.items() if min(e[0] for e in v) and
             next(h for ln, h, _ in sorted(v)) == 1]
-    root = max(once or totals, key=totals.get)
+    root = max(once or totals, key=lambda k: totals[k])
     denom = totals[root]
     # mul_thread: procs run on worker threads, each under the loop's ``_run_fd``, while
     # the loop thread waits for the batch.  The time base is then the time some thread
     # worked: the loop thread's time minus its wait for the batch, plus the workers'.
     workers = sum(t for k, t in totals.items() if _short(k[2]) == WORKER_ROOT)
     inclusive = _inclusive_lines(timings, profiled)
-    cats = {name: {"seconds": 0.0, "hits": 0} for name, _ in CATEGORIES}
+    cats: dict[str, dict] = {name: {"seconds": 0.0, "hits": 0} for name, _ in CATEGORIES}
     lines = []
     for (filename, first, funcname), entries in timings.items():
         own = _short(funcname)
@@ -278,7 +278,7 @@ def analyze(stats, meta: dict, connections: int) -> dict:
                 m = re.search(pattern, text)
                 if not m:
                     continue
-                word = re.match(r"\w*", m.group(0)).group(0)
+                word = re.sub(r"\W.*", "", m.group(0), flags=re.S)     # the leading name
                 # innermost only: the called name is not profiled, or is this very function
                 if name in ("lock", "batch wait") or word not in profiled or word == own:
                     cat = name

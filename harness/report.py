@@ -749,8 +749,8 @@ def write_report(results: str, records: list[dict], problems: list[str]) -> str:
             md.append(table_md(summary[summary["link"] == link]))
     else:
         md.append("No closed-loop runs recorded.\n")
-    h2h = head_to_head(df) if len(df) else []
-    if len(h2h):
+    h2h = head_to_head(df) if len(df) else None
+    if h2h is not None and len(h2h):
         md.append("## Head to head (paired in the same rounds)\n")
         md.append("| a | b | what | link | python | CPU budget | rounds (batches) | CPU/conn a ÷ b | "
                   "conn/s a ÷ b |\n|---|---|---|---|---|---|---|---|---|")

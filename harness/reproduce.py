@@ -111,7 +111,9 @@ def plan(exps: list[dict], link_of: dict) -> list[tuple[str, list[str], list[str
 # --------------------------------------------------------------------------- REPRODUCTION.md
 
 def _row_for(summary, link: str, spec: str):
-    rows = summary[(summary["link"] == link) & (summary["spec"] == spec)] if len(summary) else []
+    if not len(summary):
+        return None
+    rows = summary[(summary["link"] == link) & (summary["spec"] == spec)]
     return rows.iloc[0] if len(rows) else None
 
 
@@ -266,7 +268,7 @@ def differences(records_, summary, link_of: dict, c_spec: str, settings: dict) -
 
 
 def _client_limits(records_: list[dict], bound: int) -> str:
-    budgets = sorted({(r.get("config") or {}).get("server_cpu") for r in records_} - {None})
+    budgets = sorted({b for r in records_ if (b := (r.get("config") or {}).get("server_cpu")) is not None})
     sb = sum(1 for r in records_ if (r.get("metrics") or {}).get("server_bound"))
     if budgets:
         return (f"- **Server-bound runs.** Each server ran in a cgroup of its own with a CPU quota "
@@ -345,7 +347,7 @@ def write_reproduction(records_: list[dict], results: str, *, link_of: dict | No
                   "our CPU us/conn (ratio) | runs clean/excl. |\n|---|---|---|---|---|---|---|---|")
         shown = set()
         base = study.lookup(exp["link"], "raw_epoll")
-        for f in ([base] if base not in figs else []) + figs:
+        for f in ([base] if base is not None and base not in figs else []) + figs:
             spec = c_spec if f.spec == "redis_ae" else f.spec
             shown.add(spec)
             ours = _fmt_ours(_row_for(summary, eff, spec))
@@ -366,7 +368,7 @@ def write_reproduction(records_: list[dict], results: str, *, link_of: dict | No
     md.append("")
     md += profile_findings(results)
     md.append("## What differs from the study, and why\n")
-    md += differences(records_, summary, link_of, c_spec, settings)
+    md += differences(records_, summary, link_of, c_spec, settings or {})
     md.append("\n## Environment\n")
     md.append(report.environment_md(records_))
     bad = df[df["excluded"]] if len(df) else df
@@ -378,8 +380,8 @@ def write_reproduction(records_: list[dict], results: str, *, link_of: dict | No
     path = os.path.join(results, "REPRODUCTION.md")
     os.makedirs(results, exist_ok=True)
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(md))
+    with open(tmp, "w") as fh:
+        fh.write("\n".join(md))
     os.replace(tmp, path)
     return path
 

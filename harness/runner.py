@@ -56,6 +56,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from harness import cpubudget, environment, kstats, noise, records
 from harness import servers as srv
@@ -464,8 +465,8 @@ class _Batch:
                 raise RunnerError(f"cannot hold the server to a CPU budget: {e} "
                                   f"(SERVER_CPU=off runs without one)") from None
         self.server_prefix, self.client_prefix = pinning(self._cores())
-        self.link = None
-        self.env = None
+        self.link: Any = None          # the open harness.link.Link while the batch runs
+        self.env: dict | None = None
 
     def _cores(self) -> float | None:
         c = self.s.server_cpu

@@ -64,7 +64,7 @@ def test_profile_rejects_a_loop_it_cannot_see(tmp_path, capsys):
 
 
 def test_profile_unknown_variant_is_one_line(tmp_path, capsys):
-    assert profile.main(["--variant", "nosuch", "--results-dir", str(tmp_path)]) == 1
+    assert profile.main(["--variant", "nosuch", "--results-dir", str(tmp_path)]) == 2   # bad input
     err = capsys.readouterr().err
     assert "unknown server or variant 'nosuch'" in err and "Traceback" not in err
 

@@ -98,7 +98,7 @@ def parse_spec(text: str) -> Spec:
         raise ServerError(f"unknown server or variant {name!r}; valid names: {valid_names()}")
     server = SERVERS[name]
     allowed = COMMON_OPTIONS + server.options
-    options = {}
+    options: dict[str, str | bool] = {}
     for item in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, value = item.partition("=")
         key = key.strip().replace("-", "_")
@@ -113,7 +113,7 @@ def parse_spec(text: str) -> Spec:
             if not eq or value == "":
                 raise ServerError(f"option {key!r} of {name!r} needs a value: {key}=...")
             options[key] = value.strip()
-            _check_value(name, key, options[key])
+            _check_value(name, key, value.strip())
     norm = name + (":" + ",".join(k if v is True else f"{k}={v}"
                                   for k, v in sorted(options.items())) if options else "")
     return Spec(norm, name, options)
@@ -283,6 +283,7 @@ def start(spec: Spec | str, *, host: str = "127.0.0.1", port: int = 0, size: int
         raise ServerError(f"cannot start {spec.text}{where}: {e}") from None
     deadline = time.monotonic() + ready_timeout
     sel = selectors.DefaultSelector()
+    assert proc.stdout is not None           # stdout=PIPE
     sel.register(proc.stdout, selectors.EVENT_READ)
     try:
         while True:

@@ -315,7 +315,7 @@ def on_signals(stats: Stats, stop) -> socket.socket:
     delivered to a worker thread does not interrupt the loop thread's poll at all; the
     C-level handler writes to this socket, so the poll returns either way."""
     global _wake_w
-    seen = []
+    seen: list = []
 
     def handler(signum, frame):
         if seen:
@@ -396,7 +396,7 @@ class EchoCore:
         self.flags = socket.MSG_DONTWAIT if args.diet else 0
         self.accept_bound = range(args.backlog)
         self.stats = Stats()
-        self.conns = {}            # fd -> Conn, every connection registered with the poller
+        self.conns: dict = {}      # fd -> Conn, every connection registered with the poller
         self.gen = 0               # idle-sweep generation
         self._reserve = self._open_reserve()
 
