@@ -49,6 +49,7 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
+import io
 import json
 import linecache
 import os
@@ -459,7 +460,10 @@ def run(spec: str, *, connections: int = DEFAULT_CONNECTIONS,
         summary = summary_text(result, spec_obj.text)
         with open(os.path.join(d, name + ".txt"), "w") as f:
             f.write(summary + "\n\n" + "=" * 78 + "\nline_profiler output\n" + "=" * 78 + "\n")
-            show_text(stats.timings, stats.unit, stream=f, stripzeros=True)
+            buf = io.StringIO()
+            show_text(stats.timings, stats.unit, stream=buf, stripzeros=True)
+            # file names relative to the repository: the output names no path outside it
+            f.write(buf.getvalue().replace(runner.ROOT.rstrip("/") + "/", ""))
         with open(os.path.join(d, name + ".json"), "w") as f:
             json.dump(result, f, indent=1, default=str)
         chart(result, spec_obj.text, os.path.join(d, name + ".png"))

@@ -19,7 +19,7 @@ The rules, stated once here and again in REPORT.md:
   on the same link with the same concurrency and size, the ratio of the two runs of
   that round is taken, and the table shows the median of those per-round ratios.
   Ratios are never formed across batches: two batches on a shared 2-vCPU machine
-  differ by 15-25 %, paired rounds by about 2 % (methodology.md).
+  differ by 15-25 %, paired rounds by about 2 % (docs/methodology.md).
 * Open-loop runs (``config.rate`` set, usually ``kind: sweep``) answer a different
   question (latency at an offered rate) and only feed the latency-vs-rate chart.
 
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 
@@ -629,6 +630,24 @@ def table_md(summary) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+_ABS_PATH = re.compile(r"(?<![\w.:/~-])/(?:[\w.+@-]+/)+[\w.+@-]*")
+
+
+def shown_path(text: str) -> str:
+    """Absolute paths in ``text`` as a report shows them: inside the repository relative to
+    it, elsewhere (an interpreter under a home directory) by their last component only, so a
+    generated report names no path outside the repository."""
+    root = _records.ROOT.rstrip("/") + "/"
+
+    def one(m: re.Match) -> str:
+        p = m.group(0)
+        if p.startswith(root):
+            return p[len(root):]
+        return os.path.basename(p) or p
+
+    return _ABS_PATH.sub(one, text)
+
+
 def environment_md(records) -> str:
     """Each environment field with its distinct values and how many runs had each."""
     from collections import Counter
@@ -637,7 +656,7 @@ def environment_md(records) -> str:
         for k, v in (r.get("env") or {}).items():
             if isinstance(v, (dict, list)):
                 v = json.dumps(v, sort_keys=True)
-            fields.setdefault(k, Counter())[str(v)] += 1
+            fields.setdefault(k, Counter())[shown_path(str(v))] += 1
     if not fields:
         return "No environment was recorded with these runs.\n"
     out = ["| field | value (runs) |", "|---|---|"]
@@ -736,7 +755,7 @@ def write_report(results: str, records: list[dict], problems: list[str]) -> str:
 
     md = ["# Benchmark report\n",
           f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `make report` "
-          f"from {len(records)} run records in `{os.path.join(results, 'runs')}`.\n"]
+          f"from {len(records)} run records in `{shown_path(os.path.join(results, 'runs'))}`.\n"]
     if problems:
         md.append("**Unreadable run files (skipped):**\n")
         md += [f"- {p}" for p in problems]

@@ -1,13 +1,13 @@
 """``make reproduce``: the study's experiments in one command, then REPRODUCTION.md.
 
-The experiments (harness/study.py holds the study's figures, from seed-study.md):
+The experiments (harness/study.py holds the study's figures, from docs/study.md):
 
 * 100 Mb/s: raw epoll, master, the C server (redis_ae when built, else c_epoll);
 * the thread pool (mul_thread) at 100 Mb/s;
 * connection merging: master with a 0.1 s sleep before each poll, at 100 Mb/s;
 * 1000 Mb/s: raw epoll, master, alone_proc, the C server.
 
-Every ratio must come from paired rounds (report.py, methodology.md), so the
+Every ratio must come from paired rounds (report.py, docs/methodology.md), so the
 experiments of one link run as *one* interleaved batch: raw_epoll is in every
 round, and the thread-pool and merging experiments share the 100 Mb/s batch's
 raw_epoll runs instead of each needing their own.  Two batches in all, run with
@@ -301,7 +301,7 @@ def _delay_line(records_) -> str:
                 "carries ~28k of these connections per second.")
     return ("- **No link delay.** Links are emulated with tbf (bandwidth only) between network "
             "namespaces, without propagation delay. On the wire a connection is ~800 B "
-            "(methodology.md), so 100 Mb/s binds only near 28k conn/s: the study's ~3k/s at "
+            "(docs/methodology.md), so 100 Mb/s binds only near 28k conn/s: the study's ~3k/s at "
             "100 Mb/s cannot come from bandwidth and most likely came from the round-trip latency "
             "of a real NIC with few connections in flight. Expect our 100 Mb/s figures to be near "
             "our 1000 Mb/s ones, not 6x lower as in the study (`make reproduce` now runs 100 Mb/s "

@@ -1,7 +1,7 @@
 """The 2016 study's figures, as data.
 
-Transcribed by hand from the translated summary of the study,
-``/work/shared/seed-study.md`` (sections "Figures" and "Method"); nothing here is
+Transcribed by hand from the project's account of the study, ``docs/study.md``
+(sections "How it was measured" and "The figures"); nothing here is
 measured by this repository.  ``reproduce.py`` sets our recorded runs beside these
 numbers, so every figure keeps its context (link, hardware, what the study said
 about it) and its ratio to the study's raw epoll baseline is computed here, once.
@@ -16,7 +16,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-SOURCE = "/work/shared/seed-study.md (translated summary of the 2016 Events study)"
+SOURCE = "docs/study.md (the project's account of the 2016 Events study)"
 
 
 @dataclass(frozen=True)

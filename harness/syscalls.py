@@ -15,7 +15,7 @@ that call's share); the other counts are properties of the code path and do not
 move.  This is a count, never a timing: ``seconds`` in strace's table are
 strace's, not the server's.
 
-Reference, measured on this kind of machine (methodology.md): the classic raw
+Reference, measured on this kind of machine (docs/methodology.md): the classic raw
 epoll server about 9.3 calls per connection, asyncio about 13.
 """
 
