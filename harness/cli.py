@@ -224,7 +224,11 @@ def _specs(text: str | None, default) -> list[str]:
     items = text.split() if text is not None else list(default)
     if not items:
         raise UsageError(f"no servers given: name one or more of {srv.valid_names()}")
-    return [_parse(t).text for t in items]
+    specs = [_parse(t).text for t in items]
+    dup = sorted({t for t in specs if specs.count(t) > 1})
+    if dup:
+        raise UsageError(f"{', '.join(dup)} named twice: give each server once (rounds repeat with --repeat)")
+    return specs
 
 
 def _batch_kwargs(a, *, budget_default: bool = False) -> dict:
@@ -352,6 +356,16 @@ def _check_applies(a, specs: list[str]) -> None:
         raise UsageError(f"--pool/POOL applies to mul_thread only, not to {names}")
 
 
+def check_host(host: str) -> None:
+    """--host must be an address or a name that resolves (before any process starts)."""
+    import socket
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        raise UsageError(f"--host {host!r}: cannot resolve it ({getattr(e, 'strerror', None) or e}); "
+                         "give an IP address or a host name") from None
+
+
 def _check_args(a) -> None:
     """What argparse cannot say: ranges, link and delay, options that do not apply."""
     check_common(a)
@@ -359,6 +373,7 @@ def _check_args(a) -> None:
         lo = 0 if a.cmd == "serve" else 1          # serve: 0 = any free port
         if not lo <= a.port <= 65535:
             raise UsageError(f"--port {a.port} is out of range: use {lo} to 65535")
+        check_host(a.host)
     if a.cmd == "soak":
         for flag, given, why in (("--repeat/REPEAT", a.repeat != 1, "a soak is one long run per variant"),
                                  ("--rate/RATE", a.rate is not None, "a soak is a closed-loop run")):

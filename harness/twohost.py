@@ -157,6 +157,7 @@ def serve(argv: list[str]) -> int:
         return _err(f"port {a.port} out of range 0-65535", EXIT_USAGE)
     try:
         cli.check_common(a, link=False)      # --link here is a label for the real network
+        cli.check_host(a.host)
     except cli.UsageError as e:
         return _err(str(e), EXIT_USAGE)
     try:
@@ -337,6 +338,7 @@ def load(argv: list[str]) -> int:
     from harness import cli
     try:
         cli.check_common(a, link=False)      # --link here is a label for the real network
+        cli.check_host(a.host)
     except cli.UsageError as e:
         return _err(str(e), EXIT_USAGE)
     link = link_label(a.link if a.link != "loopback" else None)

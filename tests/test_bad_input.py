@@ -27,6 +27,7 @@ CASES = [
     (["bench", "--variant", "master:poll_delay=nan"], "bad value 'nan'"),
     (["bench", "--variant", "master:backend=kqueue"], "bad value 'kqueue' for option 'backend'"),
     (["bench", "--variant", "master:colour=red"], "has no option 'colour'"),
+    (["compare", "--servers", "raw_epoll master raw_epoll"], "raw_epoll named twice"),
     (["compare", "--servers", "mul_thread:workers=0"], "bad value '0' for option 'workers'"),
     (["compare", "--servers", "mul_thread:pool=fast"], "use faithful or oneshot"),
     (["compare", "--servers", "raw_epoll:backlog=inf"], "bad value 'inf' for option 'backlog'"),
@@ -71,7 +72,9 @@ CASES = [
     # foreground server and client
     (["serve", "nope"], "unknown server or variant 'nope'"),
     (["serve", "master", "--port", "70000"], "--port 70000 is out of range"),
+    (["serve", "master", "--host", "999.1.1.1"], "--host '999.1.1.1': cannot resolve it"),
     (["load", "--port", "0"], "--port 0 is out of range: use 1 to 65535"),
+    (["load", "--host", "999.1.1.1", "--port", "9"], "cannot resolve it"),
     (["load", "--port", "9", "--count", "0"], "--count: must be at least 1"),
     (["load", "--port", "9", "--src-addrs", "300"], "--src-addrs 300 is out of range"),
     (["load", "--port", "9", "--duration", "5", "--count", "5"], "not allowed with argument"),
@@ -93,6 +96,8 @@ CASES = [
     (["load-run", "--host", "192.0.2.1", "--concurrency", "2000000"], "out of range"),
     (["load-run", "--host", "192.0.2.1", "--delay", "1ms"], "does not apply to a two-host load run"),
     (["load-run"], "needs the server machine's address"),
+    (["load-run", "--host", "999.1.1.1"], "cannot resolve it"),
+    (["serve-run", "master", "--host", "999.1.1.1", "--port", "0"], "cannot resolve it"),
     # the entry point itself
     ([], "no subcommand given"),
     (["nonsense"], "invalid choice: 'nonsense'"),
