@@ -69,7 +69,7 @@ $(STAMP)-%: pyproject.toml $(CONSTRAINTS)
 # Make variables a target does not use are refused, not dropped: `knobs-TARGET`, the first
 # prerequisite of each target, stops with exit 2 (before any set-up) when a knob that TARGET
 # does not take was set on the command line. TAKES_<target> lists the knobs each one takes.
-RUN_KNOBS := LINK REPEAT DURATION WARMUP CONCURRENCY SIZE RATE DELAY PYTHON DIET POOL SERVER_CPU
+RUN_KNOBS := LINK REPEAT DURATION WARMUP CONCURRENCY SIZE RATE DELAY LOSS PYTHON DIET POOL SERVER_CPU
 KNOBS     := VARIANT SERVERS HOST PORT RUN_ID CONNECTIONS RATES $(RUN_KNOBS)
 TAKES_bench    := VARIANT $(RUN_KNOBS)
 TAKES_compare  := SERVERS $(RUN_KNOBS)

@@ -93,6 +93,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import typing
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -657,7 +658,7 @@ class NetnsLink(Link):
         self.seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
         self._dl: subprocess.Popen | None = None
         self._dl_buf = b""
-        self._dl_err = None
+        self._dl_err: typing.IO[bytes] | None = None
         self.delayline_final: dict | None = None
         if self.mechanism and self._delay_s > 0:
             self.expected_rtt_ms = 2 * self._delay_s * 1e3
@@ -762,7 +763,7 @@ class NetnsLink(Link):
         if self.mechanism == "delayline":
             out.update(seed=self.seed, tun_txqueuelen=TUN_TXQUEUELEN,
                        delayline_pid=self._dl.pid if self._dl else None,
-                       delayline_argv=list(self._dl.args) if self._dl else None,
+                       delayline_argv=list(typing.cast(list, self._dl.args)) if self._dl else None,
                        rate_by="tbf on each TUN device's egress (before the delay line)")
         return out
 
