@@ -30,6 +30,8 @@ POOL        ?=
 CONNECTIONS ?=
 RATES       ?=
 SERVER_CPU  ?=
+LOOP        ?=
+SERVER_CMD  ?=
 
 RUN_ARGS = $(if $(LINK),--link $(LINK)) $(if $(REPEAT),--repeat $(REPEAT)) \
   $(if $(DURATION),--duration $(DURATION)) $(if $(WARMUP),--warmup $(WARMUP)) \
@@ -47,6 +49,7 @@ all: venv build
 help:
 	@echo "make bench [VARIANT=master|mul_thread|alone_proc] [LINK=loopback|1000mbit|100mbit] [REPEAT=3] [DURATION=10] [SERVER_CPU=0.4|auto|off]"
 	@echo "make compare [SERVERS=\"raw_epoll master ...\"]   make test   make report   make profile VARIANT=x"
+	@echo "make compare SERVERS=\"master@HEAD master\" (a revision against your edit)   LOOP=mod:Class   SERVER_CMD='./srv {port}'"
 	@echo "make syscalls VARIANT=x   make reproduce   make soak VARIANT=x   make sweep VARIANT=x [RATES=2000,5000]"
 	@echo "make serve VARIANT=x PORT=p    make load HOST=h PORT=p    (two-host runs)"
 
@@ -79,7 +82,8 @@ bench: venv build
 	$(PY) -m harness bench $(if $(VARIANT),--variant $(VARIANT)) $(RUN_ARGS)
 
 compare: venv build
-	$(PY) -m harness compare $(if $(SERVERS),--servers "$(SERVERS)") $(RUN_ARGS)
+	$(PY) -m harness compare $(if $(SERVERS),--servers "$(SERVERS)") $(if $(LOOP),--loop "$(LOOP)") \
+	  $(if $(SERVER_CMD),--server-cmd '$(SERVER_CMD)') $(RUN_ARGS)
 
 sweep: venv build
 	$(PY) -m harness sweep $(if $(VARIANT),--variant $(VARIANT)) $(if $(RATES),--rates "$(RATES)") $(RUN_ARGS)
