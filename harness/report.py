@@ -15,7 +15,8 @@ The rules, stated once here and again in REPORT.md:
   medians but flagged: its conn/s is a lower bound of the server's capacity, not a
   measurement of it.  Bars containing such runs are hatched.  Its server CPU per
   connection is a true measurement and is used as is.
-* Ratios to raw epoll are *paired*: for every batch and round that ran raw_epoll
+* Ratios to raw epoll (the batch's baseline, harness/summary.py) are *paired*: for
+  every batch and round that ran raw_epoll
   on the same link with the same concurrency and size, the ratio of the two runs of
   that round is taken, and the table shows the median of those per-round ratios.
   Ratios are never formed across batches: two batches on a shared 2-vCPU machine

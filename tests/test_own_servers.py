@@ -64,6 +64,14 @@ def test_bad_specs_are_one_error_line_exit_2_and_write_nothing(tmp_path, spec, w
     assert "Traceback" not in r.stderr and not results.exists()
 
 
+def test_loop_and_server_cmd_options_check_their_specs(tmp_path):
+    results = tmp_path / "results"
+    r = _harness(["compare", "--loop", "not a module", "--repeat", "1"], results)
+    assert r.returncode == 2 and r.stderr.startswith("error:") and not results.exists()
+    r = _harness(["compare", "--server-cmd", "./srv --no-port", "--repeat", "1"], results)
+    assert r.returncode == 2 and "{port}" in r.stderr and not results.exists()
+
+
 @needs_git
 def test_revision_spec_resolves_once_and_keeps_its_text():
     spec = srv.parse_spec("master@HEAD:diet")
