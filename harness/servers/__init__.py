@@ -17,6 +17,11 @@ edit help" is ``compare --servers "master@HEAD master"``.  The spec text keeps w
 user wrote (``master@HEAD`` is another row than ``master``); the run record carries the
 resolved commit (``config.variant_commit``).
 
+Servers that are not in the table are specs too (README, "Bring your own loop"):
+``loop:MODULE:ATTR`` serves your loop class with the shared echo app
+(custom_loop.py); ``cmd:COMMAND`` runs any echo-protocol server, ``{port}`` (and
+``{host}``, ``{size}``) filled in, ready when its port accepts a connection.
+
 ``start()`` launches a server and waits for its READY line; ``ServerProcess.stop()``
 sends SIGTERM and collects its STATS line.  The runner, the tests and the
 profiler all launch servers through here, so every server is started the same way.
@@ -123,7 +128,9 @@ def accepted_options(server: Server) -> tuple:
 
 
 def parse_spec(text: str) -> Spec:
-    """Parse ``NAME[:key=value,...]``; raise ServerError with the valid choices."""
+    """Parse ``NAME[@REV][:key=value,...]``, ``loop:MODULE:ATTR[,key=value...]`` or
+    ``cmd:COMMAND`` (with a ``{port}`` placeholder); raise ServerError with the valid
+    choices.  NAME@REV is resolved to a commit here, so a bad revision fails at once."""
     text = text.strip()
     head, _, rest = text.partition(":")
     if head == "cmd":
