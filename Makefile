@@ -35,6 +35,8 @@ POOL        ?=
 CONNECTIONS ?=
 RATES       ?=
 SERVER_CPU  ?=
+LOOP        ?=
+SERVER_CMD  ?=
 
 RUN_ARGS = $(if $(LINK),--link $(LINK)) $(if $(REPEAT),--repeat $(REPEAT)) \
   $(if $(DURATION),--duration $(DURATION)) $(if $(WARMUP),--warmup $(WARMUP)) \
@@ -53,6 +55,7 @@ help:
 	@echo "make bench [VARIANT=master|mul_thread|alone_proc] [LINK=loopback|1000mbit|100mbit] [REPEAT=3] [DURATION=10] [SERVER_CPU=0.4|auto|off]"
 	@echo "           [DELAY=5ms (one way)] [LOSS=1% (each way)]   (need an emulated LINK)"
 	@echo "make compare [SERVERS=\"raw_epoll master ...\"]   make test   make lint   make report   make profile VARIANT=x"
+	@echo "make compare SERVERS=\"master@HEAD master\" (a revision against your edit)   LOOP=mod:Class   SERVER_CMD='./srv {port}'"
 	@echo "make syscalls VARIANT=x   make reproduce   make soak VARIANT=x   make sweep VARIANT=x [RATES=2000,5000]"
 	@echo "make serve VARIANT=x PORT=p    make load HOST=h PORT=p    (two-host runs)"
 
@@ -70,9 +73,9 @@ $(STAMP)-%: pyproject.toml $(CONSTRAINTS)
 # prerequisite of each target, stops with exit 2 (before any set-up) when a knob that TARGET
 # does not take was set on the command line. TAKES_<target> lists the knobs each one takes.
 RUN_KNOBS := LINK REPEAT DURATION WARMUP CONCURRENCY SIZE RATE DELAY LOSS PYTHON DIET POOL SERVER_CPU
-KNOBS     := VARIANT SERVERS HOST PORT RUN_ID CONNECTIONS RATES $(RUN_KNOBS)
+KNOBS     := VARIANT SERVERS HOST PORT RUN_ID CONNECTIONS RATES LOOP SERVER_CMD $(RUN_KNOBS)
 TAKES_bench    := VARIANT $(RUN_KNOBS)
-TAKES_compare  := SERVERS $(RUN_KNOBS)
+TAKES_compare  := SERVERS LOOP SERVER_CMD $(RUN_KNOBS)
 TAKES_sweep    := VARIANT RATES $(RUN_KNOBS)
 TAKES_soak     := VARIANT $(RUN_KNOBS)
 TAKES_serve    := VARIANT HOST PORT RUN_ID SIZE PYTHON SERVER_CPU
@@ -121,7 +124,8 @@ bench: knobs-bench venv build
 	$(PY) -m harness bench $(if $(VARIANT),--variant $(VARIANT)) $(RUN_ARGS)
 
 compare: knobs-compare venv build
-	$(PY) -m harness compare $(if $(or $(SERVERS),$(filter command line,$(origin SERVERS))),--servers "$(SERVERS)") $(RUN_ARGS)
+	$(PY) -m harness compare $(if $(or $(SERVERS),$(filter command line,$(origin SERVERS))),--servers "$(SERVERS)") \
+	  $(if $(LOOP),--loop "$(LOOP)") $(if $(SERVER_CMD),--server-cmd '$(SERVER_CMD)') $(RUN_ARGS)
 
 sweep: knobs-sweep venv build
 	$(PY) -m harness sweep $(if $(VARIANT),--variant $(VARIANT)) $(if $(RATES),--rates "$(RATES)") $(RUN_ARGS)

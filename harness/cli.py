@@ -178,7 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compare", help="any set of server specs, interleaved rounds")
     c.add_argument("--servers", default=None,
-                   help=f"space-separated specs (default: {' '.join(runner.DEFAULT_SERVERS)})")
+                   help=f"space-separated specs (default: {' '.join(runner.DEFAULT_SERVERS)}); "
+                        "NAME@REV runs a variant's library at a git revision")
+    c.add_argument("--loop", action="append", default=[], metavar="MODULE:ATTR",
+                   help="also benchmark your own event loop class on the shared echo app")
+    c.add_argument("--server-cmd", action="append", default=[], metavar="'COMMAND {port}'",
+                   help="also benchmark any echo-protocol server started by this command")
     _common(c)
 
     w = sub.add_parser("sweep", help="open-loop sweep of offered rates: latency vs rate")
@@ -401,7 +406,8 @@ def cmd_serve(a) -> int:
     # exit status reach the caller unchanged (no forwarding layer to get wrong).
     sys.stdout.flush()
     try:
-        os.execve(argv[0], argv, srv.env_for(spec.server))
+        os.chdir(srv.workdir(spec))          # NAME@REV: the revision's variants first on sys.path
+        os.execve(argv[0], argv, srv.env_for(spec.server, spec))
     except OSError as e:
         raise runner.RunnerError(f"cannot start {spec.text}: {e}") from None
     return 1  # not reached
@@ -427,7 +433,7 @@ def _serve_budgeted(spec, argv: list[str], cores: float) -> int:
         print(f"serve: {spec.text} held to {cores:g} core ({ctl.describe()})", file=sys.stderr,
               flush=True)
         try:
-            proc = subprocess.Popen(argv, env=srv.env_for(spec.server),
+            proc = subprocess.Popen(argv, env=srv.env_for(spec.server, spec), cwd=srv.workdir(spec),
                                     preexec_fn=cpubudget.preexec_cgroup(group.procs_file))
         except (OSError, subprocess.SubprocessError) as e:
             raise runner.RunnerError(f"cannot start {spec.text} in its cgroup: {e}") from None
@@ -523,7 +529,8 @@ def cmd_bench(a) -> int:
 
 
 def cmd_compare(a) -> int:
-    specs = _specs(a.servers, runner.DEFAULT_SERVERS)
+    own = [_parse(f"loop:{x}").text for x in a.loop] + [_parse(f"cmd:{x}").text for x in a.server_cmd]
+    specs = (_specs(a.servers, runner.DEFAULT_SERVERS) if a.servers or not own else []) + own
     kw = _batch_kwargs(a, budget_default=True)
     _check_applies(a, specs)
     specs = runner.apply_options(specs, diet=a.diet, pool=a.pool)

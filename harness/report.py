@@ -15,7 +15,8 @@ The rules, stated once here and again in REPORT.md:
   medians but flagged: its conn/s is a lower bound of the server's capacity, not a
   measurement of it.  Bars containing such runs are hatched.  Its server CPU per
   connection is a true measurement and is used as is.
-* Ratios to raw epoll are *paired*: for every batch and round that ran raw_epoll
+* Ratios to raw epoll (the batch's baseline, harness/summary.py) are *paired*: for
+  every batch and round that ran raw_epoll
   on the same link with the same concurrency and size, the ratio of the two runs of
   that round is taken, and the table shows the median of those per-round ratios.
   Ratios are never formed across batches: two batches on a shared 2-vCPU machine
@@ -23,8 +24,11 @@ The rules, stated once here and again in REPORT.md:
 * Open-loop runs (``config.rate`` set, usually ``kind: sweep``) answer a different
   question (latency at an offered rate) and only feed the latency-vs-rate chart.
 
-Trade-off: medians over few runs (3-5) are coarse; min-max whiskers show the spread
-rather than a confidence interval, which three runs could not support.
+Every median, ratio, interval and verdict comes from harness/summary.py, the one summary
+engine the batch tables use too (its essay states the rules: which runs count, the group
+and pairing keys, the baseline, the interval).  This module only draws and writes.
+Trade-off: medians over few runs (3-5) are coarse; the charts' min-max whiskers show the
+spread of the runs, the tables' intervals the uncertainty of the paired ratio.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import sys
 import time
 
 from harness import records as _records
+from harness import summary as _summary
 
 BASELINE = "raw_epoll"
 
@@ -58,17 +63,8 @@ def load(results: str) -> tuple[list[dict], list[str]]:
 
 
 def _python_label(r: dict) -> str:
-    """The interpreter the user named (PYTHON=...) as pythonX.Y[t], from the version the
-    server recorded (a path such as .../bin/python3 says too little); "default" is the
-    venv's."""
-    named = (r.get("config") or {}).get("python")
-    if not named:
-        return "default"
-    sp = (r.get("env") or {}).get("server_python") or {}
-    ver = str(sp.get("version") or "")
-    if ver.count(".") >= 1 and sp.get("implementation", "cpython") == "cpython":
-        return "python" + ".".join(ver.split(".")[:2]) + ("t" if sp.get("free_threaded") else "")
-    return os.path.basename(str(named))
+    """The interpreter label of a run (the summary engine's rule)."""
+    return _summary.python_label(r)
 
 
 def frame(records: list[dict]):
@@ -81,14 +77,8 @@ def frame(records: list[dict]):
         c = r.get("config") or {}
         status = r.get("status") or "ok"
         lost = m.get("lost")
-        reasons = []
-        if status != "ok":
-            err = (r.get("error") or "").strip().splitlines()
-            reasons.append(f"status {status}" + (f": {err[0][:100]}" if err else ""))
-        if lost:
-            reasons.append(f"lost {int(lost)} connections")
-        if status == "ok" and m.get("conn_per_s") is None:
-            reasons.append("no conn/s recorded")
+        # One rule for which runs count, the summary engine's (harness/summary.py).
+        reason = _summary.exclusion(r)
         rate = c.get("rate")
         ss = r.get("server_stats") or {}
         user, sys_ = ss.get("cpu_user_s"), ss.get("cpu_sys_s")
@@ -111,8 +101,8 @@ def frame(records: list[dict]):
             "completed": m.get("completed"), "failed": m.get("failed") or 0, "lost": lost or 0,
             "client_cpu_share": m.get("client_cpu_share"),
             "client_bound": bool(m.get("client_bound")),
-            "excluded": bool(reasons), "reason": "; ".join(reasons),
-            "snapshots": r.get("snapshots") or [],
+            "excluded": reason is not None, "reason": reason or "",
+            "snapshots": r.get("snapshots") or [], "record": r,
         })
     df = pd.DataFrame(rows)
     if df.empty:
@@ -132,10 +122,7 @@ def frame(records: list[dict]):
 
 def budget_label(cores) -> str:
     """"off", or the budget in cores as text ("0.4"): a groupable, printable key."""
-    try:
-        return "off" if cores is None else f"{float(cores):g}"
-    except (TypeError, ValueError):
-        return "off"
+    return _summary.budget_label(cores)
 
 
 def cpu_split(df, results: str):
@@ -205,27 +192,9 @@ def link_order(links) -> list[str]:
     return sorted(dict.fromkeys(links), key=key)
 
 
-def paired_ratios(df, base_spec=BASELINE):
-    """Per-round ratios to ``base_spec`` (raw_epoll unless said): one row per (run, its
-    round's base run).
-
-    Both runs must be clean; a round with several base runs (no round numbers
-    recorded) uses their median.  Returns columns GROUP + batch_id, round,
-    ratio_conn, ratio_cpu."""
-    import pandas as pd
-
-    key = ["batch_id", "round", "link", "concurrency", "size", "python", "budget"]
-    clean = df[~df["excluded"] & ~df["open_loop"] & df["batch_id"].notna()]
-    base = (clean[clean["spec"] == base_spec].groupby(key, dropna=False)
-            [["conn_per_s", "cpu_us_per_conn"]].median()
-            .rename(columns={"conn_per_s": "base_conn", "cpu_us_per_conn": "base_cpu"})
-            .reset_index())
-    if base.empty:
-        return pd.DataFrame(columns=GROUP + ["batch_id", "round", "ratio_conn", "ratio_cpu"])
-    pairs = clean.merge(base, on=key, how="inner")
-    pairs["ratio_conn"] = pairs["conn_per_s"] / pairs["base_conn"]
-    pairs["ratio_cpu"] = pairs["cpu_us_per_conn"] / pairs["base_cpu"]
-    return pairs[GROUP + ["batch_id", "round", "ratio_conn", "ratio_cpu"]]
+def _records_of(df) -> list[dict]:
+    """The run records behind a frame's rows (frame keeps each one in ``record``)."""
+    return list(df["record"]) if len(df) and "record" in df else []
 
 
 # Head-to-head comparisons the targets are stated in (docs/performance.md): (a, b, what).
@@ -239,69 +208,78 @@ HEAD_TO_HEAD = [
 
 def head_to_head(df, pairs=HEAD_TO_HEAD):
     """Paired ratios a / b from rounds where both ran clean in the same batch (same link,
-    concurrency, size, Python): one row per pair and link, only where such rounds exist.
-    The pairing is paired_ratios' with b as the base."""
+    concurrency, size, Python, budget): one row per pair and conditions, only where such
+    rounds exist.  The summary engine's pairing, with b as the baseline."""
     import pandas as pd
 
+    recs = [r for r in _records_of(df) if _summary.rate_of(r) is None]
     rows = []
     for a, b, what in pairs:
-        ratios = paired_ratios(df, base_spec=b)
-        for (link, python, budget), g in ratios[ratios["spec"] == a].groupby(["link", "python", "budget"]):
-            rows.append({"a": a, "b": b, "what": what, "link": link, "python": python, "budget": budget,
-                         "rounds": len(g), "batches": g["batch_id"].nunique(),
-                         "ratio_cpu": g["ratio_cpu"].median(),
-                         "ratio_conn": g["ratio_conn"].median()})
+        mine = [r for r in recs if _summary.spec_of(r) in (a, b)]
+        for r in _summary.summarize(mine, baseline=b):
+            if r["spec"] != a or not r["paired_rounds"]:
+                continue
+            rows.append({"a": a, "b": b, "what": what, "link": r["link"], "python": r["python"],
+                         "budget": r["budget"], "concurrency": r["concurrency"], "size": r["size"],
+                         "rounds": r["paired_rounds"], "batches": r["paired_batches"],
+                         "ratio_cpu": r["ratio_cpu_to_baseline"],
+                         "ratio_conn": r["ratio_conn_to_baseline"],
+                         "cpu_ci": r["ratio_cpu_interval"], "conn_ci": r["ratio_conn_interval"],
+                         "verdict_conn": _summary.verdict_text(r, "conn"),
+                         "verdict_cpu": _summary.verdict_text(r, "cpu")})
     return pd.DataFrame(rows)
 
 
+# The engine's row fields, under the names the charts, tables and reproduce.py use.
+_COLUMNS = {"runs": "runs", "excluded": "excluded", "failed": "failed_conns", "clean": "clean",
+            "client_bound": "client_bound", "server_bound": "server_bound",
+            "conn_per_s_median": "conn_med", "conn_per_s_min": "conn_min", "conn_per_s_max": "conn_max",
+            "server_cpu_us_per_conn_median": "cpu_med", "server_cpu_us_per_conn_min": "cpu_min",
+            "server_cpu_us_per_conn_max": "cpu_max", "p50_us_median": "p50_med",
+            "p99_us_median": "p99_med", "ratio_conn_to_baseline": "ratio_conn",
+            "ratio_cpu_to_baseline": "ratio_cpu", "paired_rounds": "ratio_n",
+            "consistency": "consistency", "ratio_conn_interval": "conn_ci",
+            "ratio_cpu_interval": "cpu_ci", "verdict_conn": "verdict_conn",
+            "verdict_cpu": "verdict_cpu", "is_baseline": "is_baseline", "baseline": "baseline",
+            "variant_commit": "variant_commit", "lossy_runs": "lossy_runs",
+            "failed_runs": "failed_runs"}
+
+
 def summarize(df):
-    """The closed-loop table: one row per (link, spec, concurrency, size)."""
+    """The closed-loop table: the summary engine's rows (harness/summary.py) for the runs of
+    ``df``, one per (link, spec, concurrency, size, python, budget, baseline), as a
+    DataFrame with the column names the charts use."""
     import pandas as pd
 
-    closed = df[~df["open_loop"]]
-    if closed.empty:
+    rows = [r for r in _summary.summarize(_records_of(df)) if r["rate"] is None]
+    if not rows:
         return pd.DataFrame()
-    clean = closed[~closed["excluded"]]
-    g_all = closed.groupby(GROUP)
-    out = pd.DataFrame({
-        "runs": g_all.size(),
-        "excluded": g_all["excluded"].sum().astype(int),
-        "failed_conns": g_all["failed"].sum().astype(int),
-    })
-    g = clean.groupby(GROUP)
-    out["clean"] = g.size()
-    out["client_bound"] = g["client_bound"].sum()
-    out["server_bound"] = g["server_bound"].sum()
-    for col, name in (("conn_per_s", "conn"), ("cpu_us_per_conn", "cpu")):
-        out[name + "_med"] = g[col].median()
-        out[name + "_min"] = g[col].min()
-        out[name + "_max"] = g[col].max()
-    out["p50_med"] = g["p50_us"].median()
-    out["p99_med"] = g["p99_us"].median()
-    pairs = paired_ratios(df).groupby(GROUP)
-    out["ratio_conn"] = pairs["ratio_conn"].median()
-    out["ratio_cpu"] = pairs["ratio_cpu"].median()
-    out["ratio_n"] = pairs.size()
-    out[["clean", "client_bound", "server_bound", "ratio_n"]] = (
-        out[["clean", "client_bound", "server_bound", "ratio_n"]].fillna(0).astype(int))
-    # conn/s ratio x CPU ratio: 1 when conn/s is what CPU per connection predicts.
-    out["consistency"] = out["ratio_conn"] * out["ratio_cpu"]
-    out = out.reset_index()
-    # raw_epoll first on each link, then by conn/s: the eye reads the baseline first.
-    out["_order"] = (out["spec"] != BASELINE).astype(int)
+    out = pd.DataFrame([{**{k: r[k] for k in GROUP}, **{v: r[k] for k, v in _COLUMNS.items()},
+                         "_row": r} for r in rows])
+    for col in ("conn_med", "conn_min", "conn_max", "cpu_med", "cpu_min", "cpu_max", "p50_med",
+                "p99_med", "ratio_conn", "ratio_cpu", "consistency"):
+        out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)
+    for col in ("runs", "excluded", "failed_conns", "clean", "client_bound", "server_bound", "ratio_n"):
+        out[col] = out[col].fillna(0).astype(int)
+    # The baseline first on each link, then by conn/s: the eye reads the baseline first.
+    out["_order"] = (~out["is_baseline"].astype(bool)).astype(int)
     out["_link"] = out["link"].map({l: i for i, l in enumerate(link_order(out["link"]))})
     out["_budget"] = out["budget"].map(lambda b: -1.0 if b == "off" else float(b))
-    out = out.sort_values(["_link", "_budget", "python", "concurrency", "size", "_order", "conn_med"],
-                          ascending=[True, False, True, True, True, True, False]
-                          ).drop(columns=["_order", "_link", "_budget"])
+    out["_base"] = (out["baseline"] != BASELINE).astype(int)
+    out = out.sort_values(["_link", "_budget", "python", "concurrency", "size", "_base", "baseline",
+                           "_order", "conn_med"],
+                          ascending=[True, False, True, True, True, True, True, True, False]
+                          ).drop(columns=["_order", "_link", "_budget", "_base"])
     nun = out.groupby("link")[["concurrency", "size", "python", "budget"]].transform("nunique")
     multi, multi_py = nun[["concurrency", "size"]].max(axis=1) > 1, nun["python"] > 1
     multi_b = nun["budget"] > 1
-    out["label"] = [s + (f" c={c} s={z}" if m else "") + (f" [{py}]" if mp else "")
+    vs = [("" if b == BASELINE or b is None else (" (baseline)" if isb else f" ÷ {b}"))
+          for b, isb in zip(out["baseline"], out["is_baseline"])]
+    out["label"] = [s + v + (f" c={c} s={z}" if m else "") + (f" [{py}]" if mp else "")
                     + ((" [no budget]" if b == "off" else f" [{b} core]") if mb else "")
-                    for s, c, z, py, b, m, mp, mb in zip(out["spec"], out["concurrency"], out["size"],
-                                                         out["python"], out["budget"], multi,
-                                                         multi_py, multi_b)]
+                    for s, v, c, z, py, b, m, mp, mb in zip(out["spec"], vs, out["concurrency"],
+                                                            out["size"], out["python"], out["budget"],
+                                                            multi, multi_py, multi_b)]
     return out.reset_index(drop=True)
 
 
@@ -382,7 +360,7 @@ def _bar_chart(summary, df, path, *, med, lo, hi, col, ratio, ylabel, title, mar
         heights = s[med].fillna(0)
         lower = (s[med] - s[lo]).fillna(0)
         upper = (s[hi] - s[med]).fillna(0)
-        colors = ["#555555" if sp == BASELINE else "#4a7ab5" for sp in s["spec"]]
+        colors = ["#555555" if isb else "#4a7ab5" for isb in s["is_baseline"]]
         bars = ax.bar(x, heights, color=colors, yerr=[lower, upper], capsize=4,
                       error_kw={"elinewidth": 1})
         for i, row in s.iterrows():
@@ -391,7 +369,7 @@ def _bar_chart(summary, df, path, *, med, lo, hi, col, ratio, ylabel, title, mar
                 bars[i].set_edgecolor("white")
             r = row[ratio]
             if row["clean"]:
-                text = "baseline" if row["spec"] == BASELINE else (
+                text = "baseline" if row["is_baseline"] else (
                     f"x{r:.2f}" if r == r else "no pair")
                 c = row["consistency"]
                 if mark_bound and c == c and abs(c - 1) > CONSISTENCY_TOLERANCE:
@@ -472,7 +450,8 @@ def chart_interpreters(summary, path) -> bool:
     """Paired CPU ratio to raw_epoll per design, grouped by interpreter, on loopback:
     how much of a design's cost the interpreter changes.  False when there is only one."""
     plt = _plt()
-    s = summary[(summary["link"] == "loopback") & (summary["spec"] != BASELINE)
+    s = summary[(summary["link"] == "loopback") & ~summary["is_baseline"].astype(bool)
+                & (summary["baseline"] == BASELINE)
                 & summary["ratio_cpu"].notna()]
     pythons = sorted(s["python"].unique(),
                      key=lambda p: (p != "default",
@@ -594,6 +573,10 @@ def _n(v, fmt="{:,.0f}"):
     return "-" if v is None or v != v else fmt.format(v)
 
 
+def _num(v):
+    return None if v is None or v != v else float(v)
+
+
 def _range(med, lo, hi):
     return "-" if med != med else f"{_n(med)} [{_n(lo)}-{_n(hi)}]"
 
@@ -608,22 +591,36 @@ def consistency_md(v) -> str:
     return f"{v:.2f}" + (" !" if abs(v - 1) > CONSISTENCY_TOLERANCE else "")
 
 
+def ratio_ci(row, which: str = "conn") -> str:
+    """A report row's paired ratio with its interval, ``1.04 [1.01-1.07]`` (the engine's text)."""
+    r = row[f"ratio_{which}"]
+    ci = row.get(f"{which}_ci") if hasattr(row, "get") else None
+    return _summary.ratio_text(None if r is None or r != r else float(r),
+                               ci if isinstance(ci, (tuple, list)) else None)
+
+
+def verdicts_md(row) -> str:
+    r = row["_row"]
+    return f"{_summary.verdict_text(r, 'conn')}; CPU: {_summary.verdict_text(r, 'cpu')}"
+
+
 def table_md(summary) -> str:
-    head = ("| link | spec | c | CPU budget | runs (clean/excl.) | conn/s median [min-max] | ratio conn/s | "
-            "CPU us/conn median | ratio CPU | conn/s x CPU | pairs | p50 / p99 us | failed conns | "
-            "client-bound | server-bound |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| link | spec | c | CPU budget | runs (clean/excl.) | conn/s median [min-max] | "
+            "ratio conn/s [CI] | CPU us/conn median | ratio CPU [CI] | verdict | conn/s x CPU | pairs | "
+            "p50 / p99 us | failed conns | client-bound | server-bound |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for _, r in summary.iterrows():
-        base = r["spec"] == BASELINE
+        base = bool(r["is_baseline"])
         lines.append(
             f"| {r['link']} | {r['label']} | {r['concurrency']} | "
             f"{'off' if r['budget'] == 'off' else r['budget'] + ' core'} | {r['runs']} "
             f"({r['clean']}/{r['excluded']}) | {_range(r['conn_med'], r['conn_min'], r['conn_max'])} | "
-            f"{'1 (baseline)' if base else _ratio(r['ratio_conn'])} | "
-            f"{_n(r['cpu_med'], '{:.1f}')} | {'1' if base else _ratio(r['ratio_cpu'])} | "
+            f"{'1 (baseline)' if base else ratio_ci(r, 'conn')} | "
+            f"{_n(r['cpu_med'], '{:.1f}')} | {'1' if base else ratio_ci(r, 'cpu')} | "
+            f"{'baseline' if base else verdicts_md(r)} | "
             f"{'-' if base else consistency_md(r['consistency'])} | "
-            f"{'-' if base else r['ratio_n']} | {_n(r['p50_med'])} / {_n(r['p99_med'])} | "
+            f"{'-' if base else _summary.pairs_text(r['_row'])} | {_n(r['p50_med'])} / {_n(r['p99_med'])} | "
             f"{r['failed_conns']} | {r['client_bound']}"
             + (" (lower bound)" if r["client_bound"] else "") + " | "
             + ("-" if r["budget"] == "off" else f"{r['server_bound']}/{r['clean']}") + " |")
@@ -676,10 +673,16 @@ HOW_TO_READ = """\
   core, the conn/s figure is a *lower bound* of the server's capacity: the bar is
   hatched and the row says "lower bound". Server CPU per connection is unaffected
   and is the primary figure on a 2-vCPU machine (issue 7).
-- **Ratios are paired.** `ratio` is the median over rounds of (run / raw_epoll run
-  of the same batch and round, same link, concurrency, size and Python); `pairs` is how many
-  rounds. Ratios are never formed across batches. Ratio conn/s above 1 is faster;
-  ratio CPU below 1 is cheaper.
+- **Ratios are paired.** `ratio` is the median over rounds of (run / baseline run
+  of the same batch and round, same link, concurrency, size, Python and CPU budget); `pairs`
+  is how many rounds. The baseline is raw_epoll when the batch ran it, else the first
+  working-tree spec of the batch (a row "x ÷ y" says which). Ratios are never formed across
+  batches. Ratio conn/s above 1 is faster; ratio CPU below 1 is cheaper.
+- **Every ratio has an interval and a verdict.** `[low-high]` is a distribution-free
+  interval for the median of the per-round ratios (order statistics): 95 % from 6 rounds,
+  [min-max] with 94 % coverage at 5 (the `pairs` column says so), none under 5 ("too few
+  rounds"). The verdict is `faster`/`slower` (`less CPU`/`more CPU`) when the interval
+  excludes 1.00, else `not distinguishable` (docs/statistics.md).
 - **Server-bound runs measure the server.** With a CPU budget (`SERVER_CPU=0.4`, the
   default of `make bench`/`make compare` where the machine allows it) each server runs
   in a cgroup with a CFS quota of that many cores, so it, not the client, sets the rate:
@@ -772,12 +775,14 @@ def write_report(results: str, records: list[dict], problems: list[str]) -> str:
     if h2h is not None and len(h2h):
         md.append("## Head to head (paired in the same rounds)\n")
         md.append("| a | b | what | link | python | CPU budget | rounds (batches) | CPU/conn a ÷ b | "
-                  "conn/s a ÷ b |\n|---|---|---|---|---|---|---|---|---|")
+                  "conn/s a ÷ b | verdict |\n|---|---|---|---|---|---|---|---|---|---|")
         for _, r in h2h.iterrows():
             md.append(f"| {r['a']} | {r['b']} | {r['what']} | {r['link']} | {r['python']} | "
                       f"{'off' if r['budget'] == 'off' else r['budget'] + ' core'} | "
-                      f"{r['rounds']} ({r['batches']}) | {r['ratio_cpu']:.2f} | "
-                      f"{r['ratio_conn']:.2f} |")
+                      f"{r['rounds']} ({r['batches']}) | "
+                      f"{_summary.ratio_text(_num(r['ratio_cpu']), r['cpu_ci'])} | "
+                      f"{_summary.ratio_text(_num(r['ratio_conn']), r['conn_ci'])} | "
+                      f"{r['verdict_conn']}; CPU: {r['verdict_cpu']} |")
         md.append("\nMedian over rounds of (a ÷ b) where both ran clean in the same round of "
                   "one batch. conn/s ratios of client-bound runs measure the client.\n")
     if not split.empty:

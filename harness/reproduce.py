@@ -123,8 +123,8 @@ def _fmt_ours(row) -> tuple[str, str, str, str]:
     if not row["clean"]:
         return f"no clean run ({row['excluded']} excluded)", "-", "-", "-"
     base = row["spec"] == report.BASELINE
-    ratio = "1" if base else report._ratio(row["ratio_conn"])
-    cpu = report._n(row["cpu_med"], "{:.1f}") + ("" if base else f" (x{report._ratio(row['ratio_cpu'])})")
+    ratio = "1" if base else report.ratio_ci(row, "conn")
+    cpu = report._n(row["cpu_med"], "{:.1f}") + ("" if base else f" (x{report.ratio_ci(row, 'cpu')})")
     runs = f"{row['clean']}/{row['excluded']}" + (f", {row['client_bound']} client-bound"
                                                    if row["client_bound"] else "")
     return (report._range(row["conn_med"], row["conn_min"], row["conn_max"]), ratio, cpu, runs)

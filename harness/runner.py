@@ -58,7 +58,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness import cpubudget, environment, kstats, noise, records
+from harness import cpubudget, environment, kstats, noise, records, summary
 from harness import servers as srv
 from harness.progress import Progress
 
@@ -137,7 +137,7 @@ def apply_options(specs: list[str], *, diet: bool = False, pool: str | None = No
     for text in specs:
         spec = srv.parse_spec(text)
         extra = []
-        accepted = srv.COMMON_OPTIONS + spec.server.options
+        accepted = srv.accepted_options(spec.server)
         if diet and "diet" in accepted and "diet" not in spec.options:
             extra.append("diet")
         if pool and "pool" in accepted and "pool" not in spec.options:
@@ -497,7 +497,8 @@ class _Batch:
                        "idle_timeout": s.idle_timeout, "argv": list(sys.argv),
                        "server_argv": None, "client_argv": None,
                        "pinning": {"server": self.server_prefix[-1:], "client": self.client_prefix[-1:]},
-                       "server_cpu": cores, "server_cpu_mode": s.server_cpu_mode},
+                       "server_cpu": cores, "server_cpu_mode": s.server_cpu_mode,
+                       "variant_commit": spec.commit},
             "client": None, "server_stats": None, "snapshots": [], "metrics": compute_metrics(None, None, None),
             "kernel": None, "link_stats": None, "env": self.env, "labels": s.labels or {},
             "warnings": [], "server_cgroup": None,
@@ -804,13 +805,7 @@ def rtt_warning(rtt: dict | None, expected_ms: float | None) -> str | None:
 
 
 def _link_drops(r: dict) -> int | None:
-    """Packets the link dropped during a run: random loss and queue drops of the delay
-    line, plus the qdiscs' drops (tbf, netem).  None when nothing was measured."""
-    st = r.get("link_stats") or {}
-    if not st:
-        return None
-    dl = st.get("delayline") or {}
-    return (st.get("qdisc_drops") or 0) + (dl.get("dropped_loss") or 0) + (dl.get("dropped_other") or 0)
+    return summary.link_drops(r)
 
 
 def _guarded(fn, record):
@@ -1041,91 +1036,14 @@ def _mb(kb) -> str:
 
 # --------------------------------------------------------------------------- summary and table
 
-def _median(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
-
-
 def summarize(recs: list[dict], baseline: str | None = None) -> list[dict]:
-    """Per (link, spec, concurrency, size, offered rate) — one experiment each —
-    a dict with: spec server link concurrency size rate runs ok failed_runs
-    conn_per_s_median/_min/_max server_cpu_us_per_conn_median p50_us_median
-    p99_us_median failed lost client_bound listen_overflows baseline
-    ratio_cpu_to_baseline ratio_conn_to_baseline paired_rounds.
-    That is: conn/s median [min-max], server CPU µs/conn
-    median, p50/p99 medians, failures, lost, client-bound runs, and the ratios
-    to the baseline (raw_epoll by default) taken per round — paired with the
-    baseline's run in the same batch, round and rate — then the median of them."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in recs:
-        c = r.get("config") or {}
-        # Never pool runs of different experiments: link, load shape and offered rate stay apart.
-        key = (r.get("link"), r["spec"], c.get("concurrency"), c.get("size"), c.get("rate"),
-               c.get("server_cpu"))
-        groups.setdefault(key, []).append(r)
-    if baseline is None:
-        present = {r["spec"] for r in recs}
-        baseline = srv.BASELINE if srv.BASELINE in present else next(
-            (s for s in sorted(present) if s.split(":")[0] == srv.BASELINE), None)
-    base_by_round = {}
-    for r in recs:
-        if r["spec"] == baseline and r["status"] == "ok":
-            base_by_round[_round_key(r)] = r["metrics"]
-    out = []
-    for (link, spec, concurrency, size, rate, budget), rs in groups.items():
-        ok = [r for r in rs if r["status"] == "ok"]
-        m = [r["metrics"] for r in ok]
-        cps = [x["conn_per_s"] for x in m if x.get("conn_per_s") is not None]
-        cpu = [x["server_cpu_us_per_conn"] for x in m if x.get("server_cpu_us_per_conn") is not None]
-        r_cpu, r_cps = [], []
-        for r in ok:
-            b = base_by_round.get(_round_key(r))
-            if not b:
-                continue
-            a = r["metrics"]
-            if a.get("server_cpu_us_per_conn") and b.get("server_cpu_us_per_conn"):
-                r_cpu.append(a["server_cpu_us_per_conn"] / b["server_cpu_us_per_conn"])
-            if a.get("conn_per_s") is not None and b.get("conn_per_s"):
-                r_cps.append(a["conn_per_s"] / b["conn_per_s"])
-        r_conn, r_cpu_m = _round(_median(r_cps), 3), _round(_median(r_cpu), 3)
-        out.append({
-            "spec": spec, "server": rs[0].get("server"), "link": link, "concurrency": concurrency,
-            "size": size, "rate": rate, "server_cpu": budget,
-            "server_bound": sum(1 for x in m if x.get("server_bound")),
-            "runs": len(rs), "ok": len(ok), "failed_runs": len(rs) - len(ok),
-            "conn_per_s_median": _median(cps), "conn_per_s_min": min(cps) if cps else None,
-            "conn_per_s_max": max(cps) if cps else None,
-            "server_cpu_us_per_conn_median": _median(cpu),
-            "p50_us_median": _median([x.get("p50_us") for x in m]),
-            "p99_us_median": _median([x.get("p99_us") for x in m]),
-            "failed": sum(x.get("failed") or 0 for x in m),
-            "lost": sum(x.get("lost") or 0 for x in m),
-            "client_bound": sum(1 for x in m if x.get("client_bound")),
-            "listen_overflows": sum((r.get("kernel") or {}).get("ListenOverflows", 0) for r in ok),
-            "rtt_ms_median": _median([(r.get("rtt") or {}).get("median_ms") for r in ok]),
-            "rtt_expected_ms": next(((r.get("rtt") or {}).get("expected_ms") for r in rs
-                                     if (r.get("rtt") or {}).get("expected_ms") is not None), None),
-            "rtt_warnings": sum(1 for r in rs if any(str(w).startswith("RTT ")
-                                                     for w in r.get("warnings") or [])),
-            "link_drops": _sum_known([_link_drops(r) for r in ok]),
-            "baseline": baseline,
-            "ratio_cpu_to_baseline": r_cpu_m,
-            "ratio_conn_to_baseline": r_conn,
-            "consistency": consistency(r_conn, r_cpu_m),
-            "paired_rounds": max(len(r_cpu), len(r_cps)),
-        })
-    return out
-
-
-def _sum_known(xs):
-    xs = [x for x in xs if x is not None]
-    return sum(xs) if xs else None
-
-
-def _round_key(r: dict) -> tuple:
-    c = r.get("config") or {}
-    return (r.get("batch_id"), r.get("round"), r.get("link"), c.get("concurrency"), c.get("size"),
-            c.get("rate"), c.get("server_cpu"))
+    """The batch's rows, from the one summary engine (harness/summary.py: which runs
+    count, the group and pairing keys, the baseline rule, the interval and the verdict).
+    ``ok`` is kept as the name of the clean-run count for readers of older summaries."""
+    rows = summary.summarize(recs, baseline)
+    for r in rows:
+        r["ok"] = r["clean"]
+    return rows
 
 
 # Where the conn/s ratio and the inverse CPU ratio disagree by more than this, the table
@@ -1153,17 +1071,23 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
     if not rows:
         return "(no runs)\n"
     sweep = any(r["rate"] is not None for r in rows)
-    budgeted = any(r["server_cpu"] is not None for r in rows)
+    budgeted = any(r["budget"] != "off" for r in rows)
     links = len({r["link"] for r in rows}) > 1
     shapes = len({(r["concurrency"], r["size"]) for r in rows}) > 1
-    base = rows[0]["baseline"] or srv.BASELINE
     # Shown only when measured (linked runs): the round trip and the packets the link dropped.
     rtt = any(r.get("rtt_ms_median") is not None for r in rows)
     drops = any(r.get("rtt_expected_ms") is not None or r.get("link_drops") for r in rows)
+    pythons = len({r["python"] for r in rows}) > 1
+    bases = {r["baseline"] for r in rows}
+    several = len(bases) > 1
+    base = "base" if several else (next(iter(bases)) or srv.BASELINE)
     head = ["spec"] + (["link"] if links else []) + (["conc/size"] if shapes else []) \
-        + (["offered/s"] if sweep else []) + (["CPU budget"] if budgeted else []) + [
-        "runs ok/failed", "conn/s median [min–max]", "server CPU µs/conn",
-        f"CPU ×{base}", f"conn/s ×{base}", "conn/s × CPU", "p99 ms", "failed/lost", "client-bound"] \
+        + (["python"] if pythons else []) \
+        + (["offered/s"] if sweep else []) + (["CPU budget"] if budgeted else []) \
+        + (["baseline"] if several else []) + [
+        "runs clean/excl.", "conn/s median [min–max]", f"conn/s ×{base} [CI]", "verdict",
+        "server CPU µs/conn", f"CPU ×{base} [CI]", "CPU verdict", "conn/s × CPU", "pairs",
+        "p99 ms", "failed/lost", "client-bound"] \
         + (["server-bound"] if budgeted else []) + (["RTT ms"] if rtt else []) + (["pkt drops"] if drops else [])
     body = []
     for r in rows:
@@ -1173,16 +1097,24 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
                 and r["conn_per_s_median"] < SUSTAINED_SHARE * r["rate"]:
             cps += " short"
         cpu = r["server_cpu_us_per_conn_median"]
+        isb = r["is_baseline"]
         body.append([r["spec"]] + ([str(r["link"])] if links else [])
                     + ([f"{r['concurrency']}/{r['size']}"] if shapes else [])
+                    + ([r["python"]] if pythons else [])
                     + ([_fmt(r["rate"])] if sweep else [])
-                    + ([_budget(r["server_cpu"])] if budgeted else []) + [
-            f"{r['ok']}/{r['failed_runs']}", cps, "?" if cpu is None else f"{cpu:.1f}",
-            "–" if r["ratio_cpu_to_baseline"] is None else f"{r['ratio_cpu_to_baseline']:.2f}",
-            "–" if r["ratio_conn_to_baseline"] is None else f"{r['ratio_conn_to_baseline']:.2f}",
-            consistency_text(r["consistency"]),
-            _ms(r["p99_us_median"]), f"{r['failed']}/{r['lost']}", f"{r['client_bound']}/{r['ok']}"]
-            + ([f"{r['server_bound']}/{r['ok']}"] if budgeted else [])
+                    + ([_budget(r["server_cpu"])] if budgeted else [])
+                    + ([str(r["baseline"])] if several else []) + [
+            f"{r['clean']}/{r['excluded']}", cps,
+            "1 (baseline)" if isb else summary.ratio_text(r["ratio_conn_to_baseline"],
+                                                          r["ratio_conn_interval"]),
+            "–" if isb else summary.verdict_text(r, "conn"),
+            "?" if cpu is None else f"{cpu:.1f}",
+            "1 (baseline)" if isb else summary.ratio_text(r["ratio_cpu_to_baseline"],
+                                                          r["ratio_cpu_interval"]),
+            "–" if isb else summary.verdict_text(r, "cpu"),
+            "–" if isb else consistency_text(r["consistency"]), summary.pairs_text(r),
+            _ms(r["p99_us_median"]), f"{r['failed']}/{r['lost']}", f"{r['client_bound']}/{r['clean']}"]
+            + ([f"{r['server_bound']}/{r['clean']}"] if budgeted else [])
             + ([_rtt_cell(r)] if rtt else [])
             + ([_fmt(r.get("link_drops"))] if drops else []))
     if markdown:
@@ -1193,9 +1125,10 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
         fmt = lambda row: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
                                     for i, (c, w) in enumerate(zip(row, widths)))
         lines = [fmt(head), fmt(["-" * w for w in widths])] + [fmt(row) for row in body]
-    notes = [f"Ratios: median over rounds of (spec ÷ {base} in the same round). "
-             f"client-bound: runs whose client used ≥{CLIENT_BOUND_SHARE:.0%} of a core "
-             "(their conn/s measures the client)."]
+    notes = [f"Ratios: median over rounds of (spec ÷ {base} in the same round). " + summary.INTERVAL_NOTE,
+             "runs clean/excl.: runs that failed or lost connections are excluded from every median "
+             f"and ratio, and counted here. client-bound: runs whose client used ≥{CLIENT_BOUND_SHARE:.0%} "
+             "of a core (their conn/s measures the client)."]
     notes.append(f"conn/s × CPU: the conn/s ratio times the CPU ratio, 1.00 when conn/s is what CPU per "
                  f"connection predicts; '!' marks a gap over {CONSISTENCY_TOLERANCE:.0%} "
                  "(expected for client-bound runs, a warning for server-bound ones).")
@@ -1203,6 +1136,10 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
         notes.append(f"Open loop: 'short' marks an offered rate the server did not sustain (< "
                      f"{SUSTAINED_SHARE:.0%} of it completed); CPU per connection compares servers "
                      "like for like only at a rate all of them sustain.")
+    commits = {r["spec"]: r["variant_commit"] for r in rows if r.get("variant_commit")}
+    if commits:
+        notes.append("Revisions: " + ", ".join(f"{s} = {c[:12]}" for s, c in commits.items())
+                     + " (library code from git; the plain name runs the working tree).")
     if budgeted:
         notes.append(f"CPU budget: the server ran in a cgroup with a CFS quota of that many cores; "
                      f"server-bound: runs where it used ≥{SERVER_BOUND_SHARE:.0%} of its budget and the "

@@ -157,7 +157,9 @@ def test_summarize_pairs_rounds():
     assert master["ratio_cpu_to_baseline"] == pytest.approx(1.2)
     assert master["ratio_conn_to_baseline"] == pytest.approx(0.8)
     assert master["paired_rounds"] == 3
-    assert alone["ok"] == 1 and alone["failed_runs"] == 1 and alone["lost"] == 3
+    # one failed run, one that lost connections: both excluded, both counted, losses shown
+    assert alone["clean"] == 0 and alone["excluded"] == 2 and alone["failed_runs"] == 1
+    assert alone["lossy_runs"] == 1 and alone["lost"] == 3 and alone["ratio_conn_to_baseline"] is None
 
 
 def test_table_shows_every_spec_ratios_and_losses():
@@ -165,7 +167,9 @@ def test_table_shows_every_spec_ratios_and_losses():
     lines = text.splitlines()
     assert any(line.startswith("master") and "1.20" in line and "0.80" in line for line in lines)
     alone = next(line for line in lines if line.startswith("alone_proc"))
-    assert "1/1" in alone and "3/3" in alone          # runs ok/failed, failed/lost
+    assert "0/2" in alone and "3/3" in alone          # runs clean/excluded, failed/lost
+    master = next(line for line in lines if line.startswith("master"))
+    assert "too few rounds (n=3)" in master           # 3 rounds: no interval, said so
     raw = next(line for line in lines if line.startswith("raw_epoll"))
     assert "3/3" in raw                                 # 3 of 3 runs client-bound
     md = runner.format_table(_batch(), markdown=True)

@@ -5,6 +5,23 @@ A benchmark is a *spec*, ``NAME[:key=value,...]`` (``master:poll_delay=0.1``,
 configuration.  A new server is one entry in ``SERVERS``; a variant of a
 benchmark is a spec, never a copied script (the vmbench/pyperformance rule).
 
+A variant spec may name a git revision, ``NAME@REV`` (``master@HEAD~3``,
+``alone_proc@v1``): that variant's *library* as it was at REV, served by today's echo
+server and measured by today's harness.  REV is resolved once per process to a commit
+(``git rev-parse --verify REV^{commit}``: a bad one is an error before anything runs);
+``variants/`` of that commit is extracted with ``git archive`` into
+``build/rev/<sha>/`` (cached, never modified) and the server runs with that tree first
+on its import path, so ``import variants`` finds the old library and ``import harness``
+today's.  The plain name runs the working tree, uncommitted edits included: "did my
+edit help" is ``compare --servers "master@HEAD master"``.  The spec text keeps what the
+user wrote (``master@HEAD`` is another row than ``master``); the run record carries the
+resolved commit (``config.variant_commit``).
+
+Servers that are not in the table are specs too (README, "Bring your own loop"):
+``loop:MODULE:ATTR`` serves your loop class with the shared echo app
+(custom_loop.py); ``cmd:COMMAND`` runs any echo-protocol server, ``{port}`` (and
+``{host}``, ``{size}``) filled in, ready when its port accepts a connection.
+
 ``start()`` launches a server and waits for its READY line; ``ServerProcess.stop()``
 sends SIGTERM and collects its STATS line.  The runner, the tests and the
 profiler all launch servers through here, so every server is started the same way.
@@ -12,12 +29,15 @@ profiler all launch servers through here, so every server is started the same wa
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -71,6 +91,15 @@ SERVERS: dict[str, Server] = {s.name: s for s in (
            "C echo server on Redis ae (built by `make redis_ae`)"),
 )}
 
+# Bring your own (README, "Bring your own loop"): not in the table (nothing iterates over
+# them as "every server"); the rest of the spec names the code.
+OWN_SERVERS: dict[str, Server] = {s.name: s for s in (
+    Server("loop", "python", "harness.servers.custom_loop",
+           "your ae-style loop on the shared echo app: loop:MODULE:ATTR[,option...]"),
+    Server("cmd", "cmd", "",
+           "any server command following the echo protocol: 'cmd:COMMAND {port}'"),
+)}
+
 VARIANTS = tuple(n for n, s in SERVERS.items() if s.variant)
 BASELINE = "raw_epoll"
 
@@ -80,25 +109,56 @@ class Spec:
     text: str                 # as the user wrote it, normalised
     name: str
     options: dict = field(default_factory=dict)
+    rev: str | None = None    # NAME@REV: the git revision as written
+    commit: str | None = None  # ... and the commit it resolved to
 
     @property
     def server(self) -> Server:
-        return SERVERS[self.name]
+        return SERVERS.get(self.name) or OWN_SERVERS[self.name]
 
 
 def valid_names() -> str:
-    return ", ".join(SERVERS)
+    return ", ".join(SERVERS) + \
+        " (or your own: loop:MODULE:ATTR, 'cmd:COMMAND {port}')"
+
+
+def accepted_options(server: Server) -> tuple:
+    """The spec keys a server takes (a command server takes none: its command is its spec)."""
+    return () if server.kind == "cmd" else COMMON_OPTIONS + server.options
 
 
 def parse_spec(text: str) -> Spec:
-    """Parse ``NAME[:key=value,...]``; raise ServerError with the valid choices."""
+    """Parse ``NAME[@REV][:key=value,...]``, ``loop:MODULE:ATTR[,key=value...]`` or
+    ``cmd:COMMAND`` (with a ``{port}`` placeholder); raise ServerError with the valid
+    choices.  NAME@REV is resolved to a commit here, so a bad revision fails at once."""
     text = text.strip()
-    name, _, rest = text.partition(":")
-    if name not in SERVERS:
+    head, _, rest = text.partition(":")
+    if head == "cmd":
+        cmd = rest.strip()
+        if "{port}" not in cmd:
+            raise ServerError("a command server needs a {port} placeholder: 'cmd:./myserver --port {port}'")
+        return Spec("cmd:" + cmd, "cmd", {"command": cmd})
+    target = None
+    if head == "loop":
+        target, _, rest = rest.partition(",")
+        target = target.strip()
+        mod, _, attr = target.partition(":")
+        if not mod or not all(p.isidentifier() for p in mod.split(".")) \
+                or (attr and not attr.isidentifier()):
+            raise ServerError(f"loop:{target}: give the loop as loop:MODULE:ATTR "
+                              f"(e.g. loop:examples.tinyloop:EventLoop)")
+    name, at, rev = head.partition("@")
+    if name not in SERVERS and target is None:
         raise ServerError(f"unknown server or variant {name!r}; valid names: {valid_names()}")
-    server = SERVERS[name]
-    allowed = COMMON_OPTIONS + server.options
-    options: dict[str, str | bool] = {}
+    server = SERVERS.get(name) or OWN_SERVERS[name]
+    commit = None
+    if at:
+        if not server.variant:
+            raise ServerError(f"{head!r}: only the Events variants ({', '.join(VARIANTS)}) take @REV "
+                              f"(their library code comes from git)")
+        commit = resolve_revision(rev, name)
+    allowed = accepted_options(server)
+    options: dict = {}
     for item in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, value = item.partition("=")
         key = key.strip().replace("-", "_")
@@ -114,9 +174,69 @@ def parse_spec(text: str) -> Spec:
                 raise ServerError(f"option {key!r} of {name!r} needs a value: {key}=...")
             options[key] = value.strip()
             _check_value(name, key, value.strip())
-    norm = name + (":" + ",".join(k if v is True else f"{k}={v}"
-                                  for k, v in sorted(options.items())) if options else "")
-    return Spec(norm, name, options)
+    items = [k if v is True else f"{k}={v}" for k, v in sorted(options.items())]
+    if target is not None:
+        options["loop"] = target
+        items.insert(0, target)
+    norm = head + (":" + ",".join(items) if items else "")
+    return Spec(norm, name, options, rev or None, commit)
+
+
+# --------------------------------------------------------------------------- revisions
+
+_COMMITS: dict[str, str] = {}
+
+
+def _git(*args, **kw) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(["git", "-C", ROOT, *args], capture_output=True, timeout=60, **kw)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise ServerError(f"cannot run git for a NAME@REV spec: {e}") from None
+
+
+def resolve_revision(rev: str, name: str) -> str:
+    """The commit REV names (resolved once per process, so HEAD means one commit for a
+    whole batch), checked to contain variants/NAME.  ServerError when it does not."""
+    if not rev:
+        raise ServerError(f"{name}@: give a git revision after '@' (e.g. {name}@HEAD~1)")
+    if rev not in _COMMITS:
+        if rev.startswith("-"):
+            raise ServerError(f"{rev!r} is not a git revision")
+        r = _git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", text=True)
+        if r.returncode != 0 or not r.stdout.strip():
+            raise ServerError(f"{name}@{rev}: {rev!r} is not a commit of this repository "
+                              f"(git rev-parse --verify {rev}^{{commit}} failed)")
+        _COMMITS[rev] = r.stdout.strip()
+    commit = _COMMITS[rev]
+    if _git("cat-file", "-e", f"{commit}:variants/{name}/__init__.py").returncode != 0:
+        raise ServerError(f"{name}@{rev}: variants/{name}/ does not exist at {commit[:12]}")
+    return commit
+
+
+def revision_tree(commit: str) -> str:
+    """build/rev/<sha>/, holding variants/ of that commit (extracted once, then reused)."""
+    final = os.path.join(BUILD, "rev", commit)
+    if os.path.isfile(os.path.join(final, "variants", "__init__.py")):
+        return final
+    r = _git("archive", "--format=tar", commit, "variants/")
+    if r.returncode != 0:
+        raise ServerError(f"git archive {commit[:12]} variants/ failed: "
+                          f"{r.stderr.decode(errors='replace').strip()[-300:]}")
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".part-", dir=os.path.dirname(final))
+    try:
+        with tarfile.open(fileobj=io.BytesIO(r.stdout)) as tar:
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(tmp, filter="data")
+            else:                                   # pragma: no cover (Python < 3.11.4)
+                tar.extractall(tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:                             # another process got there first
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
 
 
 def _check_value(name: str, key: str, value: str) -> None:
@@ -150,6 +270,21 @@ def binary_path(server: Server) -> str:
 def check_available(spec: Spec, python: str | None = None) -> None:
     """Raise ServerError, with what to do, if this server cannot run here."""
     server = spec.server
+    if server.kind == "cmd":
+        argv = _cmd_argv(spec, "127.0.0.1", 1)
+        exe = argv[0] if argv else ""
+        if not (shutil.which(exe) or (os.sep in exe and os.access(exe, os.X_OK))):
+            raise ServerError(f"{spec.text}: {exe!r} is not an executable (not on PATH, or not found)")
+        return
+    if server.name == "loop":
+        py = python or sys.executable
+        code = ("import sys; from harness.servers.custom_loop import load\n"
+                "try: load(sys.argv[1])\nexcept ImportError as e: sys.exit(str(e))")
+        r = subprocess.run([py, "-c", code, spec.options["loop"]], capture_output=True, text=True,
+                           env=env_for(server), cwd=ROOT, timeout=60)
+        if r.returncode != 0:
+            raise ServerError(f"{spec.text}: {(r.stderr.strip().splitlines() or ['cannot load it'])[-1]}")
+        return
     if server.kind == "c":
         path = binary_path(server)
         if not os.path.exists(path):
@@ -158,6 +293,8 @@ def check_available(spec: Spec, python: str | None = None) -> None:
                                   "run `make redis_ae` (fetches a Redis 6.2 source tree from PyPI) "
                                   "or `make build REDIS_SRC=/path/to/redis`. Skipped.")
             raise ServerError(f"{path} is not built: run `make build` (needs gcc)")
+    elif spec.commit:
+        revision_tree(spec.commit)
     elif server.variant and not os.path.isfile(os.path.join(ROOT, "variants", server.name,
                                                              "__init__.py")):
         raise ServerError(f"server {server.name!r} needs the package variants/{server.name}/, "
@@ -178,6 +315,8 @@ def command(spec: Spec | str, *, host: str = "127.0.0.1", port: int = 0, size: i
     if isinstance(spec, str):
         spec = parse_spec(spec)
     server = spec.server
+    if server.kind == "cmd":
+        return _cmd_argv(spec, host, port, size) + list(extra)
     if server.kind == "c":
         argv = [binary_path(server)]
     else:
@@ -191,14 +330,40 @@ def command(spec: Spec | str, *, host: str = "127.0.0.1", port: int = 0, size: i
     return argv + list(extra)
 
 
-def env_for(server: Server) -> dict:
-    """The environment a server runs with (the repository root on PYTHONPATH)."""
+def _cmd_argv(spec: Spec, host: str, port: int, size: int = 100) -> list[str]:
+    """A command server's argv: {port}, {host} and {size} filled in."""
+    import shlex
+    cmd = spec.options["command"]
+    return shlex.split(cmd.replace("{port}", str(port)).replace("{host}", host)
+                       .replace("{size}", str(size)))
+
+
+def _free_port(host: str) -> int:
+    import socket
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def env_for(server: Server, spec: Spec | None = None) -> dict:
+    """The environment a server runs with (the repository root on PYTHONPATH; for a
+    NAME@REV spec that revision's tree before it)."""
     env = dict(os.environ)
     if server.kind == "python":
         # Servers import `variants` and `harness` from the repository root.
         env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        if server.name == "loop":           # your module, importable from where you run us
+            env["PYTHONPATH"] = os.getcwd() + os.pathsep + env["PYTHONPATH"]
+        if spec is not None and spec.commit:
+            env["PYTHONPATH"] = revision_tree(spec.commit) + os.pathsep + env["PYTHONPATH"]
         env.setdefault("PYTHONHASHSEED", "0")
     return env
+
+
+def workdir(spec: Spec) -> str:
+    """Where a server starts: ``python -m`` puts it first on sys.path, so for NAME@REV it is
+    the revision's tree (its ``variants`` wins over the working tree's)."""
+    return revision_tree(spec.commit) if spec.commit else ROOT
 
 
 class ServerProcess:
@@ -239,7 +404,10 @@ class ServerProcess:
             out, _ = self.proc.communicate()
             note = f"\n[harness] server did not exit within {timeout}s of SIGTERM; killed"
         self.stderr_text = _read_err(self._errfile) + note
-        for line in (out or "").splitlines():
+        lines = (out or "").splitlines()
+        if self.spec.server.kind == "cmd":          # its stdout went to the stderr file
+            lines += self.stderr_text.splitlines()
+        for line in lines:
             if line.startswith("STATS "):
                 try:
                     self.stats = json.loads(line[6:])
@@ -270,13 +438,16 @@ def start(spec: Spec | str, *, host: str = "127.0.0.1", port: int = 0, size: int
     if isinstance(spec, str):
         spec = parse_spec(spec)
     check_available(spec, python)
+    if spec.server.kind == "cmd":
+        return _start_cmd(spec, host=host, port=port or _free_port(host), size=size, prefix=prefix,
+                          ready_timeout=ready_timeout, cgroup_procs=cgroup_procs)
     argv = list(prefix) + command(spec, host=host, port=port, size=size,
                                   idle_timeout=idle_timeout, python=python, extra=extra)
     errfile = tempfile.TemporaryFile(mode="w+", prefix="events-server-err-")
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=errfile, text=True, cwd=ROOT,
-                                env=env_for(spec.server), preexec_fn=_preexec(cgroup_procs))
+                                stderr=errfile, text=True, cwd=workdir(spec),
+                                env=env_for(spec.server, spec), preexec_fn=_preexec(cgroup_procs))
     except (OSError, subprocess.SubprocessError) as e:
         errfile.close()
         where = f" (joining the CPU-budget cgroup {cgroup_procs})" if cgroup_procs else ""
@@ -306,6 +477,41 @@ def start(spec: Spec | str, *, host: str = "127.0.0.1", port: int = 0, size: int
     finally:
         sel.close()
     return ServerProcess(spec, proc, ready, argv, errfile)
+
+
+def _start_cmd(spec: Spec, *, host: str, port: int, size: int, prefix, ready_timeout: float,
+               cgroup_procs: str | None) -> ServerProcess:
+    """A command server prints no READY line: it is ready when its port accepts a
+    connection (probed every 50 ms; the probe connects and closes at once, before the
+    run's counters are read).  Its stdout and stderr both go to the kept stderr file."""
+    import socket
+    argv = list(prefix) + _cmd_argv(spec, host, port, size)
+    errfile = tempfile.TemporaryFile(mode="w+", prefix="events-server-err-")
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=errfile, stderr=errfile,
+                                text=True, cwd=os.getcwd(), env=dict(os.environ),
+                                preexec_fn=_preexec(cgroup_procs))
+    except (OSError, subprocess.SubprocessError) as e:
+        errfile.close()
+        raise ServerError(f"cannot start {spec.text}: {e}") from None
+    deadline = time.monotonic() + ready_timeout
+    while True:
+        if proc.poll() is not None:
+            raise ServerError(f"{spec.text} failed to start (exit code {proc.returncode}); "
+                              f"stderr:\n{_read_err(errfile).strip()[-2000:]}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise ServerError(f"{spec.text} did not accept connections on {host}:{port} within "
+                              f"{ready_timeout}s; stderr:\n{_read_err(errfile).strip()[-2000:]}")
+        time.sleep(0.05)
+    return ServerProcess(spec, proc, {"server": "cmd", "host": host, "port": port, "pid": proc.pid},
+                         argv, errfile)
 
 
 def _preexec(cgroup_procs: str | None):

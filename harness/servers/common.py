@@ -285,7 +285,11 @@ def say(tag: str, obj: dict):
 
 def ready(name: str, listener: socket.socket):
     addr = listener.getsockname()
-    say("READY", {"server": name, "host": addr[0], "port": addr[1], "pid": os.getpid()})
+    info = {"server": name, "host": addr[0], "port": addr[1], "pid": os.getpid()}
+    lib = sys.modules.get("variants")
+    if lib is not None and getattr(lib, "__file__", None):
+        info["library"] = os.path.dirname(lib.__file__)     # which tree (NAME@REV) was imported
+    say("READY", info)
 
 
 def finish(stats: Stats):
