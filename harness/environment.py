@@ -143,6 +143,7 @@ def capture(link=None, python: str | None = None) -> dict:
         "git_commit": commit,
         "git_dirty": dirty,
         "loadgen": _file_facts(os.path.join(ROOT, "build", "loadgen")),
+        "cpu_speed_us": cpu_speed_us(),
     }
     env.update(sysctls(server_read))
     if link is not None:
@@ -154,6 +155,17 @@ def capture(link=None, python: str | None = None) -> dict:
         except Exception as e:     # info() is descriptive only: never fail the batch on it
             env["link"] = {"name": getattr(link, "name", None), "error": str(e)}
     return env
+
+
+def cpu_speed_us() -> float:
+    """A machine-speed probe: the best of 5 timings of ``sum(range(1000))`` in this
+    interpreter, in microseconds (about 0.1 s).  The same kind of VM ran raw_epoll at
+    24 us of server CPU per connection on 2026-11-26 and at 56-63 us on 2026-11-29 (another
+    kernel build, fc-v669 then fc-v782): absolute conn/s and CPU per connection only
+    compare between runs with a similar probe; paired ratios within a batch do not need it."""
+    import timeit
+    t = timeit.Timer("sum(range(1000))")
+    return round(min(t.repeat(repeat=5, number=400)) / 400 * 1e6, 2)
 
 
 def _file_facts(path: str) -> dict | None:
