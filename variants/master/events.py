@@ -176,35 +176,42 @@ class EventLoop:
     # -- the loop -----------------------------------------------------------------
 
     def process_events(self, flags=ALL_EVENTS):
-        """Poll once and dispatch; return the number of events processed (fired fds
-        plus time events run). Waits no longer than the nearest timer; DONT_WAIT
-        never blocks."""
+        """Poll once and dispatch; return the number of events processed (fds the poll
+        reported plus time events run). Waits no longer than the nearest timer;
+        DONT_WAIT never blocks."""
         if not flags & (FILE_EVENTS | TIME_EVENTS):
             return 0
         processed = 0
         timers = self._timers
-        due = None                      # when the nearest timer is due (None: no timer)
-        if flags & TIME_EVENTS and timers.live:    # why: no timers, no heap look-up
-            due = timers.nearest()
         # As ae: poll when there are fds, or to sleep until a timer is due.
         if self._nfds or (flags & TIME_EVENTS and not flags & DONT_WAIT):
-            if flags & DONT_WAIT:
-                timeout = 0
-            elif due is not None:
-                timeout = max(0.0, due - monotonic())
-            else:
-                timeout = None
+            # As ae, the hook runs before the wait is computed: it may create (or delete)
+            # timers, and the poll must not sleep past a timer the hook just created.
             if flags & CALL_BEFORE_SLEEP and self._before_sleep is not None:
                 self._before_sleep(self)
+            timeout = None              # None: no timer, wait for an fd
+            if flags & DONT_WAIT:
+                timeout = 0.0
+            elif flags & TIME_EVENTS and timers.live:   # why: no timers, no heap look-up
+                due = timers.nearest()
+                if due is not None:
+                    timeout = max(0.0, due - monotonic())
             events = self._poller.poll(timeout)
             if flags & CALL_AFTER_SLEEP and self._after_sleep is not None:
                 self._after_sleep(self)
             if events and flags & FILE_EVENTS:
-                processed = self._dispatch(events)
-        # why: most passes end before the nearest timer: skip the timer pass entirely.
-        # (Timers created during this pass wait for a later pass anyway.)
-        if due is not None and monotonic() >= due:
-            processed += timers.run_due(self._error_handler)
+                # As ae, every fd the poll reported counts, even one whose events an
+                # earlier proc of this pass deleted (ae's processed++ per fired entry).
+                processed = len(events)
+                self._dispatch(events)
+        # As ae's processTimeEvents: the timers due now. One created earlier in this pass
+        # (by a hook or a file proc) runs if due; one created by a time proc waits for a
+        # later pass (the id guard in run_due).
+        # why: most passes end before the nearest timer: one peek, no timer pass.
+        if flags & TIME_EVENTS and timers.live:
+            due = timers.nearest()
+            if due is not None and monotonic() >= due:
+                processed += timers.run_due(self._error_handler)
         return processed
 
     def _dispatch(self, events):
@@ -215,10 +222,12 @@ class EventLoop:
         wprocs = self._wprocs
         cdata = self._cdata
         to_ae = self._poller.to_ae
-        processed = 0
         for fd, native in events:
+            reported = to_ae[native]
+            # As ae, an fd's mask is read at its own dispatch, not when the poll returned:
+            # an earlier proc of this pass may have deleted or added its events.
             mask = masks[fd]
-            fired = to_ae[native] & mask
+            fired = reported & mask
             if not fired:
                 continue                # a stale event: an earlier proc deleted this fd
             try:
@@ -229,14 +238,16 @@ class EventLoop:
                 if not invert and fired & READABLE:
                     called = rprocs[fd]
                     called(self, fd, cdata[fd], fired)
-                # Re-check the mask before each call: the proc just run may have
-                # deleted this event or the whole fd.
-                if fired & WRITABLE and masks[fd] & WRITABLE:
+                    # Re-check the mask after each call (ae's fe->mask & mask): the proc
+                    # may have deleted the other event or the whole fd, or added one.
+                    fired = reported & masks[fd]
+                if fired & WRITABLE:
                     proc = wprocs[fd]
                     if proc != called:  # one proc registered for both: call it once
                         called = proc
                         proc(self, fd, cdata[fd], fired)
-                if invert and fired & READABLE and masks[fd] & READABLE:
+                        fired = reported & masks[fd]
+                if invert and fired & READABLE:
                     proc = rprocs[fd]
                     if proc != called:
                         proc(self, fd, cdata[fd], fired)
@@ -245,8 +256,6 @@ class EventLoop:
                 if self._error_handler is None:
                     raise
                 self._error_handler(self, exc)
-            processed += 1
-        return processed
 
     def main(self):
         """Run until stop(): process every kind of event, calling the sleep hooks."""

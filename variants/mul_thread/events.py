@@ -263,33 +263,35 @@ class EventLoop:
     # -- the loop -----------------------------------------------------------------
 
     def process_events(self, flags=ALL_EVENTS):
-        """Poll once and dispatch; return the number of events processed (fired fds
-        plus time events run). Waits no longer than the nearest timer; DONT_WAIT
-        never blocks."""
+        """Poll once and dispatch; return the number of events processed (fds the poll
+        reported plus time events run). Waits no longer than the nearest timer;
+        DONT_WAIT never blocks."""
         if not flags & (FILE_EVENTS | TIME_EVENTS):
             return 0
         processed = 0
         timers = self._timers
-        due = None                      # when the nearest timer is due (None: no timer)
-        if not flags & DONT_WAIT:
-            # Set before reading the timers: a timer a worker creates from now on
-            # either is seen here or sees this and wakes the poll.
-            self._sleep_until = _FOREVER
-        if flags & TIME_EVENTS and timers.live:    # why: no timers, no heap look-up
-            due = timers.nearest()
         # As ae: poll when there are fds, or to sleep until a timer is due.
         if self._nfds or (flags & TIME_EVENTS and not flags & DONT_WAIT):
-            if flags & DONT_WAIT:
-                timeout = 0
-            elif due is not None:
-                timeout = max(0.0, due - monotonic())
-                self._sleep_until = due
-            else:
-                timeout = None
+            # As ae, the hook runs before the wait is computed: it may create (or delete)
+            # timers, and the poll must not sleep past a timer the hook just created.
             if flags & CALL_BEFORE_SLEEP and self._before_sleep is not None:
                 self._before_sleep(self)
-            events = self._poller.poll(timeout)
-            self._sleep_until = _AWAKE
+            timeout = None              # None: no timer, wait for an fd
+            if flags & DONT_WAIT:
+                timeout = 0.0
+            else:
+                # Set before reading the timers: a timer a worker creates from now on
+                # either is seen here or sees this and wakes the poll.
+                self._sleep_until = _FOREVER
+                if flags & TIME_EVENTS and timers.live:  # why: no timers, no heap look-up
+                    due = timers.nearest()
+                    if due is not None:
+                        timeout = max(0.0, due - monotonic())
+                        self._sleep_until = due
+            try:
+                events = self._poller.poll(timeout)
+            finally:
+                self._sleep_until = _AWAKE
             if flags & CALL_AFTER_SLEEP and self._after_sleep is not None:
                 try:
                     self._after_sleep(self)
@@ -301,24 +303,29 @@ class EventLoop:
                 processed = self._dispatch(events)
             elif events and self._oneshot:
                 self._rearm_unserved(events)
-        # why: most passes end before the nearest timer: skip the timer pass entirely.
-        # (Timers created during this pass wait for a later pass anyway.)
-        if due is not None and monotonic() >= due:
-            processed += timers.run_due(self._error_handler)
+        # As ae's processTimeEvents: the timers due now. One created earlier in this pass
+        # (by a hook or a file proc) runs if due; one created by a time proc waits for a
+        # later pass (the id guard in run_due).
+        # why: most passes end before the nearest timer: one peek, no timer pass.
+        if flags & TIME_EVENTS and timers.live:
+            due = timers.nearest()
+            if due is not None and monotonic() >= due:
+                processed += timers.run_due(self._error_handler)
         return processed
 
     # -- faithful: the study's batch on a ThreadPoolExecutor ------------------------
 
     def _dispatch_batch(self, events):
-        """Run the fired fds of this pass on the pool; return when all have finished."""
-        # why: locals are the fastest names in CPython; this loop runs once per event.
-        masks = self._masks
+        """Run the fired fds of this pass on the pool; return when all have finished.
+        As ae, every fd the poll reported counts, even one a proc of this pass deleted."""
+        # Each fd is submitted with what the poll reported; its worker ANDs that with
+        # the fd's mask when it dispatches the fd, as ae does (not here, for the whole
+        # batch at once: a proc that runs before may add or delete this fd's events).
+        # With one worker the tasks run in the poll's order, one at a time: ae's pass.
         to_ae = self._to_ae
-        with self.lock:
-            fired = [(fd, to_ae[native] & masks[fd]) for fd, native in events]
         submit = self._executor.submit
         run = self._run_fd
-        futures = [submit(run, fd, mask) for fd, mask in fired if mask]
+        futures = [submit(run, fd, to_ae[native]) for fd, native in events]
         wait(futures)               # the batch barrier: each pass waits for its slowest proc
         first = None
         for future in futures:
@@ -442,14 +449,16 @@ class EventLoop:
 
     # -- one fd's procs, on a worker ------------------------------------------------
 
-    def _run_fd(self, fd, fired):
+    def _run_fd(self, fd, reported):
         """ae's per-fd dispatch; each look at the loop state is under fd's lock."""
         lock = self._fd_locks[fd & _STRIPE]
+        # As ae, fd's mask is read at its dispatch, not when the poll returned.
         with lock:
             mask = self._masks[fd]
-            proc = self._rprocs[fd]
+            rproc = self._rprocs[fd]
+            wproc = self._wprocs[fd]
             data = self._cdata[fd]
-        fired &= mask
+        fired = reported & mask
         if not fired:
             return                  # a stale event: an earlier proc deleted this fd
         invert = mask & BARRIER
@@ -457,23 +466,26 @@ class EventLoop:
         # Normally the readable proc runs first (a request is read, then the reply may
         # be written in the same pass); BARRIER reverses the order.
         if not invert and fired & READABLE:
-            called = proc
-            proc(self, fd, data, fired)
-        # Re-check the mask before each call: the proc just run may have deleted this
-        # event or the whole fd.
-        if fired & WRITABLE:
-            with lock:
-                proc = self._wprocs[fd] if self._masks[fd] & WRITABLE else None
-                data = self._cdata[fd]
-            if proc is not None and proc != called:  # one proc for both: call it once
-                called = proc
-                proc(self, fd, data, fired)
-        if invert and fired & READABLE:
-            with lock:
-                proc = self._rprocs[fd] if self._masks[fd] & READABLE else None
-                data = self._cdata[fd]
-            if proc is not None and proc != called:
-                proc(self, fd, data, fired)
+            called = rproc
+            rproc(self, fd, data, fired)
+            # Re-check the mask after each call (ae's fe->mask & mask): the proc may
+            # have deleted the other event or the whole fd, or added one.
+            # why: only when the poll reported WRITABLE: no second lock on a plain read.
+            if reported & WRITABLE:
+                with lock:
+                    fired = reported & self._masks[fd]
+                    wproc = self._wprocs[fd]
+                    data = self._cdata[fd]
+        if fired & WRITABLE and wproc != called:   # one proc for both: call it once
+            called = wproc
+            wproc(self, fd, data, fired)
+            if invert:
+                with lock:
+                    fired = reported & self._masks[fd]
+                    rproc = self._rprocs[fd]
+                    data = self._cdata[fd]
+        if invert and fired & READABLE and rproc != called:
+            rproc(self, fd, data, fired)
 
     def main(self):
         """Run until stop(): process every kind of event, calling the sleep hooks."""
