@@ -475,6 +475,11 @@ class ModelMachine(RuleBasedStateMachine):
     @initialize(data=st.data(), changes=st.lists(CHANGES, min_size=2, max_size=8))
     def setup(self, data, changes):
         self.draw_scripts(data)
+        # Every channel starts registered (most often for both directions) so that
+        # passes report several fds from the first step on.
+        for ch in range(len(self.channels)):
+            mask = data.draw(st.sampled_from([R | W, R | W, R | W | BARRIER, R, W]))
+            self.create_file_event(ch, mask, data.draw(st.integers(0, N_FILE_PROCS - 1)))
         self._apply(changes)
 
     # -- the step: some changes, then one pass replayed in the model ---------------------
