@@ -11,6 +11,14 @@ What this variant changes, and why
     proc on any worker may call any loop method; the dispatch takes it before each
     look at the state (ae's re-check of the mask before each call becomes a locked
     read). Time events run on the loop thread, after the batch.
+    Each fd is submitted with what the poll reported and its worker ANDs that with
+    the fd's mask when it dispatches the fd, as ae does; the masks are not computed
+    for the whole batch up front. With ``workers=1`` a pass is therefore exactly ae's:
+    the fds run one at a time, in the poll's order, and a proc that adds or deletes
+    events of a later fd of the pass changes what that fd fires. With more workers the
+    fds of a batch run concurrently: there is no "earlier proc of the pass", and a
+    change one proc makes to another fd of the batch reaches that fd only if it
+    happens before that fd's dispatch reads its mask. That is the batch's design.
 
     ``pool="oneshot"`` is the improved design (issue 7). The loop thread polls and
     hands each ready fd to a worker through a ``queue.SimpleQueue`` and goes straight
