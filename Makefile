@@ -73,7 +73,7 @@ $(STAMP)-%: pyproject.toml $(CONSTRAINTS)
 # prerequisite of each target, stops with exit 2 (before any set-up) when a knob that TARGET
 # does not take was set on the command line. TAKES_<target> lists the knobs each one takes.
 RUN_KNOBS := LINK REPEAT DURATION WARMUP CONCURRENCY SIZE RATE DELAY LOSS PYTHON DIET POOL SERVER_CPU
-KNOBS     := VARIANT SERVERS HOST PORT RUN_ID CONNECTIONS RATES LOOP SERVER_CMD $(RUN_KNOBS)
+KNOBS     := VARIANT SERVERS HOST PORT RUN_ID CONNECTIONS RATES LOOP SERVER_CMD MODEL_EXAMPLES MODEL_SEED MODEL_STEPS $(RUN_KNOBS)
 TAKES_bench    := VARIANT $(RUN_KNOBS)
 TAKES_compare  := SERVERS LOOP SERVER_CMD $(RUN_KNOBS)
 TAKES_sweep    := VARIANT RATES $(RUN_KNOBS)
@@ -109,6 +109,17 @@ $(BUILD)/%: harness/servers/%.c harness/servers/c_echo_common.h
 
 test: knobs-test $(STAMP)-test build redis_ae
 	$(PY) -m pytest -q tests
+
+# The model-based test of the ae contract (tests/test_model.py) alone, longer and random when
+# asked: make test-model MODEL_EXAMPLES=500 MODEL_SEED=random (make test runs it short, seeded).
+MODEL_EXAMPLES ?=
+MODEL_SEED     ?=
+MODEL_STEPS    ?=
+TAKES_test-model := MODEL_EXAMPLES MODEL_SEED MODEL_STEPS
+.PHONY: test-model
+test-model: knobs-test-model $(STAMP)-test
+	$(if $(MODEL_EXAMPLES),EVENTS_MODEL_EXAMPLES=$(MODEL_EXAMPLES)) $(if $(MODEL_SEED),EVENTS_MODEL_SEED=$(MODEL_SEED)) \
+	  $(if $(MODEL_STEPS),EVENTS_MODEL_STEPS=$(MODEL_STEPS)) $(PY) -m pytest -q -p no:cacheprovider tests/test_model.py
 
 .PHONY: lint
 # ruff over the whole tree, then mypy: the harness at mypy's default level, the libraries strict

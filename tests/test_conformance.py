@@ -262,8 +262,20 @@ def test_proc_deletes_and_closes_its_own_fd(loop, pair):
     assert len(calls) == 1
 
 
-def test_proc_deletes_another_fd_in_the_same_pass(loop):
-    if is_async(loop):
+def serial_loop(cfg, **kw):
+    """A loop whose passes run one proc at a time in the poll's order (ae's pass):
+    mul_thread's faithful pool with one worker; None for oneshot (asynchronous)."""
+    variant, backend = cfg
+    if variant == "mul_thread_oneshot":
+        return None
+    if variant == "mul_thread":
+        kw["workers"] = 1
+    return make_loop(variant, backend, **kw)
+
+
+def test_proc_deletes_another_fd_in_the_same_pass(cfg):
+    loop = serial_loop(cfg)
+    if loop is None:
         pytest.skip("oneshot: both fds may already be running on two workers")
     p1, p2 = socket.socketpair(), socket.socketpair()
     try:
@@ -281,9 +293,57 @@ def test_proc_deletes_another_fd_in_the_same_pass(loop):
         p1[1].send(b"x")
         p2[1].send(b"x")
         time.sleep(0.01)
-        pass_once(loop)
+        n = loop.process_events(NOW)
         assert len(called) == 1                   # the other one is never called
+        # As ae (processed++ per fired entry): both fds the poll reported count.
+        assert n == 2
     finally:
+        loop.close()
+        for s in p1 + p2:
+            s.close()
+
+
+def test_a_proc_adding_events_to_a_later_fd_of_the_pass(cfg):
+    """fd B is registered READABLE and its peer hung up; A's proc, earlier in the same
+    pass, adds WRITABLE to B. As ae, B's fired mask is what the poll reported (a hang-up
+    is readable and writable; select reports only the sets it was given) ANDed with B's
+    mask at B's dispatch, so B's write proc runs in that pass."""
+    loop = serial_loop(cfg)
+    if loop is None:
+        pytest.skip("oneshot: the two fds may run concurrently on two workers")
+    p1, p2 = socket.socketpair(), socket.socketpair()
+    try:
+        fds = [p1[0].fileno(), p2[0].fileno()]
+        calls = []
+
+        def on_write(lp, fd, d, m):
+            calls.append(("w", fd, m))
+            lp.delete_file_event(fd, R | W)
+
+        def on_read(lp, fd, d, m):
+            calls.append(("r", fd, m))
+            for other in fds:                     # whichever runs first arms the other
+                if other != fd and not any(c[1] == other for c in calls):
+                    lp.create_file_event(other, W, on_write)
+            if loop.get_file_events(fd) & W == 0:
+                lp.delete_file_event(fd, R)
+
+        for fd in fds:
+            loop.create_file_event(fd, R, on_read)
+        p1[1].close()
+        p2[1].close()
+        time.sleep(0.01)
+        assert loop.process_events(NOW) == 2
+        first, second = calls[0][1], calls[1][1]
+        fired = R if loop.backend == "select" else R | W  # select was not asked about W
+        if alone(loop):                           # one proc per fd: the last one given
+            assert calls == [("r", first, R), ("w", second, fired)]
+        elif fired == R:
+            assert calls == [("r", first, R), ("r", second, R)]
+        else:
+            assert calls == [("r", first, R), ("r", second, R | W), ("w", second, R | W)]
+    finally:
+        loop.close()
         for s in p1 + p2:
             s.close()
 
@@ -550,6 +610,23 @@ def test_main_runs_until_stop_and_calls_the_sleep_hooks(loop):
     assert seen.count("tick") == 3
     assert seen[0] == "before" and "after" in seen
     assert seen.index("before") < seen.index("after") < seen.index("tick")
+
+
+def test_before_sleep_runs_before_the_wait_is_computed(loop):
+    """As ae: the hook runs first, so a timer it creates bounds the poll of that pass
+    (before the fix, main() slept until the far timer, or forever without one)."""
+    created = []
+
+    def hook(lp):
+        if not created:
+            created.append(lp.create_time_event(50, lambda lp_, id, d: lp_.stop()))
+
+    loop.set_before_sleep(hook)
+    loop.create_time_event(3000, lambda lp, id, d: lp.stop())   # a bound if it fails
+    start = time.monotonic()
+    loop.main()
+    assert created
+    assert time.monotonic() - start < 1.5
 
 
 def test_hooks_only_with_their_flags(loop, pair):

@@ -47,45 +47,55 @@ Closed fds
 """
 
 from time import monotonic
+from typing import Any, Callable, Literal, Optional
 
 from ..common import backends
 from ..common.constants import (ALL_EVENTS, BARRIER, CALL_AFTER_SLEEP, CALL_BEFORE_SLEEP,
                                 DONT_WAIT, FILE_EVENTS, NONE, READABLE, TIME_EVENTS, WRITABLE)
+from ..common.api_types import ErrorHandler, Events, Finalizer, Poller, TimeProc
 from ..common.timers import Timers
 
 # The bits the poller sees (BARRIER is the loop's own, never the kernel's).
 _POLLED = READABLE | WRITABLE
 
+# The callbacks, with this variant's loop as their first argument.
+FileProc = Callable[["EventLoop", int, Any, int], object]   # proc(loop, fd, data, fired)
+SleepHook = Callable[["EventLoop"], object]                 # hook(loop)
+
 
 class EventLoop:
     """An ae-style event loop: file events (one unified proc per fd) and timers."""
 
-    def __init__(self, setsize=10240, backend=None):
+    def __init__(self, setsize: int = 10240, backend: Optional[str] = None) -> None:
         if type(setsize) is not int or setsize < 1:
             raise ValueError("setsize must be a positive int, got %r" % (setsize,))
         module = backends.choose(backend)
         self.backend = module.NAME
-        self._poller = poller = module.Poller()
+        self._poller: Poller = module.Poller()
+        poller = self._poller
         # (For epoll, poller.register/modify/unregister/poll are select.epoll's own C
         # methods: the loop's calls below reach epoll_ctl without a Python wrapper.)
         self._to_native = poller.to_native
         self._setsize = setsize
         # Per-fd state in parallel lists indexed by fd (ae's events[] array): a list
         # index is the cheapest lookup Python has, and nothing is allocated per fd.
-        self._masks = [NONE] * setsize
-        self._procs = [None] * setsize
-        self._cdata = [None] * setsize
+        self._masks: list[int] = [NONE] * setsize
+        # The procs are FileProc where fd's mask has their bit, None elsewhere (typed Any:
+        # the dispatch calls them unchecked because the mask says they are set).
+        self._procs: list[Any] = [None] * setsize
+        self._cdata: list[Any] = [None] * setsize
         self._nfds = 0                  # registered fds: no fds and no timers = no poll
         self._timers = Timers(self)
         self._stop = False
-        self._before_sleep = None
-        self._after_sleep = None
-        self._error_handler = None
+        self._before_sleep: Optional[SleepHook] = None
+        self._after_sleep: Optional[SleepHook] = None
+        self._error_handler: Optional[ErrorHandler] = None
         self._closed = False
 
     # -- file events --------------------------------------------------------------
 
-    def create_file_event(self, fd, mask, proc, client_data=None):
+    def create_file_event(self, fd: int, mask: int, proc: FileProc,
+                          client_data: Any = None) -> None:
         """Add ``mask`` to fd's events and make ``proc`` fd's only proc (the last one
         given wins); ``proc(loop, fd, client_data, fired_mask)`` is called once per pass
         when any of them fires. Raises ValueError for an fd outside the setsize."""
@@ -115,7 +125,7 @@ class EventLoop:
         self._procs[fd] = proc
         self._cdata[fd] = client_data
 
-    def delete_file_event(self, fd, mask):
+    def delete_file_event(self, fd: int, mask: int) -> None:
         """Remove ``mask`` from fd's events; with none left fd leaves the poller.
         An fd that has no events (or is out of range) is a no-op."""
         if not 0 <= fd < self._setsize:
@@ -144,7 +154,7 @@ class EventLoop:
             self._procs[fd] = None
             self._cdata[fd] = None
 
-    def get_file_events(self, fd):
+    def get_file_events(self, fd: int) -> int:
         """The mask registered for fd (NONE when none)."""
         if not 0 <= fd < self._setsize:
             return NONE
@@ -152,62 +162,72 @@ class EventLoop:
 
     # -- time events --------------------------------------------------------------
 
-    def create_time_event(self, milliseconds, proc, client_data=None, finalizer=None):
+    def create_time_event(self, milliseconds: float, proc: TimeProc, client_data: Any = None,
+                          finalizer: Optional[Finalizer] = None) -> int:
         """Call ``proc(loop, id, client_data)`` in ``milliseconds``; it returns NOMORE
         (or None) to end, or the ms until its next call. ``finalizer(loop, client_data)``
         runs once when the event ends. Returns the event's id."""
         return self._timers.create(milliseconds, proc, client_data, finalizer)
 
-    def delete_time_event(self, id):
+    def delete_time_event(self, id: int) -> None:
         """Delete a time event (its finalizer runs). KeyError for an unknown id.
         Safe from inside any proc, the event's own included."""
         self._timers.delete(id)
 
     # -- the loop -----------------------------------------------------------------
 
-    def process_events(self, flags=ALL_EVENTS):
-        """Poll once and dispatch; return the number of events processed (fired fds
-        plus time events run). Waits no longer than the nearest timer; DONT_WAIT
-        never blocks."""
+    def process_events(self, flags: int = ALL_EVENTS) -> int:
+        """Poll once and dispatch; return the number of events processed (fds the poll
+        reported plus time events run). Waits no longer than the nearest timer;
+        DONT_WAIT never blocks."""
         if not flags & (FILE_EVENTS | TIME_EVENTS):
             return 0
         processed = 0
         timers = self._timers
-        due = None                      # when the nearest timer is due (None: no timer)
-        if flags & TIME_EVENTS and timers.live:    # why: no timers, no heap look-up
-            due = timers.nearest()
         # As ae: poll when there are fds, or to sleep until a timer is due.
         if self._nfds or (flags & TIME_EVENTS and not flags & DONT_WAIT):
-            if flags & DONT_WAIT:
-                timeout = 0
-            elif due is not None:
-                timeout = max(0.0, due - monotonic())
-            else:
-                timeout = None
+            # As ae, the hook runs before the wait is computed: it may create (or delete)
+            # timers, and the poll must not sleep past a timer the hook just created.
             if flags & CALL_BEFORE_SLEEP and self._before_sleep is not None:
                 self._before_sleep(self)
+            timeout: Optional[float] = None     # None: no timer, wait for an fd
+            if flags & DONT_WAIT:
+                timeout = 0.0
+            elif flags & TIME_EVENTS and timers.live:   # why: no timers, no heap look-up
+                due = timers.nearest()
+                if due is not None:
+                    timeout = max(0.0, due - monotonic())
             events = self._poller.poll(timeout)
             if flags & CALL_AFTER_SLEEP and self._after_sleep is not None:
                 self._after_sleep(self)
             if events and flags & FILE_EVENTS:
-                processed = self._dispatch(events)
-        # why: most passes end before the nearest timer: skip the timer pass entirely.
-        # (Timers created during this pass wait for a later pass anyway.)
-        if due is not None and monotonic() >= due:
-            processed += timers.run_due(self._error_handler)
+                # As ae, every fd the poll reported counts, even one whose events an
+                # earlier proc of this pass deleted (ae's processed++ per fired entry).
+                processed = len(events)
+                self._dispatch(events)
+        # As ae's processTimeEvents: the timers due now. One created earlier in this pass
+        # (by a hook or a file proc) runs if due; one created by a time proc waits for a
+        # later pass (the id guard in run_due).
+        # why: most passes end before the nearest timer: one peek, no timer pass.
+        if flags & TIME_EVENTS and timers.live:
+            due = timers.nearest()
+            if due is not None and monotonic() >= due:
+                processed += timers.run_due(self._error_handler)
         return processed
 
-    def _dispatch(self, events):
+    def _dispatch(self, events: Events) -> None:
         """Run the proc of each fired fd once, with the fired mask."""
         # why: locals are the fastest names in CPython; this loop runs once per event.
         masks = self._masks
         procs = self._procs
         cdata = self._cdata
         to_ae = self._poller.to_ae
-        processed = 0
         for fd, native in events:
+            reported = to_ae[native]
+            # As ae, an fd's mask is read at its own dispatch, not when the poll returned:
+            # an earlier proc of this pass may have deleted or added its events.
             mask = masks[fd]
-            fired = to_ae[native] & mask
+            fired = reported & mask
             if not fired:
                 continue                # a stale event: an earlier proc deleted this fd
             try:
@@ -218,10 +238,8 @@ class EventLoop:
                 if self._error_handler is None:
                     raise
                 self._error_handler(self, exc)
-            processed += 1
-        return processed
 
-    def main(self):
+    def main(self) -> None:
         """Run until stop(): process every kind of event, calling the sleep hooks."""
         self._stop = False
         flags = ALL_EVENTS | CALL_BEFORE_SLEEP | CALL_AFTER_SLEEP
@@ -229,26 +247,26 @@ class EventLoop:
         while not self._stop:
             process(flags)
 
-    def stop(self):
+    def stop(self) -> None:
         """Make main() return after the current pass."""
         self._stop = True
 
-    def set_before_sleep(self, proc):
+    def set_before_sleep(self, proc: Optional[SleepHook]) -> None:
         """``proc(loop)`` runs before each poll of main() (None removes it)."""
         self._before_sleep = proc
 
-    def set_after_sleep(self, proc):
+    def set_after_sleep(self, proc: Optional[SleepHook]) -> None:
         """``proc(loop)`` runs after each poll of main() (None removes it)."""
         self._after_sleep = proc
 
-    def set_error_handler(self, handler):
+    def set_error_handler(self, handler: Optional[ErrorHandler]) -> None:
         """``handler(loop, exc)`` is called when a proc raises, and the loop goes on.
         None (the default) lets the exception propagate out of process_events()."""
         self._error_handler = handler
 
     # -- size and lifetime --------------------------------------------------------
 
-    def resize(self, setsize):
+    def resize(self, setsize: int) -> None:
         """Change the setsize. ValueError if a registered fd would not fit."""
         if type(setsize) is not int or setsize < 1:
             raise ValueError("setsize must be a positive int, got %r" % (setsize,))
@@ -257,34 +275,37 @@ class EventLoop:
             raise ValueError("cannot resize to setsize %d: fd %d is registered"
                              % (setsize, used[-1]))
         grow = setsize - self._setsize
-        for table, empty in ((self._masks, NONE), (self._procs, None),
-                             (self._cdata, None)):
+        tables: tuple[tuple[list[Any], Any], ...] = (
+            (self._masks, NONE), (self._procs, None), (self._cdata, None),
+        )
+        for table, empty in tables:
             if grow > 0:
                 table.extend([empty] * grow)
             else:
                 del table[setsize:]
         self._setsize = setsize
 
-    def get_setsize(self):
+    def get_setsize(self) -> int:
         return self._setsize
 
-    def close(self):
+    def close(self) -> None:
         """Release the poller; registered events and timers are forgotten."""
         if self._closed:
             return
         self._closed = True
         self._poller.close()
         self._timers.clear()
-        self._procs = self._cdata = None
+        # Closed: nothing may use them again (None, so that a misuse fails at once).
+        self._procs = self._cdata = None  # type: ignore[assignment]
 
-    def __enter__(self):
+    def __enter__(self) -> "EventLoop":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> Literal[False]:
         self.close()
         return False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<%s.EventLoop backend=%s setsize=%d fds=%d timers=%d>" % (
             __name__.rsplit(".", 2)[-2], self.backend, self._setsize, self._nfds,
             len(self._timers))

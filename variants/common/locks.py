@@ -7,28 +7,32 @@ of a send"). To report lock operations per connection, build the loop with
 call per acquisition, so it is off by default and never used in timed runs.
 """
 
+from typing import Any, Literal
+
+from .api_types import Lock
+
 
 class CountingLock:
     __slots__ = ("_lock", "count")
 
-    def __init__(self, lock):
+    def __init__(self, lock: Lock) -> None:
         self._lock = lock
         self.count = 0
 
-    def acquire(self, blocking=True, timeout=-1):
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         got = self._lock.acquire(blocking, timeout)
         if got:
             self.count += 1     # under the lock itself, so the count is exact
         return got
 
-    def release(self):
+    def release(self) -> None:
         self._lock.release()
 
-    def __enter__(self):
+    def __enter__(self) -> "CountingLock":
         self._lock.acquire()
         self.count += 1
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> Literal[False]:
         self._lock.release()
         return False

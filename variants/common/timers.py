@@ -35,7 +35,9 @@ a lock for the mul_thread variant; procs and finalizers always run outside the l
 
 import heapq
 from time import monotonic
+from typing import Any, Optional
 
+from .api_types import ErrorHandler, Finalizer, Lock, TimeProc
 from .constants import NOMORE
 
 # Rebuild the heap when dead entries exceed this many and half of the heap.
@@ -45,7 +47,8 @@ _COMPACT_MIN = 64
 class TimeEvent:
     __slots__ = ("id", "when", "proc", "client_data", "finalizer", "deleted", "queued")
 
-    def __init__(self, id, when, proc, client_data, finalizer):
+    def __init__(self, id: int, when: float, proc: TimeProc, client_data: Any,
+                 finalizer: Optional[Finalizer]) -> None:
         self.id = id
         self.when = when
         self.proc = proc
@@ -56,10 +59,11 @@ class TimeEvent:
 
 
 class Timers:
-    def __init__(self, loop):
+    def __init__(self, loop: Any) -> None:
         self._loop = loop
-        self._heap = []         # (when, id, TimeEvent); ids are unique, so never compares events
-        self._events = {}       # id -> TimeEvent, live events only
+        # (when, id, TimeEvent); ids are unique, so never compares events
+        self._heap: list[tuple[float, int, TimeEvent]] = []
+        self._events: dict[int, TimeEvent] = {}     # id -> TimeEvent, live events only
         # The same dict, public and read-only by convention: ``if timers.live`` is a
         # C-level test the loop makes every pass (``len(timers)`` is a Python call).
         self.live = self._events
@@ -67,10 +71,11 @@ class Timers:
         self._last_id = -1
         self.examined = 0
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._events)
 
-    def create(self, milliseconds, proc, client_data=None, finalizer=None):
+    def create(self, milliseconds: float, proc: TimeProc, client_data: Any = None,
+               finalizer: Optional[Finalizer] = None) -> int:
         if not milliseconds >= 0:
             raise ValueError("milliseconds must be >= 0, got %r" % (milliseconds,))
         self._last_id += 1
@@ -80,12 +85,12 @@ class Timers:
         heapq.heappush(self._heap, (ev.when, ev.id, ev))
         return ev.id
 
-    def delete(self, id):
+    def delete(self, id: int) -> None:
         ev = self._unlink(id)
         if ev.finalizer is not None:
             ev.finalizer(self._loop, ev.client_data)
 
-    def nearest(self):
+    def nearest(self) -> Optional[float]:
         """Monotonic time of the nearest live timer, or None when there is none."""
         heap = self._heap
         while heap:
@@ -96,12 +101,12 @@ class Timers:
             self._drop_top()
         return None
 
-    def run_due(self, on_error=None):
+    def run_due(self, on_error: Optional[ErrorHandler] = None) -> int:
         """Run the timers that are due; return how many procs ran."""
         loop = self._loop
         now = monotonic()
         max_id = self._last_id
-        held = []               # to go back into the heap after the pass (see _push_back)
+        held: list[TimeEvent] = []  # to go back into the heap after the pass (see _push_back)
         processed = 0
         try:
             while True:
@@ -130,7 +135,7 @@ class Timers:
             self._push_back(held)
         return processed
 
-    def clear(self):
+    def clear(self) -> None:
         """Forget every timer without running procs or finalizers (as aeDeleteEventLoop)."""
         self._heap.clear()
         self._events.clear()
@@ -138,7 +143,7 @@ class Timers:
 
     # -- the state-changing primitives (LockedTimers wraps these) --------------
 
-    def _unlink(self, id):
+    def _unlink(self, id: int) -> TimeEvent:
         try:
             ev = self._events.pop(id)
         except KeyError:
@@ -150,7 +155,7 @@ class Timers:
                 self._compact()
         return ev
 
-    def _pop_due(self, now, max_id, held):
+    def _pop_due(self, now: float, max_id: int, held: list[TimeEvent]) -> Optional[TimeEvent]:
         """Pop the next live timer due at ``now`` with id <= max_id; None when done."""
         heap = self._heap
         while heap and heap[0][0] <= now:
@@ -165,18 +170,18 @@ class Timers:
                 return ev
         return None
 
-    def _push_back(self, held):
+    def _push_back(self, held: list[TimeEvent]) -> None:
         heap = self._heap
         for ev in held:
             if not ev.deleted:
                 ev.queued = True
                 heapq.heappush(heap, (ev.when, ev.id, ev))
 
-    def _drop_top(self):
+    def _drop_top(self) -> None:
         heapq.heappop(self._heap)[2].queued = False
         self._dead -= 1
 
-    def _compact(self):
+    def _compact(self) -> None:
         # In place: a caller may hold a reference to the list.
         self._heap[:] = [entry for entry in self._heap if not entry[2].deleted]
         heapq.heapify(self._heap)
@@ -186,30 +191,31 @@ class Timers:
 class LockedTimers(Timers):
     """Timers whose state changes happen under ``lock`` (procs run outside it)."""
 
-    def __init__(self, loop, lock):
+    def __init__(self, loop: Any, lock: Lock) -> None:
         super().__init__(loop)
         self._lock = lock
 
-    def create(self, milliseconds, proc, client_data=None, finalizer=None):
+    def create(self, milliseconds: float, proc: TimeProc, client_data: Any = None,
+               finalizer: Optional[Finalizer] = None) -> int:
         with self._lock:
             return super().create(milliseconds, proc, client_data, finalizer)
 
-    def nearest(self):
+    def nearest(self) -> Optional[float]:
         with self._lock:
             return super().nearest()
 
-    def clear(self):
+    def clear(self) -> None:
         with self._lock:
             super().clear()
 
-    def _unlink(self, id):
+    def _unlink(self, id: int) -> TimeEvent:
         with self._lock:
             return super()._unlink(id)
 
-    def _pop_due(self, now, max_id, held):
+    def _pop_due(self, now: float, max_id: int, held: list[TimeEvent]) -> Optional[TimeEvent]:
         with self._lock:
             return super()._pop_due(now, max_id, held)
 
-    def _push_back(self, held):
+    def _push_back(self, held: list[TimeEvent]) -> None:
         with self._lock:
             super()._push_back(held)

@@ -11,6 +11,14 @@ What this variant changes, and why
     proc on any worker may call any loop method; the dispatch takes it before each
     look at the state (ae's re-check of the mask before each call becomes a locked
     read). Time events run on the loop thread, after the batch.
+    Each fd is submitted with what the poll reported and its worker ANDs that with
+    the fd's mask when it dispatches the fd, as ae does; the masks are not computed
+    for the whole batch up front. With ``workers=1`` a pass is therefore exactly ae's:
+    the fds run one at a time, in the poll's order, and a proc that adds or deletes
+    events of a later fd of the pass changes what that fd fires. With more workers the
+    fds of a batch run concurrently: there is no "earlier proc of the pass", and a
+    change one proc makes to another fd of the batch reaches that fd only if it
+    happens before that fd's dispatch reads its mask. That is the batch's design.
 
     ``pool="oneshot"`` is the improved design (issue 7). The loop thread polls and
     hands each ready fd to a worker through a ``queue.SimpleQueue`` and goes straight
@@ -81,11 +89,13 @@ import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from time import monotonic
+from typing import Any, Callable, Literal, Optional
 
 from ..common import backends
 from ..common.constants import (ALL_EVENTS, BARRIER, CALL_AFTER_SLEEP, CALL_BEFORE_SLEEP,
                                 DONT_WAIT, FILE_EVENTS, NONE, READABLE, TIME_EVENTS, WRITABLE)
 from ..common.locks import CountingLock
+from ..common.api_types import ErrorHandler, Events, Finalizer, Poller, TimeProc
 from ..common.timers import LockedTimers
 
 # The bits the poller sees (BARRIER is the loop's own, never the kernel's).
@@ -97,12 +107,16 @@ _AWAKE = float("-inf")      # _sleep_until while the loop thread is not sleeping
 _FOREVER = float("inf")
 _WAKE = (1).to_bytes(8, "little")   # a valid eventfd increment; 8 bytes to a pipe
 
+# The callbacks, with this variant's loop as their first argument.
+FileProc = Callable[["EventLoop", int, Any, int], object]   # proc(loop, fd, data, fired)
+SleepHook = Callable[["EventLoop"], object]                 # hook(loop)
+
 
 class EventLoop:
     """An ae-style event loop whose file event procs run on ``workers`` threads."""
 
-    def __init__(self, setsize=10240, backend=None, workers=4, pool="faithful",
-                 count_locks=False):
+    def __init__(self, setsize: int = 10240, backend: Optional[str] = None, workers: int = 4,
+                 pool: str = "faithful", count_locks: bool = False) -> None:
         if type(setsize) is not int or setsize < 1:
             raise ValueError("setsize must be a positive int, got %r" % (setsize,))
         if type(workers) is not int or workers < 1:
@@ -114,7 +128,8 @@ class EventLoop:
         self.pool = pool
         self.workers = workers
         self._oneshot = oneshot = pool == "oneshot"
-        self._poller = poller = module.Poller(oneshot=oneshot)
+        self._poller: Poller = module.Poller(oneshot=oneshot)
+        poller = self._poller
         # (For epoll, poller.register/modify/unregister/poll are select.epoll's own C
         # methods: the loop's calls below reach epoll_ctl without a Python wrapper.)
         self._to_native = poller.to_native
@@ -131,23 +146,26 @@ class EventLoop:
         self._setsize = setsize
         # Per-fd state in parallel lists indexed by fd (ae's events[] array): a list
         # index is the cheapest lookup Python has, and nothing is allocated per fd.
-        self._masks = [NONE] * setsize
-        self._rprocs = [None] * setsize
-        self._wprocs = [None] * setsize
-        self._cdata = [None] * setsize
+        self._masks: list[int] = [NONE] * setsize
+        # The procs are FileProc where fd's mask has their bit, None elsewhere (typed Any:
+        # the dispatch calls them unchecked because the mask says they are set).
+        self._rprocs: list[Any] = [None] * setsize
+        self._wprocs: list[Any] = [None] * setsize
+        self._cdata: list[Any] = [None] * setsize
         self._busy = [False] * setsize  # oneshot: a worker owns this fd (it is disarmed)
         self._nfds = 0                  # registered fds: no fds and no timers = no poll
         self._timers = LockedTimers(self, self.lock)
         self._sleep_until = _AWAKE      # when the loop thread's current poll times out
         self._stop = False
-        self._before_sleep = None
-        self._after_sleep = None
-        self._error_handler = None
+        self._before_sleep: Optional[SleepHook] = None
+        self._after_sleep: Optional[SleepHook] = None
+        self._error_handler: Optional[ErrorHandler] = None
         self._closed = False
         self._wake_r = self._wake_w = -1
         if oneshot:
-            self._errors = queue.SimpleQueue()  # worker exceptions for the loop thread
-            self._queue = queue.SimpleQueue()   # (fd, native_events) handed to workers
+            # worker exceptions for the loop thread; (fd, native_events) handed to workers
+            self._errors: queue.SimpleQueue[BaseException] = queue.SimpleQueue()
+            self._queue: queue.SimpleQueue[Optional[tuple[int, int]]] = queue.SimpleQueue()
             self._open_wakeup()
             self._threads = [threading.Thread(target=self._worker, daemon=True,
                                               name="events-worker-%d" % i)
@@ -161,7 +179,8 @@ class EventLoop:
 
     # -- file events --------------------------------------------------------------
 
-    def create_file_event(self, fd, mask, proc, client_data=None):
+    def create_file_event(self, fd: int, mask: int, proc: FileProc,
+                          client_data: Any = None) -> None:
         """Add ``mask`` to fd's events; ``proc(loop, fd, client_data, mask)`` is called
         when one of them fires. Raises ValueError for an fd outside the setsize."""
         if not 0 <= fd < self._setsize:
@@ -200,7 +219,7 @@ class EventLoop:
                 self._wprocs[fd] = proc
             self._cdata[fd] = client_data
 
-    def delete_file_event(self, fd, mask):
+    def delete_file_event(self, fd: int, mask: int) -> None:
         """Remove ``mask`` from fd's events; with none left fd leaves the poller.
         An fd that has no events (or is out of range) is a no-op."""
         if not 0 <= fd < self._setsize:
@@ -235,7 +254,7 @@ class EventLoop:
             if not new:
                 self._cdata[fd] = None
 
-    def get_file_events(self, fd):
+    def get_file_events(self, fd: int) -> int:
         """The mask registered for fd (NONE when none)."""
         if not 0 <= fd < self._setsize:
             return NONE
@@ -244,7 +263,8 @@ class EventLoop:
 
     # -- time events --------------------------------------------------------------
 
-    def create_time_event(self, milliseconds, proc, client_data=None, finalizer=None):
+    def create_time_event(self, milliseconds: float, proc: TimeProc, client_data: Any = None,
+                          finalizer: Optional[Finalizer] = None) -> int:
         """Call ``proc(loop, id, client_data)`` in ``milliseconds``; it returns NOMORE
         (or None) to end, or the ms until its next call. ``finalizer(loop, client_data)``
         runs once when the event ends. Returns the event's id."""
@@ -255,41 +275,43 @@ class EventLoop:
             self._wakeup()
         return id
 
-    def delete_time_event(self, id):
+    def delete_time_event(self, id: int) -> None:
         """Delete a time event (its finalizer runs). KeyError for an unknown id.
         Safe from inside any proc, the event's own included."""
         self._timers.delete(id)
 
     # -- the loop -----------------------------------------------------------------
 
-    def process_events(self, flags=ALL_EVENTS):
-        """Poll once and dispatch; return the number of events processed (fired fds
-        plus time events run). Waits no longer than the nearest timer; DONT_WAIT
-        never blocks."""
+    def process_events(self, flags: int = ALL_EVENTS) -> int:
+        """Poll once and dispatch; return the number of events processed (fds the poll
+        reported plus time events run). Waits no longer than the nearest timer;
+        DONT_WAIT never blocks."""
         if not flags & (FILE_EVENTS | TIME_EVENTS):
             return 0
         processed = 0
         timers = self._timers
-        due = None                      # when the nearest timer is due (None: no timer)
-        if not flags & DONT_WAIT:
-            # Set before reading the timers: a timer a worker creates from now on
-            # either is seen here or sees this and wakes the poll.
-            self._sleep_until = _FOREVER
-        if flags & TIME_EVENTS and timers.live:    # why: no timers, no heap look-up
-            due = timers.nearest()
         # As ae: poll when there are fds, or to sleep until a timer is due.
         if self._nfds or (flags & TIME_EVENTS and not flags & DONT_WAIT):
-            if flags & DONT_WAIT:
-                timeout = 0
-            elif due is not None:
-                timeout = max(0.0, due - monotonic())
-                self._sleep_until = due
-            else:
-                timeout = None
+            # As ae, the hook runs before the wait is computed: it may create (or delete)
+            # timers, and the poll must not sleep past a timer the hook just created.
             if flags & CALL_BEFORE_SLEEP and self._before_sleep is not None:
                 self._before_sleep(self)
-            events = self._poller.poll(timeout)
-            self._sleep_until = _AWAKE
+            timeout: Optional[float] = None     # None: no timer, wait for an fd
+            if flags & DONT_WAIT:
+                timeout = 0.0
+            else:
+                # Set before reading the timers: a timer a worker creates from now on
+                # either is seen here or sees this and wakes the poll.
+                self._sleep_until = _FOREVER
+                if flags & TIME_EVENTS and timers.live:  # why: no timers, no heap look-up
+                    due = timers.nearest()
+                    if due is not None:
+                        timeout = max(0.0, due - monotonic())
+                        self._sleep_until = due
+            try:
+                events = self._poller.poll(timeout)
+            finally:
+                self._sleep_until = _AWAKE
             if flags & CALL_AFTER_SLEEP and self._after_sleep is not None:
                 try:
                     self._after_sleep(self)
@@ -301,24 +323,29 @@ class EventLoop:
                 processed = self._dispatch(events)
             elif events and self._oneshot:
                 self._rearm_unserved(events)
-        # why: most passes end before the nearest timer: skip the timer pass entirely.
-        # (Timers created during this pass wait for a later pass anyway.)
-        if due is not None and monotonic() >= due:
-            processed += timers.run_due(self._error_handler)
+        # As ae's processTimeEvents: the timers due now. One created earlier in this pass
+        # (by a hook or a file proc) runs if due; one created by a time proc waits for a
+        # later pass (the id guard in run_due).
+        # why: most passes end before the nearest timer: one peek, no timer pass.
+        if flags & TIME_EVENTS and timers.live:
+            due = timers.nearest()
+            if due is not None and monotonic() >= due:
+                processed += timers.run_due(self._error_handler)
         return processed
 
     # -- faithful: the study's batch on a ThreadPoolExecutor ------------------------
 
-    def _dispatch_batch(self, events):
-        """Run the fired fds of this pass on the pool; return when all have finished."""
-        # why: locals are the fastest names in CPython; this loop runs once per event.
-        masks = self._masks
+    def _dispatch_batch(self, events: Events) -> int:
+        """Run the fired fds of this pass on the pool; return when all have finished.
+        As ae, every fd the poll reported counts, even one a proc of this pass deleted."""
+        # Each fd is submitted with what the poll reported; its worker ANDs that with
+        # the fd's mask when it dispatches the fd, as ae does (not here, for the whole
+        # batch at once: a proc that runs before may add or delete this fd's events).
+        # With one worker the tasks run in the poll's order, one at a time: ae's pass.
         to_ae = self._to_ae
-        with self.lock:
-            fired = [(fd, to_ae[native] & masks[fd]) for fd, native in events]
         submit = self._executor.submit
         run = self._run_fd
-        futures = [submit(run, fd, mask) for fd, mask in fired if mask]
+        futures = [submit(run, fd, to_ae[native]) for fd, native in events]
         wait(futures)               # the batch barrier: each pass waits for its slowest proc
         first = None
         for future in futures:
@@ -335,7 +362,7 @@ class EventLoop:
 
     # -- oneshot: hand ready fds to workers, never wait ----------------------------
 
-    def _dispatch_handoff(self, events):
+    def _dispatch_handoff(self, events: Events) -> int:
         """Queue each ready fd for a worker; return how many were handed off."""
         busy = self._busy
         put = self._queue.put
@@ -357,7 +384,7 @@ class EventLoop:
             raise self._errors.get()
         return handed
 
-    def _rearm_unserved(self, events):
+    def _rearm_unserved(self, events: Events) -> None:
         """A pass without FILE_EVENTS: the one-shot fds it polled were disarmed by the
         report; arm them again so that a later pass sees them (level-triggered)."""
         busy = self._busy
@@ -367,7 +394,7 @@ class EventLoop:
             elif not busy[fd]:      # a busy fd is re-armed by its worker
                 self._rearm(fd)
 
-    def _worker(self):
+    def _worker(self) -> None:
         get = self._queue.get
         to_ae = self._to_ae
         run = self._run_fd
@@ -384,7 +411,7 @@ class EventLoop:
             finally:
                 rearm(fd)
 
-    def _rearm(self, fd):
+    def _rearm(self, fd: int) -> None:
         """A worker is done with fd: arm it again with its current mask."""
         with self._fd_locks[fd & _STRIPE]:
             self._busy[fd] = False
@@ -396,7 +423,7 @@ class EventLoop:
                     pass            # closed by its proc without deleting its events
                 self._poller_changed()
 
-    def _worker_error(self, exc):
+    def _worker_error(self, exc: BaseException) -> None:
         handler = self._error_handler
         if handler is not None and isinstance(exc, Exception):
             try:
@@ -407,7 +434,7 @@ class EventLoop:
         self._errors.put(exc)
         self._wakeup()
 
-    def _open_wakeup(self):
+    def _open_wakeup(self) -> None:
         if hasattr(os, "eventfd"):
             self._wake_r = self._wake_w = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         else:
@@ -419,7 +446,7 @@ class EventLoop:
         # per-fd stripe locks in this mode) never needs to be exact.
         self._nfds += 1
 
-    def _wakeup(self):
+    def _wakeup(self) -> None:
         """Interrupt the loop thread's poll (oneshot mode; a no-op in faithful mode)."""
         if self._wake_w >= 0:
             try:
@@ -427,7 +454,7 @@ class EventLoop:
             except (BlockingIOError, OSError):
                 pass                # full (a wake-up is pending anyway) or closed
 
-    def _drain_wakeup(self):
+    def _drain_wakeup(self) -> None:
         try:
             while os.read(self._wake_r, 4096):
                 pass
@@ -435,21 +462,23 @@ class EventLoop:
             pass
         self._poller.rearm(self._wake_r, self._to_native[READABLE])
 
-    def _poller_changed(self):
+    def _poller_changed(self) -> None:
         # poll/select: a change made by a worker does not reach a poll in progress.
         if self._oneshot and self._poller.needs_wakeup:
             self._wakeup()
 
     # -- one fd's procs, on a worker ------------------------------------------------
 
-    def _run_fd(self, fd, fired):
+    def _run_fd(self, fd: int, reported: int) -> None:
         """ae's per-fd dispatch; each look at the loop state is under fd's lock."""
         lock = self._fd_locks[fd & _STRIPE]
+        # As ae, fd's mask is read at its dispatch, not when the poll returned.
         with lock:
             mask = self._masks[fd]
-            proc = self._rprocs[fd]
+            rproc = self._rprocs[fd]
+            wproc = self._wprocs[fd]
             data = self._cdata[fd]
-        fired &= mask
+        fired = reported & mask
         if not fired:
             return                  # a stale event: an earlier proc deleted this fd
         invert = mask & BARRIER
@@ -457,25 +486,28 @@ class EventLoop:
         # Normally the readable proc runs first (a request is read, then the reply may
         # be written in the same pass); BARRIER reverses the order.
         if not invert and fired & READABLE:
-            called = proc
-            proc(self, fd, data, fired)
-        # Re-check the mask before each call: the proc just run may have deleted this
-        # event or the whole fd.
-        if fired & WRITABLE:
-            with lock:
-                proc = self._wprocs[fd] if self._masks[fd] & WRITABLE else None
-                data = self._cdata[fd]
-            if proc is not None and proc != called:  # one proc for both: call it once
-                called = proc
-                proc(self, fd, data, fired)
-        if invert and fired & READABLE:
-            with lock:
-                proc = self._rprocs[fd] if self._masks[fd] & READABLE else None
-                data = self._cdata[fd]
-            if proc is not None and proc != called:
-                proc(self, fd, data, fired)
+            called = rproc
+            rproc(self, fd, data, fired)
+            # Re-check the mask after each call (ae's fe->mask & mask): the proc may
+            # have deleted the other event or the whole fd, or added one.
+            # why: only when the poll reported WRITABLE: no second lock on a plain read.
+            if reported & WRITABLE:
+                with lock:
+                    fired = reported & self._masks[fd]
+                    wproc = self._wprocs[fd]
+                    data = self._cdata[fd]
+        if fired & WRITABLE and wproc != called:   # one proc for both: call it once
+            called = wproc
+            wproc(self, fd, data, fired)
+            if invert:
+                with lock:
+                    fired = reported & self._masks[fd]
+                    rproc = self._rprocs[fd]
+                    data = self._cdata[fd]
+        if invert and fired & READABLE and rproc != called:
+            rproc(self, fd, data, fired)
 
-    def main(self):
+    def main(self) -> None:
         """Run until stop(): process every kind of event, calling the sleep hooks."""
         self._stop = False
         flags = ALL_EVENTS | CALL_BEFORE_SLEEP | CALL_AFTER_SLEEP
@@ -483,27 +515,27 @@ class EventLoop:
         while not self._stop:
             process(flags)
 
-    def stop(self):
+    def stop(self) -> None:
         """Make main() return after the current pass (from any thread)."""
         self._stop = True
         self._wakeup()
 
-    def set_before_sleep(self, proc):
+    def set_before_sleep(self, proc: Optional[SleepHook]) -> None:
         """``proc(loop)`` runs before each poll of main() (None removes it)."""
         self._before_sleep = proc
 
-    def set_after_sleep(self, proc):
+    def set_after_sleep(self, proc: Optional[SleepHook]) -> None:
         """``proc(loop)`` runs after each poll of main() (None removes it)."""
         self._after_sleep = proc
 
-    def set_error_handler(self, handler):
+    def set_error_handler(self, handler: Optional[ErrorHandler]) -> None:
         """``handler(loop, exc)`` is called when a proc raises, and the loop goes on.
         None (the default) lets the exception propagate out of process_events()."""
         self._error_handler = handler
 
     # -- size and lifetime --------------------------------------------------------
 
-    def resize(self, setsize):
+    def resize(self, setsize: int) -> None:
         """Change the setsize. ValueError if a registered fd would not fit."""
         if type(setsize) is not int or setsize < 1:
             raise ValueError("setsize must be a positive int, got %r" % (setsize,))
@@ -516,9 +548,11 @@ class EventLoop:
                 raise ValueError("cannot resize to setsize %d: fd %d is registered"
                                  % (setsize, used[-1]))
             grow = setsize - self._setsize
-            for table, empty in ((self._masks, NONE), (self._rprocs, None),
-                                 (self._wprocs, None), (self._cdata, None),
-                                 (self._busy, False)):
+            tables: tuple[tuple[list[Any], Any], ...] = (
+                (self._masks, NONE), (self._rprocs, None), (self._wprocs, None),
+                (self._cdata, None), (self._busy, False),
+            )
+            for table, empty in tables:
                 if grow > 0:
                     table.extend([empty] * grow)
                 else:
@@ -529,16 +563,16 @@ class EventLoop:
                 lock.release()
 
     @property
-    def lock_acquisitions(self):
+    def lock_acquisitions(self) -> int:
         """Total acquisitions of the loop's locks (needs count_locks=True), for profiles.
         The pool's internal locks (executor queue, futures) are not included."""
         locks = {id(lock): lock for lock in [self.lock] + self._fd_locks}.values()
         return sum(getattr(lock, "count", 0) for lock in locks)
 
-    def get_setsize(self):
+    def get_setsize(self) -> int:
         return self._setsize
 
-    def close(self):
+    def close(self) -> None:
         """Release the poller; registered events and timers are forgotten."""
         if self._closed:
             return
@@ -551,9 +585,10 @@ class EventLoop:
             self._wake_r = self._wake_w = -1
         self._poller.close()
         self._timers.clear()
-        self._rprocs = self._wprocs = self._cdata = None
+        # Closed: nothing may use them again (None, so that a misuse fails at once).
+        self._rprocs = self._wprocs = self._cdata = None  # type: ignore[assignment]
 
-    def _stop_workers(self):
+    def _stop_workers(self) -> None:
         me = threading.current_thread()
         if not self._oneshot:
             # From a worker (a proc closing the loop) the pool cannot wait for itself.
@@ -566,14 +601,14 @@ class EventLoop:
             if thread is not me:
                 thread.join(5.0)
 
-    def __enter__(self):
+    def __enter__(self) -> "EventLoop":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> Literal[False]:
         self.close()
         return False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<%s.EventLoop backend=%s pool=%s workers=%d setsize=%d fds=%d timers=%d>" % (
             __name__.rsplit(".", 2)[-2], self.backend, self.pool, self.workers,
             self._setsize, self._nfds, len(self._timers))

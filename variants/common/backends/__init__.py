@@ -46,12 +46,13 @@ with ``register``.
 """
 
 import importlib
+from types import ModuleType
 
 # Preference order: the first available backend is the default (epoll on Linux).
 _ORDER = ("epoll", "poll", "select")
 
 
-def available():
+def available() -> list[str]:
     """Names of the backends this platform supports, best first."""
     names = []
     for name in _ORDER:
@@ -61,7 +62,7 @@ def available():
     return names
 
 
-def choose(name=None):
+def choose(name: str | None = None) -> ModuleType:
     """Return the backend module called ``name`` (default: the best available)."""
     names = available()
     if name is None:
@@ -72,7 +73,7 @@ def choose(name=None):
     return importlib.import_module("." + name, __name__)
 
 
-def translation_table(native_in, native_out, native_error):
+def translation_table(native_in: int, native_out: int, native_error: int) -> tuple[int, ...]:
     """Build ``to_ae``: a tuple indexed by a native event word, giving the ae mask.
 
     ``native_error`` holds the bits (ERR, HUP) that fire both READABLE and WRITABLE.
@@ -93,6 +94,6 @@ def translation_table(native_in, native_out, native_error):
     return tuple(table)
 
 
-def native_masks(native_in, native_out, extra=0):
+def native_masks(native_in: int, native_out: int, extra: int = 0) -> tuple[int, ...]:
     """Build ``to_native``: ae mask (0..3) -> native registration word, as a tuple."""
     return (extra, native_in | extra, native_out | extra, native_in | native_out | extra)

@@ -13,20 +13,22 @@ already in progress, hence ``needs_wakeup = False``.
 """
 
 import select
+from typing import Optional
 
+from ..api_types import Events
 from . import native_masks, translation_table
 
 NAME = "epoll"
 
 
-def available():
+def available() -> bool:
     return hasattr(select, "epoll")
 
 
 class Poller:
     needs_wakeup = False
 
-    def __init__(self, oneshot=False):
+    def __init__(self, oneshot: bool = False) -> None:
         self._ep = ep = select.epoll()
         extra = select.EPOLLONESHOT if oneshot else 0
         self.to_native = native_masks(select.EPOLLIN, select.EPOLLOUT, extra)
@@ -38,15 +40,15 @@ class Poller:
         self.unregister = ep.unregister
         self.poll = ep.poll
 
-    def rearm(self, fd, native):
+    def rearm(self, fd: int, native: int) -> None:
         try:
             self._ep.modify(fd, native)
         except FileNotFoundError:
             # Deleted (unregistered) while a worker owned it, then registered again.
             self._ep.register(fd, native)
 
-    def fileno(self):
+    def fileno(self) -> int:
         return self._ep.fileno()
 
-    def close(self):
+    def close(self) -> None:
         self._ep.close()

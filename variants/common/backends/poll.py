@@ -12,21 +12,24 @@ another thread, hence ``needs_wakeup = True``.
 
 import math
 import select
+from typing import Optional
 
+from ..api_types import Events
 from . import native_masks, translation_table
 
 NAME = "poll"
 
 
-def available():
+def available() -> bool:
     return hasattr(select, "poll")
 
 
 class Poller:
     needs_wakeup = True
 
-    def __init__(self, oneshot=False):
-        self._p = p = select.poll()
+    def __init__(self, oneshot: bool = False) -> None:
+        self._p: Optional[select.poll] = select.poll()
+        p = self._p
         self._oneshot = oneshot
         self.to_native = native_masks(select.POLLIN, select.POLLOUT)
         self.to_ae = translation_table(select.POLLIN, select.POLLOUT,
@@ -37,15 +40,15 @@ class Poller:
         self.modify = p.modify
         self.rearm = p.register
 
-    def unregister(self, fd):
+    def unregister(self, fd: int) -> None:
         try:
-            self._p.unregister(fd)
+            self._p.unregister(fd)       # type: ignore[union-attr]
         except KeyError:
             pass
 
-    def poll(self, timeout):
+    def poll(self, timeout: Optional[float]) -> Events:
         ms = -1 if timeout is None else math.ceil(timeout * 1000)
-        events = self._p.poll(ms)
+        events: Events = self._p.poll(ms)  # type: ignore[union-attr]
         if self._oneshot:
             unregister = self.unregister    # tolerant: another thread may have done it
             for fd, _ in events:
@@ -56,7 +59,7 @@ class Poller:
                 return self._drop_invalid(events)
         return events
 
-    def _drop_invalid(self, events):
+    def _drop_invalid(self, events: Events) -> Events:
         kept = []
         for fd, native in events:
             if native & select.POLLNVAL:
@@ -65,8 +68,8 @@ class Poller:
                 kept.append((fd, native))
         return kept
 
-    def fileno(self):
+    def fileno(self) -> int:
         return -1
 
-    def close(self):
+    def close(self) -> None:
         self._p = None

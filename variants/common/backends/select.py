@@ -12,29 +12,31 @@ bad fds are found with fstat() (only on that error path) and dropped.
 
 import os
 import select as _select
+from typing import Optional
 
+from ..api_types import Events
 from . import translation_table
 
 NAME = "select"
 FD_SETSIZE = 1024
 
 
-def available():
+def available() -> bool:
     return hasattr(_select, "select")
 
 
 class Poller:
     needs_wakeup = True
 
-    def __init__(self, oneshot=False):
-        self._r = set()
-        self._w = set()
+    def __init__(self, oneshot: bool = False) -> None:
+        self._r: set[int] = set()
+        self._w: set[int] = set()
         self._oneshot = oneshot
         # Native words are ae masks already: READABLE=1, WRITABLE=2.
         self.to_native = (0, 1, 2, 3)
         self.to_ae = translation_table(1, 2, 0)
 
-    def register(self, fd, mask):
+    def register(self, fd: int, mask: int) -> None:
         """Watch fd for mask (also serves as modify and rearm: sets are idempotent)."""
         if fd >= FD_SETSIZE:
             raise ValueError("fd %d is too large for the select backend (FD_SETSIZE %d): "
@@ -51,11 +53,11 @@ class Poller:
     modify = register
     rearm = register
 
-    def unregister(self, fd):
+    def unregister(self, fd: int) -> None:
         self._r.discard(fd)
         self._w.discard(fd)
 
-    def poll(self, timeout):
+    def poll(self, timeout: Optional[float]) -> Events:
         try:
             rlist, wlist, _ = _select.select(list(self._r), list(self._w), [], timeout)
         except OSError:
@@ -71,16 +73,16 @@ class Poller:
                 self.unregister(fd)
         return list(ready.items())
 
-    def _drop_closed(self):
+    def _drop_closed(self) -> None:
         for fd in list(self._r | self._w):
             try:
                 os.fstat(fd)
             except OSError:
                 self.unregister(fd)
 
-    def fileno(self):
+    def fileno(self) -> int:
         return -1
 
-    def close(self):
+    def close(self) -> None:
         self._r.clear()
         self._w.clear()
