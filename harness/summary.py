@@ -242,7 +242,7 @@ def summarize(runs: list[dict], baseline: str | None = None) -> list[dict]:
     base_of = baselines(runs)
     if baseline is not None:
         base_of = {k: baseline for k in base_of}
-    order = {}
+    order: dict = {}
     for specs in batch_order(runs).values():
         for sp in specs:
             order.setdefault(sp, len(order))
@@ -321,7 +321,7 @@ def summarize(runs: list[dict], baseline: str | None = None) -> list[dict]:
             "link_drops": _sum_known([link_drops(r) for r in ok]),
         })
     # Per conditions (in order of appearance): the baseline first, then the specs as given.
-    conds = {}
+    conds: dict = {}
     for r in out:
         conds.setdefault(tuple(r[k] for k in CONDITIONS), len(conds))
     out.sort(key=lambda r: (conds[tuple(r[k] for k in CONDITIONS)], not r["is_baseline"],

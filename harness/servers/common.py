@@ -287,8 +287,9 @@ def ready(name: str, listener: socket.socket):
     addr = listener.getsockname()
     info = {"server": name, "host": addr[0], "port": addr[1], "pid": os.getpid()}
     lib = sys.modules.get("variants")
-    if lib is not None and getattr(lib, "__file__", None):
-        info["library"] = os.path.dirname(lib.__file__)     # which tree (NAME@REV) was imported
+    lib_file = getattr(lib, "__file__", None) if lib is not None else None
+    if lib_file:
+        info["library"] = os.path.dirname(lib_file)         # which tree (NAME@REV) was imported
     say("READY", info)
 
 

@@ -13,9 +13,7 @@ already in progress, hence ``needs_wakeup = False``.
 """
 
 import select
-from typing import Optional
 
-from ..api_types import Events
 from . import native_masks, translation_table
 
 NAME = "epoll"
