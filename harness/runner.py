@@ -1112,7 +1112,8 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
             "1 (baseline)" if isb else summary.ratio_text(r["ratio_cpu_to_baseline"],
                                                           r["ratio_cpu_interval"]),
             "–" if isb else summary.verdict_text(r, "cpu"),
-            "–" if isb else consistency_text(r["consistency"]), summary.pairs_text(r),
+            # Open loop: conn/s is the offered rate, so it cannot cross-check CPU.
+            "–" if isb or r["rate"] else consistency_text(r["consistency"]), summary.pairs_text(r),
             _ms(r["p99_us_median"]), f"{r['failed']}/{r['lost']}", f"{r['client_bound']}/{r['clean']}"]
             + ([f"{r['server_bound']}/{r['clean']}"] if budgeted else [])
             + ([_rtt_cell(r)] if rtt else [])
