@@ -102,7 +102,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"error: {self.prog}: {message} (see --help)\n")
 
 
-def _common(p: argparse.ArgumentParser, *, duration: float = 10.0, repeat: int = 3) -> None:
+# 6 rounds by default: the fewest that give a 95 % distribution-free interval for the median
+# of the per-round ratios (docs/statistics.md); 5 s runs keep `make bench` near 1.5 minutes.
+def _common(p: argparse.ArgumentParser, *, duration: float = 5.0, repeat: int = 6) -> None:
     g = p.add_argument_group("benchmark options")
     g.add_argument("--link", default="loopback",
                    help="loopback (default), 1000mbit, 100mbit or any rate such as 20mbit")

@@ -310,7 +310,7 @@ def _load_parser():
     p.add_argument("--port", type=int, default=8000, help="the port `make serve` printed (default 8000)")
     p.add_argument("--run-id", default=None, help="the run id `make serve` printed")
     # The benchmark options of every other run (their defaults live in cli, once).
-    cli._common(p, repeat=1)
+    cli._common(p, duration=10.0, repeat=1)
     return p
 
 

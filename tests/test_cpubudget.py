@@ -258,3 +258,25 @@ def test_serve_run_with_a_budget(tmp_path):
     recs, _ = records.load_runs(str(tmp_path / "runs"))
     (rec,) = recs
     assert rec["config"]["server_cpu"] == 0.25 and rec["server_cgroup"]["quota_us"] == 5000
+
+
+def test_serve_in_the_foreground_with_a_budget():
+    """`serve SPEC --server-cpu F`: the server runs as our child inside its group (READY on
+    our stdout), SIGTERM reaches it (STATS, exit 0) and the group is removed."""
+    ctl = _controller()
+    p = subprocess.Popen([PY, "-m", "harness", "serve", "raw_epoll", "--port", "0", "--server-cpu", "0.25"],
+                         cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline()
+        assert line.startswith("READY "), line
+        assert _our_groups(ctl, p.pid)
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err
+    assert "STATS " in out and "held to 0.25 core" in err
+    assert _our_groups(ctl, p.pid) == []
