@@ -328,6 +328,10 @@ def headline(summary):
     s = default_interpreter(summary)
     if s.empty:
         return s
+    # Only rows compared with raw_epoll: an A/A or revision batch (baseline: the working
+    # tree) belongs in the tables, not in the chart of the designs against raw epoll.
+    if "baseline" in s.columns:
+        s = s[(s["spec"] == BASELINE) | (s["baseline"] == BASELINE)]
     keep = []
     for link, g in s.groupby("link", sort=False):
         budgets = g[g["budget"] != "off"]
@@ -372,7 +376,9 @@ def _bar_chart(summary, df, path, *, med, lo, hi, col, ratio, ylabel, title, mar
                 text = "baseline" if row["is_baseline"] else (
                     f"x{r:.2f}" if r == r else "no pair")
                 c = row["consistency"]
-                if mark_bound and c == c and abs(c - 1) > CONSISTENCY_TOLERANCE:
+                # Marked where conn/s should equal budget / CPU: server-bound rows.
+                if mark_bound and c == c and abs(c - 1) > CONSISTENCY_TOLERANCE \
+                        and row.get("server_bound", 0) and row["server_bound"] == row["clean"]:
                     text += " !"
                 ax.annotate(text, (i, row[hi]), textcoords="offset points", xytext=(0, 3),
                             ha="center", fontsize=8)
@@ -397,7 +403,9 @@ def _bar_chart(summary, df, path, *, med, lo, hi, col, ratio, ylabel, title, mar
             ax.bar([0], [0], color="#4a7ab5", hatch="//", edgecolor="white",
                    label="has client-bound runs (lower bound)")
         # Headroom above the tallest whisker for the ratio labels and the legend.
-        top = max([v for v in list(s[hi]) + list(df[df["link"] == link][col]) if v == v] or [1])
+        shown = df[(df["link"] == link) & ~df["open_loop"]
+                   & df["spec"].isin(s["spec"]) & df["budget"].isin(s["budget"])]
+        top = max([v for v in list(s[hi]) + list(shown[col]) if v == v] or [1])
         ax.set_ylim(0, top * 1.3)
         handles, labels = ax.get_legend_handles_labels()
         if handles:
