@@ -92,7 +92,7 @@ def frame(records: list[dict]):
             "concurrency": c.get("concurrency"), "size": c.get("size"),
             "rate": float(rate) if rate else None, "duration": c.get("duration"),
             "python": _python_label(r),
-            "budget": budget_label(c.get("server_cpu")),
+            "budget": _summary.budget_label(c.get("server_cpu")),
             "server_bound": bool(m.get("server_bound")),
             "conn_per_s": m.get("conn_per_s"),
             "cpu_us_per_conn": m.get("server_cpu_us_per_conn"),
@@ -118,11 +118,6 @@ def frame(records: list[dict]):
     df["user_us"] = df["cpu_us_per_conn"] * df["user_share"]
     df["sys_us"] = df["cpu_us_per_conn"] - df["user_us"]
     return df
-
-
-def budget_label(cores) -> str:
-    """"off", or the budget in cores as text ("0.4"): a groupable, printable key."""
-    return _summary.budget_label(cores)
 
 
 def cpu_split(df, results: str):
@@ -314,10 +309,6 @@ def default_interpreter(summary):
     return out
 
 
-# Where the conn/s ratio and the inverse CPU ratio disagree by more than this, the tables
-# and the conn/s chart mark it ("!"): for server-bound runs the two must agree.
-CONSISTENCY_TOLERANCE = 0.05
-SUSTAINED_SHARE = 0.97          # an open-loop run served at least this share of the offered rate
 
 
 def headline(summary):
@@ -377,7 +368,7 @@ def _bar_chart(summary, df, path, *, med, lo, hi, col, ratio, ylabel, title, mar
                     f"x{r:.2f}" if r == r else "no pair")
                 c = row["consistency"]
                 # Marked where conn/s should equal budget / CPU: server-bound rows.
-                if mark_bound and c == c and abs(c - 1) > CONSISTENCY_TOLERANCE \
+                if mark_bound and c == c and abs(c - 1) > _summary.CONSISTENCY_TOLERANCE \
                         and row.get("server_bound", 0) and row["server_bound"] == row["clean"]:
                     text += " !"
                 ax.annotate(text, (i, row[hi]), textcoords="offset points", xytext=(0, 3),
@@ -593,12 +584,6 @@ def _ratio(v):
     return "-" if v is None or v != v else f"{v:.2f}"
 
 
-def consistency_md(v) -> str:
-    if v is None or v != v:
-        return "-"
-    return f"{v:.2f}" + (" !" if abs(v - 1) > CONSISTENCY_TOLERANCE else "")
-
-
 def ratio_ci(row, which: str = "conn") -> str:
     """A report row's paired ratio with its interval, ``1.04 [1.01-1.07]`` (the engine's text)."""
     r = row[f"ratio_{which}"]
@@ -627,7 +612,7 @@ def table_md(summary) -> str:
             f"{'1 (baseline)' if base else ratio_ci(r, 'conn')} | "
             f"{_n(r['cpu_med'], '{:.1f}')} | {'1' if base else ratio_ci(r, 'cpu')} | "
             f"{'baseline' if base else verdicts_md(r)} | "
-            f"{'-' if base else consistency_md(r['consistency'])} | "
+            f"{'-' if base else _summary.consistency_text(r['consistency'], none='-')} | "
             f"{'-' if base else _summary.pairs_text(r['_row'])} | {_n(r['p50_med'])} / {_n(r['p99_med'])} | "
             f"{r['failed_conns']} | {r['client_bound']}"
             + (" (lower bound)" if r["client_bound"] else "") + " | "
@@ -812,14 +797,14 @@ def write_report(results: str, records: list[dict], problems: list[str]) -> str:
         for (link, spec, budget, rate), g in sw.groupby(["link", "spec", "budget", "rate"]):
             ok = g[~g["excluded"]]
             got = ok["conn_per_s"].median()
-            short = got == got and got < SUSTAINED_SHARE * rate
+            short = got == got and got < _summary.SUSTAINED_SHARE * rate
             md.append(f"| {link} | {spec} | {'off' if budget == 'off' else budget + ' core'} | "
                       f"{_n(rate)} | {len(g)} ({int(g['excluded'].sum())}) | "
                       f"{_n(got)}{' (not sustained)' if short else ''} | "
                       f"{_n(ok['cpu_us_per_conn'].median(), '{:.1f}')} | {_n(ok['p50_us'].median())} | "
                       f"{_n(ok['p99_us'].median())} |")
         md.append(f"\nAn offered rate is *not sustained* when the server completed less than "
-                  f"{SUSTAINED_SHARE:.0%} of it; its CPU per connection is then a saturated server's.\n")
+                  f"{_summary.SUSTAINED_SHARE:.0%} of it; its CPU per connection is then a saturated server's.\n")
     md.append("## Charts\n")
     for fname, title, caption in charts:
         md.append(f"### {title}\n\n![{title}](charts/{fname})\n\n{caption}\n")

@@ -67,7 +67,6 @@ CLIENT_BOUND_SHARE = 0.90
 # A budgeted server is "server-bound" when it used at least this share of its budget
 # (CFS accounting lets a group overshoot a little within a period, never for long).
 SERVER_BOUND_SHARE = 0.90
-SUSTAINED_SHARE = 0.97      # an open-loop run served at least this share of its offered rate
 DEFAULT_SERVERS = ("raw_epoll", "master", "mul_thread", "alone_proc", "asyncio", "uvloop", "c_epoll")
 
 
@@ -804,10 +803,6 @@ def rtt_warning(rtt: dict | None, expected_ms: float | None) -> str | None:
     return None
 
 
-def _link_drops(r: dict) -> int | None:
-    return summary.link_drops(r)
-
-
 def _guarded(fn, record):
     """Link counters are descriptive: if reading them fails, note it and keep the run."""
     try:
@@ -1046,26 +1041,6 @@ def summarize(recs: list[dict], baseline: str | None = None) -> list[dict]:
     return rows
 
 
-# Where the conn/s ratio and the inverse CPU ratio disagree by more than this, the table
-# marks it: for server-bound runs the two must agree (conn/s = budget / CPU per conn).
-CONSISTENCY_TOLERANCE = 0.05
-
-
-def consistency(ratio_conn: float | None, ratio_cpu: float | None) -> float | None:
-    """conn/s ratio ÷ (1 / CPU ratio): 1.00 when conn/s measures exactly what CPU per
-    connection predicts.  Server-bound runs should give 1 ± a few %; client-bound
-    runs give less (the client capped the faster server)."""
-    if not ratio_conn or not ratio_cpu:
-        return None
-    return round(ratio_conn * ratio_cpu, 3)
-
-
-def consistency_text(x: float | None) -> str:
-    if x is None:
-        return "–"
-    return f"{x:.2f}" + (" !" if abs(x - 1) > CONSISTENCY_TOLERANCE else "")
-
-
 def format_table(recs: list[dict], *, markdown: bool = False) -> str:
     rows = summarize(recs)
     if not rows:
@@ -1094,7 +1069,7 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
         cps = "?" if r["conn_per_s_median"] is None else \
             f"{r['conn_per_s_median']:,.0f} [{r['conn_per_s_min']:,.0f}–{r['conn_per_s_max']:,.0f}]"
         if r["rate"] and r["conn_per_s_median"] is not None \
-                and r["conn_per_s_median"] < SUSTAINED_SHARE * r["rate"]:
+                and r["conn_per_s_median"] < summary.SUSTAINED_SHARE * r["rate"]:
             cps += " short"
         cpu = r["server_cpu_us_per_conn_median"]
         isb = r["is_baseline"]
@@ -1113,7 +1088,8 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
                                                           r["ratio_cpu_interval"]),
             "–" if isb else summary.verdict_text(r, "cpu"),
             # Open loop: conn/s is the offered rate, so it cannot cross-check CPU.
-            "–" if isb or r["rate"] else consistency_text(r["consistency"]), summary.pairs_text(r),
+            "–" if isb or r["rate"] else summary.consistency_text(r["consistency"]),
+            summary.pairs_text(r),
             _ms(r["p99_us_median"]), f"{r['failed']}/{r['lost']}", f"{r['client_bound']}/{r['clean']}"]
             + ([f"{r['server_bound']}/{r['clean']}"] if budgeted else [])
             + ([_rtt_cell(r)] if rtt else [])
@@ -1131,11 +1107,11 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
              f"and ratio, and counted here. client-bound: runs whose client used ≥{CLIENT_BOUND_SHARE:.0%} "
              "of a core (their conn/s measures the client)."]
     notes.append(f"conn/s × CPU: the conn/s ratio times the CPU ratio, 1.00 when conn/s is what CPU per "
-                 f"connection predicts; '!' marks a gap over {CONSISTENCY_TOLERANCE:.0%} "
+                 f"connection predicts; '!' marks a gap over {summary.CONSISTENCY_TOLERANCE:.0%} "
                  "(expected for client-bound runs, a warning for server-bound ones).")
     if sweep:
         notes.append(f"Open loop: 'short' marks an offered rate the server did not sustain (< "
-                     f"{SUSTAINED_SHARE:.0%} of it completed); CPU per connection compares servers "
+                     f"{summary.SUSTAINED_SHARE:.0%} of it completed); CPU per connection compares servers "
                      "like for like only at a rate all of them sustain.")
     commits = {r["spec"]: r["variant_commit"] for r in rows if r.get("variant_commit")}
     if commits:

@@ -329,11 +329,27 @@ def summarize(runs: list[dict], baseline: str | None = None) -> list[dict]:
     return out
 
 
+# Where the conn/s ratio and the inverse CPU ratio disagree by more than this, the tables
+# and the conn/s chart mark it ("!"): for server-bound runs the two must agree
+# (conn/s = budget / CPU per connection).
+CONSISTENCY_TOLERANCE = 0.05
+SUSTAINED_SHARE = 0.97      # an open-loop run served at least this share of its offered rate
+
+
 def consistency(ratio_conn, ratio_cpu):
-    """conn/s ratio x CPU ratio: 1.00 when conn/s is what CPU per connection predicts."""
+    """conn/s ratio x CPU ratio: 1.00 when conn/s is what CPU per connection predicts.
+    Server-bound runs should give 1 ± a few %; client-bound runs give less (the client
+    capped the faster server)."""
     if not ratio_conn or not ratio_cpu:
         return None
     return ratio_conn * ratio_cpu
+
+
+def consistency_text(x, none: str = "–") -> str:
+    """``1.00``, or ``1.15 !`` beyond CONSISTENCY_TOLERANCE; ``none`` when there is no figure."""
+    if x is None or x != x:
+        return none
+    return f"{x:.2f}" + (" !" if abs(x - 1) > CONSISTENCY_TOLERANCE else "")
 
 
 # --------------------------------------------------------------------------- text
