@@ -421,10 +421,13 @@ def _serve_budgeted(spec, argv: list[str], cores: float) -> int:
     straight to ours, and SIGINT/SIGTERM are passed on to it."""
     import signal
     import subprocess
-    cores, _mode = resolve_server_cpu(cores, budget_default=False)
-    ctl = cpubudget.check()
-    cpubudget.cleanup_stale(ctl)
-    group = cpubudget.Group(ctl, cores)
+    try:
+        ctl = cpubudget.check()
+        cpubudget.cleanup_stale(ctl)
+        group = cpubudget.Group(ctl, cores)
+    except cpubudget.BudgetError as e:
+        raise runner.RunnerError(f"SERVER_CPU={cores:g}: cannot hold the server to a CPU budget: {e}; "
+                                 f"SERVER_CPU=off runs without one") from None
     proc = None
     old = {}
     try:

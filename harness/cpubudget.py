@@ -208,6 +208,13 @@ class Group:
         return {"cgroup_version": self.ctl.version, "path": self.path, "cores": self.cores,
                 "quota_us": self.quota_us, "period_us": self.period_us}
 
+    def record(self, before: dict | None, after: dict | None) -> dict:
+        """A run record's ``server_cgroup``: the quota and the throttling over the run
+        (``stat()`` before and after); the machine's path is left out."""
+        info = self.info()
+        info.pop("path", None)
+        return {**info, **delta(before, after)}
+
     def remove(self, timeout: float = 3.0) -> bool:
         """rmdir the group.  Its processes must have exited (we stop our server first);
         an exiting task may linger a moment, hence the retries.  Returns True when gone."""

@@ -574,9 +574,7 @@ class _Batch:
             if k_client0 is not None:
                 record["kernel_client"] = kstats.delta(k_client0, k_client1)
             if group is not None:
-                info = group.info()
-                info.pop("path", None)
-                record["server_cgroup"] = {**info, **cpubudget.delta(g0, g1)}
+                record["server_cgroup"] = group.record(g0, g1)
             started = (cres.final or {}).get("started_total")
             try:
                 record["link_stats"] = lk.stats_between(l0, l1, started)

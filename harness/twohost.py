@@ -238,9 +238,7 @@ def serve(argv: list[str]) -> int:
         k1 = kstats.snapshot()
         stats = server.stop()
         if group is not None:
-            info = group.info()
-            info.pop("path", None)
-            record["server_cgroup"] = {**info, **cpubudget.delta(g0, g1)}
+            record["server_cgroup"] = group.record(g0, g1)
         # Ctrl-C in a terminal reaches the whole foreground group, so the server may
         # have stopped on the same SIGINT a moment before us: a server exits 0 after
         # its STATS line only on a signal, so that is a normal stop, not a death.
