@@ -687,8 +687,9 @@ class _Batch:
         A short probe of each spec at AUTO_PROBE's budget gives its server CPU per
         connection (s) and the client's CPU per connection (c); at budget B the
         server-bound rate is B/s and the client's share B*c/s, so B = target * s / c,
-        the minimum over specs (the fastest server sets it).  One check probe of that
-        server at B follows, and B shrinks if the client is still above target.  The
+        the minimum over specs (the fastest server sets it).  A check probe of that
+        server at B follows; while the client is still above target B shrinks and is
+        checked again (three check probes at most).  The
         probes are not recorded as runs; the batch summary and every run's config keep
         the calibration."""
         cores0, dur, warm = self.AUTO_PROBE
