@@ -160,12 +160,14 @@ def diet_text(server: Server, levers: tuple) -> str:
     return "diet" if tuple(levers) == server.diet.supported else "diet=" + "+".join(levers)
 
 
-def parse_spec(text: str) -> Spec:
+def parse_spec(text: str | Spec) -> Spec:
     """Parse ``NAME[@REV][:key=value,...]``, ``loop:MODULE:ATTR[,key=value...]`` or
     ``cmd:COMMAND`` (with a ``{port}`` placeholder); raise ServerError with the valid
     choices.  Every value is checked against its declaration (options.py), so a bad
     one is refused here, before any server starts.  NAME@REV is resolved to a commit
-    here, so a bad revision fails at once."""
+    here, so a bad revision fails at once.  A Spec is returned as it is (parsed once)."""
+    if isinstance(text, Spec):
+        return text
     text = text.strip()
     head, _, rest = text.partition(":")
     if head == "cmd":
