@@ -86,7 +86,7 @@ TAKES_reproduce := SERVER_CPU
 knobs-%:
 	@bad="$(strip $(foreach v,$(filter-out $(TAKES_$*),$(KNOBS)),$(if $(filter command line,$(origin $(v))),$(v))))"; \
 	if [ -n "$$bad" ]; then echo "error: make $* does not use $$bad; it takes: $(or $(strip $(TAKES_$*)),no variables)" >&2; exit 2; fi; \
-	case "$(DIET)" in ""|1|*[a-z]*) ;; *) echo "error: DIET=$(DIET): use DIET=1 (every lever each server supports) or DIET=cork+defer_accept (those levers), or leave DIET unset" >&2; exit 2;; esac
+	case "$(DIET)" in ""|1) ;; *) for l in $$(echo "$(DIET)" | tr '+,' '  '); do case "$$l" in defer_accept|cork|dontwait|lazy_watch) ;; *) echo "error: DIET=$(DIET): unknown diet lever $$l; use DIET=1 (every lever each server supports) or levers joined with + (defer_accept, cork, dontwait, lazy_watch)" >&2; exit 2;; esac; done;; esac
 
 build: $(C_BINS)
 

@@ -1171,9 +1171,8 @@ def diet_notes(recs: list[dict]) -> list[str]:
     for name in names:
         server = srv.SERVERS.get(name) or srv.OWN_SERVERS.get(name)
         missing = server.diet.missing() if server else ()
-        if missing:
-            why = "; ".join(f"{lv}: {server.diet.reason(lv)}" for lv in missing)  # type: ignore[union-attr]
-            notes.append(f"Diet: {name}: {', '.join(missing)} not applied ({why}).")
+        if server and missing:
+            notes.append(f"Diet: {name}: {', '.join(missing)} not applied ({server.diet.summary}).")
     return notes
 
 

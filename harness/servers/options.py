@@ -99,18 +99,24 @@ def positive_int(text):
     """argparse type: an integer >= 1 (the harness's and the servers' options)."""
     import argparse
     try:
-        return _int_at_least_1(text)
-    except OptionError as e:
-        raise argparse.ArgumentTypeError(f"{text!r} {e}") from None
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
 
 
 def seconds(text):
     """argparse type: a finite number of seconds >= 0."""
     import argparse
     try:
-        return _seconds(text)
-    except OptionError as e:
-        raise argparse.ArgumentTypeError(f"{text!r} {e}") from None
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0: {text!r}")
+    return value
 
 
 def format_value(value: Any) -> str:
@@ -177,6 +183,7 @@ class Diet:
     """The diet levers a server supports; for every other lever, why not (one line)."""
     supported: tuple = LEVERS
     why_not: tuple = ()                # ((lever, reason), ...)
+    summary: str = ""                  # why not, in a few words (batch tables)
 
     def reason(self, lever: str) -> str:
         return dict(self.why_not).get(lever, "not supported")
@@ -254,11 +261,13 @@ ECHO_CORE_DIET = Diet()                # common.EchoCore: all four
 ASYNCIO_DIET = Diet(("defer_accept", "cork"), (
     ("dontwait", "not possible: asyncio calls setblocking(False) on every accepted socket itself"),
     ("lazy_watch", "not possible: asyncio registers each accepted socket for reading "
-                   "before the protocol sees it")))
+                   "before the protocol sees it")), "the library owns the accepted socket")
 UVLOOP_DIET = Diet(("defer_accept", "cork"), (
     ("dontwait", "built in: libuv accepts with accept4(SOCK_NONBLOCK), no extra call"),
     ("lazy_watch", "not possible: libuv starts reading each accepted socket "
-                   "before the protocol sees it")))
+                   "before the protocol sees it")), "the library owns the accepted socket")
 C_DIET = Diet(("defer_accept", "cork", "lazy_watch"), (
-    ("dontwait", "built in: accept4(SOCK_NONBLOCK), no per-connection call"),))
-NO_DIET = Diet((), tuple((lv, "a command server's options are its own") for lv in LEVERS))
+    ("dontwait", "built in: accept4(SOCK_NONBLOCK), no per-connection call"),),
+    "built in: accept4(SOCK_NONBLOCK)")
+NO_DIET = Diet((), tuple((lv, "a command server's options are its own") for lv in LEVERS),
+               "a command server's options are its own")
