@@ -42,7 +42,7 @@ RUN_ARGS = $(if $(LINK),--link $(LINK)) $(if $(REPEAT),--repeat $(REPEAT)) \
   $(if $(DURATION),--duration $(DURATION)) $(if $(WARMUP),--warmup $(WARMUP)) \
   $(if $(CONCURRENCY),--concurrency $(CONCURRENCY)) $(if $(SIZE),--size $(SIZE)) \
   $(if $(RATE),--rate $(RATE)) $(if $(DELAY),--delay $(DELAY)) $(if $(LOSS),--loss $(LOSS)) \
-  $(if $(PYTHON),--python $(PYTHON)) $(if $(DIET),--diet) $(if $(POOL),--pool $(POOL)) \
+  $(if $(PYTHON),--python $(PYTHON)) $(if $(DIET),$(if $(filter 1,$(DIET)),--diet,--diet=$(DIET))) $(if $(POOL),--pool $(POOL)) \
   $(if $(SERVER_CPU),--server-cpu $(SERVER_CPU))
 
 C_BINS := $(BUILD)/loadgen $(BUILD)/c_epoll $(BUILD)/delayline
@@ -86,7 +86,7 @@ TAKES_reproduce := SERVER_CPU
 knobs-%:
 	@bad="$(strip $(foreach v,$(filter-out $(TAKES_$*),$(KNOBS)),$(if $(filter command line,$(origin $(v))),$(v))))"; \
 	if [ -n "$$bad" ]; then echo "error: make $* does not use $$bad; it takes: $(or $(strip $(TAKES_$*)),no variables)" >&2; exit 2; fi; \
-	case "$(DIET)" in ""|1) ;; *) echo "error: DIET=$(DIET): use DIET=1 for the syscall-diet mode, or leave DIET unset" >&2; exit 2;; esac
+	case "$(DIET)" in ""|1) ;; *) for l in $$(echo "$(DIET)" | tr '+,' '  '); do case "$$l" in defer_accept|cork|dontwait|lazy_watch) ;; *) echo "error: DIET=$(DIET): unknown diet lever $$l; use DIET=1 (every lever each server supports) or levers joined with + (defer_accept, cork, dontwait, lazy_watch)" >&2; exit 2;; esac; done;; esac
 
 build: $(C_BINS)
 
