@@ -23,7 +23,7 @@ import select
 import time
 
 from harness.servers import common
-from harness.servers.common import READING, WRITING
+from harness.servers.common import READABLE, READING, WRITABLE, WRITING
 
 NAME = "raw_epoll"
 
@@ -75,9 +75,9 @@ class RawEpollEcho(common.EchoCore):
                 # Dispatch on what we asked for: EPOLLERR/EPOLLHUP arrive with either,
                 # and the recv or send then reports the error.
                 if conn.watched == READING:
-                    on_readable(conn)
+                    on_readable(None, fd, conn, READABLE)
                 else:
-                    on_writable(conn)
+                    on_writable(None, fd, conn, WRITABLE)
             if next_sweep is not None:
                 now = monotonic()
                 if now >= next_sweep:

@@ -76,6 +76,10 @@ class EventLoop:
         # (For epoll, poller.register/modify/unregister/poll are select.epoll's own C
         # methods: the loop's calls below reach epoll_ctl without a Python wrapper.)
         self._to_native = poller.to_native
+        # why: the kernel calls bound once (one attribute look-up less per call).
+        self._register = poller.register
+        self._modify = poller.modify
+        self._unregister = poller.unregister
         self._setsize = setsize
         # Per-fd state in parallel lists indexed by fd (ae's events[] array): a list
         # index is the cheapest lookup Python has, and nothing is allocated per fd.
@@ -99,9 +103,16 @@ class EventLoop:
         """Add ``mask`` to fd's events and make ``proc`` fd's only proc (the last one
         given wins); ``proc(loop, fd, client_data, fired_mask)`` is called once per pass
         when any of them fires. Raises ValueError for an fd outside the setsize."""
-        if not 0 <= fd < self._setsize:
-            raise ValueError("fd %r is out of range: setsize is %d" % (fd, self._setsize))
-        old = self._masks[fd]
+        masks = self._masks
+        # why: the list does the upper range check (IndexError) for free; only a
+        # negative fd, which would index from the end, needs a test of its own.
+        try:
+            if fd < 0:
+                raise IndexError
+            old = masks[fd]
+        except IndexError:
+            raise ValueError("fd %r is out of range: setsize is %d"
+                             % (fd, self._setsize)) from None
         new = old | mask
         if mask & _POLLED:
             # Even when these bits are set already: re-asserting them (one epoll_ctl, off
@@ -111,48 +122,52 @@ class EventLoop:
             native = self._to_native[new & _POLLED]
             if old & _POLLED:
                 try:
-                    self._poller.modify(fd, native)
+                    self._modify(fd, native)
                 except FileNotFoundError:   # that closed-and-reused number: add it
-                    self._poller.register(fd, native)
+                    self._register(fd, native)
             else:
                 try:
-                    self._poller.register(fd, native)
+                    self._register(fd, native)
                 except FileExistsError:     # the kernel still holds it (a dup2 case)
-                    self._poller.modify(fd, native)
+                    self._modify(fd, native)
                 self._nfds += 1
         # The poller was updated first: if it raised, nothing here has changed.
-        self._masks[fd] = new
+        masks[fd] = new
         self._procs[fd] = proc
         self._cdata[fd] = client_data
 
     def delete_file_event(self, fd: int, mask: int) -> None:
         """Remove ``mask`` from fd's events; with none left fd leaves the poller.
         An fd that has no events (or is out of range) is a no-op."""
-        if not 0 <= fd < self._setsize:
+        masks = self._masks
+        try:
+            old = masks[fd] if fd >= 0 else NONE
+        except IndexError:
             return
-        old = self._masks[fd]
         if not old:
             return
         if mask & WRITABLE:
             mask |= BARRIER             # BARRIER means nothing without WRITABLE (as ae)
         new = old & ~mask
         if not new & _POLLED:
-            new = NONE
-        if (new ^ old) & _POLLED:      # why: no epoll_ctl when the kernel's mask stays
-            try:
-                if new:
-                    self._poller.modify(fd, self._to_native[new & _POLLED])
-                else:
-                    self._poller.unregister(fd)
-            except OSError:
-                pass                    # fd closed first: the kernel dropped it already
-            if not new:
+            # Nothing the kernel watches is left (the close path): fd leaves the poller,
+            # and its proc goes, so that its closure can be freed.
+            if old & _POLLED:
+                try:
+                    self._unregister(fd)
+                except OSError:
+                    pass                # fd closed first: the kernel dropped it already
                 self._nfds -= 1
-        self._masks[fd] = new
-        # Drop the proc of an fd with no events left so that its closure can be freed.
-        if not new:
+            masks[fd] = NONE
             self._procs[fd] = None
             self._cdata[fd] = None
+            return
+        if (new ^ old) & _POLLED:      # why: no epoll_ctl when the kernel's mask stays
+            try:
+                self._modify(fd, self._to_native[new & _POLLED])
+            except OSError:
+                pass                    # fd closed first: the kernel dropped it already
+        masks[fd] = new
 
     def get_file_events(self, fd: int) -> int:
         """The mask registered for fd (NONE when none)."""
@@ -223,11 +238,9 @@ class EventLoop:
         cdata = self._cdata
         to_ae = self._poller.to_ae
         for fd, native in events:
-            reported = to_ae[native]
             # As ae, an fd's mask is read at its own dispatch, not when the poll returned:
             # an earlier proc of this pass may have deleted or added its events.
-            mask = masks[fd]
-            fired = reported & mask
+            fired = to_ae[native] & masks[fd]
             if not fired:
                 continue                # a stale event: an earlier proc deleted this fd
             try:

@@ -80,6 +80,10 @@ class EventLoop:
         # (For epoll, poller.register/modify/unregister/poll are select.epoll's own C
         # methods: the loop's calls below reach epoll_ctl without a Python wrapper.)
         self._to_native = poller.to_native
+        # why: the kernel calls bound once (one attribute look-up less per call).
+        self._register = poller.register
+        self._modify = poller.modify
+        self._unregister = poller.unregister
         self._setsize = setsize
         # Per-fd state in parallel lists indexed by fd (ae's events[] array): a list
         # index is the cheapest lookup Python has, and nothing is allocated per fd.
@@ -103,9 +107,16 @@ class EventLoop:
                           client_data: Any = None) -> None:
         """Add ``mask`` to fd's events; ``proc(loop, fd, client_data, mask)`` is called
         when one of them fires. Raises ValueError for an fd outside the setsize."""
-        if not 0 <= fd < self._setsize:
-            raise ValueError("fd %r is out of range: setsize is %d" % (fd, self._setsize))
-        old = self._masks[fd]
+        masks = self._masks
+        # why: the list does the upper range check (IndexError) for free; only a
+        # negative fd, which would index from the end, needs a test of its own.
+        try:
+            if fd < 0:
+                raise IndexError
+            old = masks[fd]
+        except IndexError:
+            raise ValueError("fd %r is out of range: setsize is %d"
+                             % (fd, self._setsize)) from None
         new = old | mask
         if mask & _POLLED:
             # Even when these bits are set already: re-asserting them (one epoll_ctl, off
@@ -115,17 +126,17 @@ class EventLoop:
             native = self._to_native[new & _POLLED]
             if old & _POLLED:
                 try:
-                    self._poller.modify(fd, native)
+                    self._modify(fd, native)
                 except FileNotFoundError:   # that closed-and-reused number: add it
-                    self._poller.register(fd, native)
+                    self._register(fd, native)
             else:
                 try:
-                    self._poller.register(fd, native)
+                    self._register(fd, native)
                 except FileExistsError:     # the kernel still holds it (a dup2 case)
-                    self._poller.modify(fd, native)
+                    self._modify(fd, native)
                 self._nfds += 1
         # The poller was updated first: if it raised, nothing here has changed.
-        self._masks[fd] = new
+        masks[fd] = new
         if mask & READABLE:
             self._rprocs[fd] = proc
         if mask & WRITABLE:
@@ -135,34 +146,41 @@ class EventLoop:
     def delete_file_event(self, fd: int, mask: int) -> None:
         """Remove ``mask`` from fd's events; with none left fd leaves the poller.
         An fd that has no events (or is out of range) is a no-op."""
-        if not 0 <= fd < self._setsize:
+        masks = self._masks
+        try:
+            old = masks[fd] if fd >= 0 else NONE
+        except IndexError:
             return
-        old = self._masks[fd]
         if not old:
             return
         if mask & WRITABLE:
             mask |= BARRIER             # BARRIER means nothing without WRITABLE (as ae)
         new = old & ~mask
         if not new & _POLLED:
-            new = NONE
+            # Nothing the kernel watches is left (the close path): fd leaves the poller,
+            # and its procs go, so that their closures can be freed.
+            if old & _POLLED:
+                try:
+                    self._unregister(fd)
+                except OSError:
+                    pass                # fd closed first: the kernel dropped it already
+                self._nfds -= 1
+            masks[fd] = NONE
+            self._rprocs[fd] = None
+            self._wprocs[fd] = None
+            self._cdata[fd] = None
+            return
         if (new ^ old) & _POLLED:      # why: no epoll_ctl when the kernel's mask stays
             try:
-                if new:
-                    self._poller.modify(fd, self._to_native[new & _POLLED])
-                else:
-                    self._poller.unregister(fd)
+                self._modify(fd, self._to_native[new & _POLLED])
             except OSError:
                 pass                    # fd closed first: the kernel dropped it already
-            if not new:
-                self._nfds -= 1
-        self._masks[fd] = new
-        # Drop the procs no longer registered so that their closures can be freed.
+        masks[fd] = new
+        # Drop the proc no longer registered so that its closure can be freed.
         if not new & READABLE:
             self._rprocs[fd] = None
         if not new & WRITABLE:
             self._wprocs[fd] = None
-        if not new:
-            self._cdata[fd] = None
 
     def get_file_events(self, fd: int) -> int:
         """The mask registered for fd (NONE when none)."""
