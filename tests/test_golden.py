@@ -19,7 +19,7 @@ import shutil
 
 import pytest
 
-from harness import records, report, reproduce, runner
+from harness import records, report, reproduction, runner
 from harness.cli import format_final
 
 HERE = os.path.dirname(__file__)
@@ -148,7 +148,7 @@ def _capture(tmp, chart_log, capsys) -> dict[str, str]:
     for name, link_of in (("REPRODUCTION.md", None),
                           ("REPRODUCTION-loopback.md", {"100mbit": "loopback", "1000mbit": "loopback"})):
         where = tmp / name.replace(".", "_")
-        path = reproduce.write_reproduction(copy.deepcopy(recs), str(where), link_of=link_of)
+        path = reproduction.write_reproduction(copy.deepcopy(recs), str(where), link_of=link_of)
         out[name] = _stable(open(path).read(), tmp)
     return out
 

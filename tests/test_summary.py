@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from harness import records, report, runner, summary
+from harness import frame, records, report, runner, summary
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "runs")
 pytestmark = pytest.mark.timeout(60)
@@ -92,7 +92,7 @@ def test_failed_and_lossy_runs_are_excluded_and_counted_the_same_everywhere():
     spec1, spec3 = runs[1]["spec"], runs[3]["spec"]
     assert sum(r["excluded"] for r in rows.values()) == 2
     assert rows[spec1]["failed_runs"] >= 1 and rows[spec3]["lossy_runs"] >= 1
-    df = report.frame(runs)
+    df = frame.frame(runs)
     assert int(df["excluded"].sum()) == 2 and summary.counts(runs[0])
 
 
@@ -123,7 +123,7 @@ def test_batch_table_and_report_agree_on_the_fixtures(tmp_path):
         mine = [r for r in recs if r["batch_id"] == batch]
         table = runner.format_table(mine, markdown=True)
         rows = runner.summarize(mine)
-        df_rows = report.summarize(report.frame(mine))
+        df_rows = frame.summarize(frame.frame(mine))
         for r in rows:
             line = next(ln for ln in table.splitlines() if ln.startswith(f"| {r['spec']} |"))
             rep = df_rows[df_rows["spec"] == r["spec"]].iloc[0]
@@ -142,7 +142,7 @@ def test_report_rows_for_an_a_a_batch_say_their_baseline():
     runs = _batch(["master@HEAD", "master"], [[1.0], [1.0]], 5, batch="AA")
     for r in runs:
         r["config"]["variant_commit"] = "f" * 40 if "@" in r["spec"] else None
-    s = report.summarize(report.frame(copy.deepcopy(runs)))
+    s = frame.summarize(frame.frame(copy.deepcopy(runs)))
     head = s[s["spec"] == "master@HEAD"].iloc[0]
     assert head["label"] == "master@HEAD ÷ master" and head["verdict_conn"] == "not distinguishable"
     assert "not distinguishable" in report.table_md(s)
