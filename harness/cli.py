@@ -32,9 +32,13 @@ DISPATCH = {
     "profile": ("harness.profile", [], "line_profiler run of a variant's server"),
     "syscalls": ("harness.syscalls", [], "system calls per connection (strace -c)"),
     "reproduce": ("harness.reproduce", [], "rerun the study's comparisons, write REPRODUCTION.md"),
-    "serve-run": ("harness.twohost", ["serve"], "two-host mode: the server side (make serve)"),
-    "load-run": ("harness.twohost", ["load"], "two-host mode: the client side (make load)"),
+    "twohost-serve": ("harness.twohost", ["serve"],
+                      "two-host mode, server machine: a server until Ctrl-C (make twohost-serve)"),
+    "twohost-load": ("harness.twohost", ["load"],
+                     "two-host mode, client machine: one load run (make twohost-load)"),
 }
+# Old names of the two-host subcommands, still accepted with a one-line note.
+DEPRECATED = {"serve-run": "twohost-serve", "load-run": "twohost-load"}
 
 EXIT_USAGE, EXIT_MISSING, EXIT_INTERRUPTED = 2, 1, 130
 
@@ -613,6 +617,9 @@ COMMANDS = {"serve": cmd_serve, "load": cmd_load, "bench": cmd_bench, "compare":
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DEPRECATED:
+        print(f"note: `{argv[0]}` is now `{DEPRECATED[argv[0]]}` (the old name will go)", file=sys.stderr)
+        argv[0] = DEPRECATED[argv[0]]
     if argv and argv[0] in DISPATCH:
         return dispatch(argv[0], argv[1:])
     parser = build_parser()

@@ -237,7 +237,7 @@ def test_serve_run_with_a_budget(tmp_path):
     group is gone after SIGTERM."""
     ctl = _controller()
     env = dict(os.environ, EVENTS_RESULTS_DIR=str(tmp_path), PYTHONPATH=ROOT)
-    p = subprocess.Popen([PY, "-m", "harness", "serve-run", "raw_epoll", "--host", "127.0.0.1", "--port", "0",
+    p = subprocess.Popen([PY, "-m", "harness", "twohost-serve", "raw_epoll", "--host", "127.0.0.1", "--port", "0",
                           "--server-cpu", "0.25", "--results-dir", str(tmp_path)],
                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
