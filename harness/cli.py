@@ -7,9 +7,11 @@ input (unknown variant or spec, bad option), 1 when something needed is
 missing (the C client, an interpreter, privileges), 130 after Ctrl-C/SIGTERM —
 never a traceback.
 
-Defaults live here once, in argparse, so ``make bench`` with no variables and
-``python -m harness bench`` behave the same (the Makefile passes a flag only
-when its variable is set).
+The run settings' defaults live once, in ``runner.Settings``; argparse reads them
+(sweep and soak override repeat and duration below), so ``make bench`` with no
+variables, ``python -m harness bench`` and ``runner.run_batch`` behave the same
+(the Makefile passes a flag only when its variable is set).  Server specs are parsed
+once, here (``servers.parse_spec``), and travel as ``Spec`` objects.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import sys
 from harness import cpubudget, runner
 from harness.progress import Progress
 from harness import servers as srv
-from harness.servers import common as _server_common
+from harness.servers import options as _server_options
 
 # Subcommands implemented by other modules: name -> (module, leading argv, help).
 DISPATCH = {
@@ -63,8 +65,24 @@ def _positive_float(text):
 
 
 # The servers' argparse types, written once (a finite number of seconds >= 0; int >= 1).
-_nonneg_float = _server_common.seconds
-_positive_int = _server_common.positive_int
+_nonneg_float = _server_options.seconds
+_positive_int = _server_options.positive_int
+
+
+def _diet(text):
+    """--diet alone (True: each server's full set of levers) or --diet=L1+L2 (a tuple)."""
+    if text is True:
+        return True
+    levers = _server_options.split_levers(text)
+    bad = [lv for lv in levers if lv not in _server_options.LEVERS]
+    if bad or not levers:
+        raise argparse.ArgumentTypeError(f"unknown diet lever {', '.join(bad) or repr(text)}; "
+                                         f"levers: {', '.join(_server_options.LEVERS)}")
+    return tuple(lv for lv in _server_options.LEVERS if lv in levers)
+
+
+_DIET_HELP = ("the syscall diet: alone, every lever each server supports; =L1+L2 those levers "
+              f"where supported ({', '.join(_server_options.LEVERS)})")
 
 
 def _server_cpu(text):
@@ -106,20 +124,25 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"error: {self.prog}: {message} (see --help)\n")
 
 
-# 6 rounds by default: the fewest that give a 95 % distribution-free interval for the median
-# of the per-round ratios (docs/statistics.md); 5 s runs keep `make bench` near 1.5 minutes.
-def _common(p: argparse.ArgumentParser, *, duration: float = 5.0, repeat: int = 6) -> None:
+_DEFAULTS = runner.Settings()        # the run settings' defaults (one home: runner.Settings)
+
+
+def _common(p: argparse.ArgumentParser, *, duration: float = _DEFAULTS.duration,
+            repeat: int = _DEFAULTS.repeat) -> None:
+    d = _DEFAULTS
     g = p.add_argument_group("benchmark options")
-    g.add_argument("--link", default="loopback",
+    g.add_argument("--link", default=d.link,
                    help="loopback (default), 1000mbit, 100mbit or any rate such as 20mbit")
     g.add_argument("--repeat", type=_positive_int, default=repeat,
                    help=f"interleaved rounds (default {repeat})")
     g.add_argument("--duration", type=_positive_float, default=duration,
                    help=f"measured seconds per run (default {duration:g})")
-    g.add_argument("--warmup", type=_nonneg_float, default=1.0, help="warm-up seconds excluded (default 1)")
-    g.add_argument("--concurrency", type=_positive_int, default=64,
-                   help="connections in flight, closed loop (default 64)")
-    g.add_argument("--size", type=_positive_int, default=100, help="bytes echoed per connection (default 100)")
+    g.add_argument("--warmup", type=_nonneg_float, default=d.warmup,
+                   help=f"warm-up seconds excluded (default {d.warmup:g})")
+    g.add_argument("--concurrency", type=_positive_int, default=d.concurrency,
+                   help=f"connections in flight, closed loop (default {d.concurrency})")
+    g.add_argument("--size", type=_positive_int, default=d.size,
+                   help=f"bytes echoed per connection (default {d.size})")
     g.add_argument("--rate", type=_rate, default=None,
                    help="open loop: new connections per second (e.g. 20000 or 20k)")
     g.add_argument("--delay", type=_link_value("parse_delay"), default=None,
@@ -128,11 +151,13 @@ def _common(p: argparse.ArgumentParser, *, duration: float = 5.0, repeat: int = 
                    help="random packet loss each direction, e.g. 1%% (needs --link)")
     g.add_argument("--python", default=None,
                    help="interpreter for the Python servers, e.g. python3.13 (default: the venv's)")
-    g.add_argument("--diet", action="store_true", help="apply the syscall-diet option to every spec that has it")
+    g.add_argument("--diet", nargs="?", const=True, default=False, type=_diet, metavar="LEVERS",
+                   help=_DIET_HELP)
     g.add_argument("--pool", choices=("faithful", "oneshot"), default=None,
                    help="mul_thread pool mode: faithful (the study's) or oneshot (improved)")
-    g.add_argument("--timeout-ms", type=_positive_int, default=5000, help="per-connection timeout (default 5000)")
-    g.add_argument("--close", dest="close_mode", choices=("fin", "rst"), default="fin",
+    g.add_argument("--timeout-ms", type=_positive_int, default=d.timeout_ms,
+                   help=f"per-connection timeout (default {d.timeout_ms})")
+    g.add_argument("--close", dest="close_mode", choices=("fin", "rst"), default=d.close_mode,
                    help="client close mode: fin (default) or rst (SO_LINGER 0)")
     g.add_argument("--idle-timeout", type=_nonneg_float, default=None,
                    help="server idle timeout in seconds (default: the server's, 10)")
@@ -157,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=_positive_int, default=100)
     s.add_argument("--idle-timeout", type=_nonneg_float, default=None)
     s.add_argument("--python", default=None)
-    s.add_argument("--diet", action="store_true")
+    s.add_argument("--diet", nargs="?", const=True, default=False, type=_diet, metavar="LEVERS",
+                   help=_DIET_HELP)
     s.add_argument("--server-cpu", type=_server_cpu, default=None, metavar="F|off",
                    help="hold the server to F cores (its own cgroup with a CFS quota; default off)")
 
@@ -222,21 +248,22 @@ def _parse(text: str) -> srv.Spec:
         raise UsageError(str(e)) from None
 
 
-def _variant(text: str | None, default: str = "master") -> str:
+def _variant(text: str | None, default: str = "master") -> srv.Spec:
     text = (text or default).strip()
     spec = _parse(text)
     if spec.name not in srv.VARIANTS:
         raise UsageError(f"{spec.name!r} is not a variant; variants: {', '.join(srv.VARIANTS)} "
                          f"(use `compare --servers` for other servers)")
-    return spec.text
+    return spec
 
 
-def _specs(text: str | None, default) -> list[str]:
+def _specs(text: str | None, default) -> list[srv.Spec]:
     items = text.split() if text is not None else list(default)
     if not items:
         raise UsageError(f"no servers given: name one or more of {srv.valid_names()}")
-    specs = [_parse(t).text for t in items]
-    dup = sorted({t for t in specs if specs.count(t) > 1})
+    specs = [_parse(t) for t in items]
+    texts = [s.text for s in specs]
+    dup = sorted({t for t in texts if texts.count(t) > 1})
     if dup:
         raise UsageError(f"{', '.join(dup)} named twice: give each server once (rounds repeat with --repeat)")
     return specs
@@ -276,17 +303,17 @@ def resolve_server_cpu(value, *, budget_default: bool, out=sys.stderr) -> tuple:
     return value, ("auto" if value == "auto" else "fixed")
 
 
-def _preflight(specs: list[str], python: str | None, *, skip: bool) -> list[str]:
+def _preflight(specs: list[srv.Spec], python: str | None, *, skip: bool) -> list[srv.Spec]:
     """Check each server can run here; for compare, skip (and say so) those that cannot."""
     ok = []
-    for text in specs:
+    for spec in specs:
         try:
-            srv.check_available(srv.parse_spec(text), python)
-            ok.append(text)
+            srv.check_available(spec, python)
+            ok.append(spec)
         except srv.ServerError as e:
             if not skip:
                 raise
-            print(f"skipping {text}: {e}", file=sys.stderr)
+            print(f"skipping {spec.text}: {e}", file=sys.stderr)
     if not ok:
         raise runner.RunnerError("none of the servers can run here")
     return ok
@@ -358,12 +385,16 @@ def check_common(a, *, link: bool = True) -> None:
         raise UsageError(f"--results-dir {rd!r} is not a folder: give a folder (it is created if missing)")
 
 
-def _check_applies(a, specs: list[str]) -> None:
-    """--pool changes only mul_thread specs: refuse it when there is none (every server has --diet)."""
-    parsed = [srv.parse_spec(t) for t in specs]
-    names = ", ".join(p.text for p in parsed)
-    if a.pool and not any("pool" in p.server.options for p in parsed):
+def _check_applies(a, specs: list[srv.Spec]) -> list[srv.Spec]:
+    """--pool changes only mul_thread specs: refuse it when there is none; a --diet lever
+    no server takes is refused too.  Returns the specs with --diet/--pool applied."""
+    names = ", ".join(p.text for p in specs)
+    if a.pool and not any("pool" in srv.accepted_options(p.server) for p in specs):
         raise UsageError(f"--pool/POOL applies to mul_thread only, not to {names}")
+    try:
+        return runner.apply_options(specs, diet=a.diet, pool=getattr(a, "pool", None))
+    except srv.ServerError as e:
+        raise UsageError(f"--diet/DIET: {e}") from None
 
 
 def check_host(host: str) -> None:
@@ -398,7 +429,10 @@ def _check_args(a) -> None:
 def cmd_serve(a) -> int:
     spec = _parse(a.spec)
     if a.diet:
-        spec = srv.parse_spec(runner.apply_options([spec.text], diet=True)[0])
+        try:
+            spec = runner.apply_options([spec], diet=a.diet)[0]
+        except srv.ServerError as e:
+            raise UsageError(f"--diet: {e}") from None
     python = runner.resolve_python(a.python)
     srv.check_available(spec, python)
     argv = srv.command(spec, host=a.host, port=a.port, size=a.size,
@@ -530,19 +564,17 @@ def cmd_bench(a) -> int:
     print(f"bench: variant {variant}" + (" (default; choose with VARIANT=... or --variant)"
                                          if not a.variant else "") + f" against {srv.BASELINE}")
     kw = _batch_kwargs(a, budget_default=True)
-    _check_applies(a, [variant, srv.BASELINE])
-    specs = runner.apply_options([variant, srv.BASELINE], diet=a.diet, pool=a.pool)
+    specs = _check_applies(a, [variant, _parse(srv.BASELINE)])
     _preflight(specs, kw["python"], skip=False)
     runner.check_loadgen()
     return _outcome(runner.run_batch(specs, kind="bench", **kw))
 
 
 def cmd_compare(a) -> int:
-    own = [_parse(f"loop:{x}").text for x in a.loop] + [_parse(f"cmd:{x}").text for x in a.server_cmd]
+    own = [_parse(f"loop:{x}") for x in a.loop] + [_parse(f"cmd:{x}") for x in a.server_cmd]
     specs = (_specs(a.servers, runner.DEFAULT_SERVERS) if a.servers or not own else []) + own
     kw = _batch_kwargs(a, budget_default=True)
-    _check_applies(a, specs)
-    specs = runner.apply_options(specs, diet=a.diet, pool=a.pool)
+    specs = _check_applies(a, specs)
     runner.check_loadgen()
     specs = _preflight(specs, kw["python"], skip=True)
     return _outcome(runner.run_batch(specs, kind="compare", **kw))
@@ -569,13 +601,12 @@ def cmd_sweep(a) -> int:
         variant = _variant(a.variant)
         if not a.variant:
             print(f"sweep: variant {variant} (default; choose with --variant) and {srv.BASELINE}")
-        specs = [variant, srv.BASELINE]
+        specs = [variant, _parse(srv.BASELINE)]
     rates = _parse_rates(a.rates)
     if a.rate:
         raise UsageError("sweep takes --rates a,b,c, not --rate")
     kw = _batch_kwargs(a)
-    _check_applies(a, specs)
-    specs = runner.apply_options(specs, diet=a.diet, pool=a.pool)
+    specs = _check_applies(a, specs)
     _preflight(specs, kw["python"], skip=False)
     runner.check_loadgen()
     runner.run_batch(specs, kind="sweep", rates=rates, **kw)
@@ -583,14 +614,14 @@ def cmd_sweep(a) -> int:
 
 
 def cmd_soak(a) -> int:
-    variants = [_variant(a.variant)] if a.variant else list(srv.VARIANTS)
-    print(f"soak: {', '.join(variants)}" + ("" if a.variant else " (all variants; choose with --variant)")
+    variants = [_variant(a.variant)] if a.variant else [_parse(v) for v in srv.VARIANTS]
+    print(f"soak: {', '.join(v.text for v in variants)}"
+          + ("" if a.variant else " (all variants; choose with --variant)")
           + f", {a.duration:g}s each")
     kw = _batch_kwargs(a)
     for key in ("repeat", "rate", "duration"):
         kw.pop(key)
-    _check_applies(a, variants)
-    specs = runner.apply_options(variants, diet=a.diet, pool=a.pool)
+    specs = _check_applies(a, variants)
     _preflight(specs, kw["python"], skip=False)
     runner.check_loadgen()
     recs = runner.soak(specs, duration=a.duration, rss_interval=a.rss_interval,

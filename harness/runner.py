@@ -129,22 +129,29 @@ def resolve_python(python: str | None) -> str | None:
     raise RunnerError(f"Python interpreter {python!r} does not run (tried {', '.join(candidates)})")
 
 
-def apply_options(specs: list[str], *, diet: bool = False, pool: str | None = None) -> list[str]:
-    """Add ``diet`` to every spec whose server accepts it and ``pool=`` to
-    mul_thread specs, without overriding what a spec already says."""
+def apply_options(specs, *, diet: bool | tuple = False, pool: str | None = None) -> list[srv.Spec]:
+    """Add the run-wide diet to every spec whose server takes it and ``pool=`` to
+    mul_thread specs, without overriding what a spec already says.  ``diet=True``: each
+    server's full set of levers; a tuple of levers: those of them each server supports
+    (ServerError if one fits none of the servers).  Specs in, Specs out."""
+    parsed = [srv.parse_spec(s) for s in specs]
+    if isinstance(diet, tuple):
+        unfit = [lv for lv in diet if not any(lv in p.server.diet.supported for p in parsed)]
+        if unfit:
+            raise srv.ServerError(
+                f"diet lever {', '.join(unfit)} fits none of the servers "
+                + "; ".join(f"{p.text} ({p.server.diet.reason(unfit[0])})" for p in parsed))
     out = []
-    for text in specs:
-        spec = srv.parse_spec(text)
+    for spec in parsed:
         extra = []
         accepted = srv.accepted_options(spec.server)
-        if diet and "diet" in accepted and "diet" not in spec.options:
-            extra.append("diet")
-        if pool and "pool" in accepted and "pool" not in spec.options:
+        supported = spec.server.diet.supported
+        levers = supported if diet is True else tuple(lv for lv in supported if lv in (diet or ()))
+        if levers and "diet" in accepted and spec.get("diet") is None:
+            extra.append(srv.diet_text(spec.server, levers))
+        if pool and "pool" in accepted and spec.get("pool") is None:
             extra.append(f"pool={pool}")
-        if extra:
-            sep = "," if spec.options else ":"
-            spec = srv.parse_spec(spec.text + sep + ",".join(extra))
-        out.append(spec.text)
+        out.append(srv.with_options(spec, extra))
     return out
 
 
@@ -410,10 +417,15 @@ def _round(x, nd):
 
 @dataclass
 class Settings:
+    """A batch's run settings.  Their defaults live here, once: the command line's
+    defaults (cli.py) and ``run_batch``'s are these (sweep and soak override repeat
+    and duration, in cli.py)."""
     kind: str = "compare"
     link: str = "loopback"
-    repeat: int = 3
-    duration: float = 10.0
+    # 6 rounds: the fewest that give a 95 % distribution-free interval for the median of
+    # the per-round ratios (docs/statistics.md); 5 s runs keep `make bench` near 1.5 min.
+    repeat: int = 6
+    duration: float = 5.0
     warmup: float = 1.0
     concurrency: int = 64
     size: int = 100
@@ -433,7 +445,7 @@ class Settings:
 
 @dataclass
 class Planned:
-    spec: str
+    spec: srv.Spec
     round: int          # 0-based; round r starts at spec r mod n
     position: int       # 0-based position within the round
     rate: float | None = None
@@ -475,7 +487,7 @@ class _Batch:
         """One run, recorded.  ``probe=(cores, duration, warmup)``: a calibration probe of
         SERVER_CPU=auto instead -- the same run, short, at that budget, not recorded."""
         s, lk = self.s, self.link
-        spec = srv.parse_spec(item.spec)
+        spec = srv.parse_spec(item.spec)          # a Spec already (a str is parsed)
         rate = item.rate if item.rate is not None else s.rate
         run_id = records.new_id()
         cores = probe[0] if probe else self._cores()
@@ -497,7 +509,7 @@ class _Batch:
                        "server_argv": None, "client_argv": None,
                        "pinning": {"server": self.server_prefix[-1:], "client": self.client_prefix[-1:]},
                        "server_cpu": cores, "server_cpu_mode": s.server_cpu_mode,
-                       "variant_commit": spec.commit},
+                       "variant_commit": spec.commit, "diet_levers": list(spec.levers)},
             "client": None, "server_stats": None, "snapshots": [], "metrics": compute_metrics(None, None, None),
             "kernel": None, "link_stats": None, "env": self.env, "labels": s.labels or {},
             "warnings": [], "server_cgroup": None,
@@ -593,6 +605,13 @@ class _Batch:
                 record["client_stderr_tail"] = cres.stderr[-2000:]
             if record["server_stats"] is None and not died:
                 record["warnings"].append("server printed no STATS line on SIGTERM")
+            reported = (record["server_stats"] or {}).get("diet_levers")
+            if reported is not None and list(reported) != list(spec.levers) \
+                    and record["status"] == "ok":
+                # A server that does not report the field is not checked.
+                record.update(status="failed",
+                              error=f"the server applied diet levers {reported}, the spec asked for "
+                                    f"{list(spec.levers)}")
             if cres.returncode == 2 and not died:
                 # Bad arguments fail every run the same way: stop the batch now.
                 self._keep(record)
@@ -680,7 +699,7 @@ class _Batch:
     AUTO_TARGET = 0.70
     AUTO_PROBE = (0.4, 2.0, 0.5)        # probe budget (cores), duration, warm-up (s)
 
-    def _calibrate(self, specs: list[str]) -> float:
+    def _calibrate(self, specs: list[srv.Spec]) -> float:
         """SERVER_CPU=auto: the largest budget (in 0.05-core steps) at which the client stays
         at or below AUTO_TARGET of its core against every server of the batch.
 
@@ -697,12 +716,12 @@ class _Batch:
         for i, spec in enumerate(specs, 1):
             rec = self.run(i, Planned(spec, -1, i - 1), probe=(cores0, dur, warm))
             m = rec["metrics"]
-            row = {"spec": spec, "cores": cores0, "status": rec["status"],
+            row = {"spec": spec.text, "cores": cores0, "status": rec["status"],
                    "conn_per_s": m.get("conn_per_s"), "client_cpu_share": m.get("client_cpu_share"),
                    "server_cpu_share": m.get("server_cpu_share"),
                    "server_cpu_us_per_conn": m.get("server_cpu_us_per_conn")}
             probes.append(row)
-            self.progress.line(f"calibration {spec} @{cores0:g} core: {_fmt(row['conn_per_s'])} conn/s, "
+            self.progress.line(f"calibration {spec.text} @{cores0:g} core: {_fmt(row['conn_per_s'])} conn/s, "
                                f"client {_pct0(row['client_cpu_share'])} of its core"
                                + ("" if rec["status"] == "ok" else f" ({rec['error']})"))
             if rec["status"] != "ok" or not m.get("conn_per_s") or not m.get("client_cpu_share") \
@@ -721,15 +740,15 @@ class _Batch:
         for _ in range(3):
             rec = self.run(len(specs) + 1, Planned(best[1], -1, 0), probe=(b, dur, warm))
             share = rec["metrics"].get("client_cpu_share")
-            check = {"spec": best[1], "cores": b, "status": rec["status"],
+            check = {"spec": best[1].text, "cores": b, "status": rec["status"],
                      "conn_per_s": rec["metrics"].get("conn_per_s"), "client_cpu_share": share}
-            self.progress.line(f"calibration check {best[1]} @{b:g} core: {_fmt(check['conn_per_s'])} "
+            self.progress.line(f"calibration check {best[1].text} @{b:g} core: {_fmt(check['conn_per_s'])} "
                                f"conn/s, client {_pct0(share)} of its core")
             if share is None or share <= self.AUTO_TARGET + 0.05 or b <= 0.05:
                 break
             b = _step_down(b * self.AUTO_TARGET / share)
         self.calibration = {"target_client_share": self.AUTO_TARGET, "probe_cores": cores0,
-                            "probe_duration_s": dur, "probes": probes, "fastest": best[1],
+                            "probe_duration_s": dur, "probes": probes, "fastest": best[1].text,
                             "check": check, "chosen_cores": b}
         return b
 
@@ -825,7 +844,7 @@ def _ms(us) -> str:
 
 # --------------------------------------------------------------------------- batches
 
-def make_plan(specs: list[str], repeat: int, rates: list | None = None) -> list[Planned]:
+def make_plan(specs: list, repeat: int, rates: list | None = None) -> list[Planned]:
     """Rounds of every spec, the order rotated by one each round; for a sweep, the
     rounds of each offered rate in increasing order."""
     plan = []
@@ -837,27 +856,29 @@ def make_plan(specs: list[str], repeat: int, rates: list | None = None) -> list[
     return plan
 
 
-def _unique(specs) -> list[str]:
+def _unique(specs) -> list[srv.Spec]:
+    """Specs (texts are parsed), each once."""
     seen, out = set(), []
-    for text in specs:
-        t = srv.parse_spec(text if isinstance(text, str) else text.text).text
-        if t not in seen:
-            seen.add(t)
-            out.append(t)
+    for s in specs:
+        spec = srv.parse_spec(s)
+        if spec.text not in seen:
+            seen.add(spec.text)
+            out.append(spec)
     return out
 
 
-def run_batch(specs, *, kind: str = "compare", link: str = "loopback", repeat: int = 3,
-              duration: float = 10.0, warmup: float = 1.0, concurrency: int = 64, size: int = 100,
-              rate: float | None = None, delay=None, python: str | None = None,
-              timeout_ms: int = 5000, close_mode: str = "fin", labels: dict | None = None,
-              loss=None,
-              out=sys.stdout, results_dir: str | None = None, idle_timeout: float | None = None,
+def run_batch(specs, *, kind: str = "compare", out=sys.stdout, results_dir: str | None = None,
               rates: list | None = None, show_table: bool = True,
-              server_cpu: float | str | None = None, server_cpu_mode: str | None = None) -> list[dict]:
-    """Run ``repeat`` interleaved rounds of ``specs`` and return the run records
-    (failed runs included).  Each record is on disk when its run ends.  Raises
-    ServerError (unknown spec), RunnerError (cannot run), BatchInterrupted."""
+              server_cpu_mode: str | None = None, **settings_kw) -> list[dict]:
+    """Run ``repeat`` interleaved rounds of ``specs`` (Specs, or texts parsed here) and
+    return the run records (failed runs included).  ``settings_kw``: the fields of
+    :class:`Settings` (link, repeat, duration, ...), defaults there.  Each record is on
+    disk when its run ends.  Raises ServerError (unknown spec), RunnerError (cannot run),
+    BatchInterrupted."""
+    settings = Settings(kind=kind, **settings_kw)
+    repeat, duration, warmup = settings.repeat, settings.duration, settings.warmup
+    concurrency, size, loss, timeout_ms = settings.concurrency, settings.size, settings.loss, \
+        settings.timeout_ms
     specs = _unique(specs)
     if not specs:
         raise RunnerError("no servers to run")
@@ -869,16 +890,12 @@ def run_batch(specs, *, kind: str = "compare", link: str = "loopback", repeat: i
         print(f"note: LOSS={loss}: per-connection timeout raised from {timeout_ms} to "
               f"{LOSSY_TIMEOUT_MS} ms so that retransmitted handshakes (1+2+4+8 s) are "
               "not counted as lost", file=out)
-        timeout_ms = LOSSY_TIMEOUT_MS
-    settings = Settings(kind=kind, link=link, repeat=repeat, duration=duration, warmup=warmup,
-                        concurrency=concurrency, size=size, rate=rate, delay=delay, loss=loss,
-                        python=python,
-                        timeout_ms=timeout_ms, close_mode=close_mode, idle_timeout=idle_timeout,
-                        labels=labels, server_cpu=server_cpu,
-                        server_cpu_mode=server_cpu_mode or _mode_of(server_cpu))
+        settings.timeout_ms = LOSSY_TIMEOUT_MS
+    settings.server_cpu_mode = server_cpu_mode or _mode_of(settings.server_cpu)
     plan = make_plan(specs, repeat, rates)
     batch = _Batch(settings, total=len(plan), out=out, results_dir=results_dir)
-    recs = batch.execute(plan, title=f"{kind} {' '.join(specs)}, {repeat} round(s) of {duration:g}s")
+    recs = batch.execute(plan, title=f"{kind} {' '.join(s.text for s in specs)}, "
+                                     f"{repeat} round(s) of {duration:g}s")
     paths = batch._write_batch()
     if show_table:
         print(file=out)
@@ -994,7 +1011,7 @@ def soak(variants, *, duration: float = 600.0, out=sys.stdout, rss_interval: flo
     settings.server_cpu_mode = kw.get("server_cpu_mode") or _mode_of(settings.server_cpu)
     plan = [Planned(s, 0, 0) for s in specs]
     batch = _Batch(settings, total=len(plan), out=out, results_dir=kw.get("results_dir"))
-    recs = batch.execute(plan, title=f"soak {' '.join(specs)}, {duration:g}s each",
+    recs = batch.execute(plan, title=f"soak {' '.join(s.text for s in specs)}, {duration:g}s each",
                          observer_for=lambda item: SoakObserver(duration, settings.warmup, rss_interval,
                                                                 min_connections))
     paths = batch._write_batch()
@@ -1135,6 +1152,7 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
                              f"{r['rtt_ms_median']:.2f} ms) ≈ "
                              f"{r['concurrency'] / (2 * r['rtt_ms_median'] / 1e3):,.0f} conn/s.")
                 break
+    notes += diet_notes(recs)
     for r in rows:
         if r.get("rtt_warnings"):
             notes.append(f"WARNING: {r['spec']} on {r['link']}: {r['rtt_warnings']} run(s) measured an "
@@ -1142,6 +1160,20 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
                          f"gives {_ms_f(r.get('rtt_expected_ms'))} ms: the delay is not what the "
                          "link applied (see the runs' warnings).")
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+
+
+def diet_notes(recs: list[dict]) -> list[str]:
+    """When a run of the table ran a diet: per server that did, the levers it cannot take
+    and why (the same lever names for every server; options.py)."""
+    names = list(dict.fromkeys(r.get("server") for r in recs
+                               if (r.get("config") or {}).get("diet_levers")))
+    notes = []
+    for name in names:
+        server = srv.SERVERS.get(name) or srv.OWN_SERVERS.get(name)
+        missing = server.diet.missing() if server else ()
+        if server and missing:
+            notes.append(f"Diet: {name}: {', '.join(missing)} not applied ({server.diet.summary}).")
+    return notes
 
 
 def _ms_f(x) -> str:

@@ -207,7 +207,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        spec = runner.apply_options([args.spec], diet=args.diet)[0]
+        spec = runner.apply_options([args.spec], diet=args.diet)[0].text
         result = measure(spec, connections=args.connections, concurrency=args.concurrency,
                          size=args.size, python=runner.resolve_python(args.python))
     except (SyscallError, srv.ServerError, runner.RunnerError) as e:

@@ -110,7 +110,8 @@ def test_a_batch_records_the_resolved_commit(tmp_path):
 
 def test_own_loop_module_is_served_by_the_shared_echo_app():
     spec = srv.parse_spec("loop:examples.tinyloop:EventLoop,diet")
-    assert spec.options == {"diet": True, "loop": "examples.tinyloop:EventLoop"}
+    assert dict(spec.options) == {"diet": ("defer_accept", "cork", "dontwait", "lazy_watch"),
+                                  "loop": "examples.tinyloop:EventLoop"}
     assert "--loop" in srv.command(spec)
     with srv.start(spec) as s:
         assert s.ready["server"] == "loop" and _echo(s) == b"x" * 100
@@ -126,7 +127,7 @@ def test_own_command_server_with_a_port_placeholder():
         pytest.skip("build/c_epoll not built")
     spec = srv.parse_spec(f"cmd:{binary} --port {{port}} --size {{size}}")
     assert spec.name == "cmd" and spec.text.startswith("cmd:")
-    assert runner.apply_options([spec.text], diet=True) == [spec.text]   # no options to add
+    assert runner.apply_options([spec.text], diet=True) == [spec]   # no options to add
     with srv.start(spec) as s:
         assert _echo(s) == b"x" * 100 and str(s.port) in " ".join(s.argv)
     with pytest.raises(srv.ServerError, match="not an executable"):

@@ -205,8 +205,15 @@ def test_plan_rotates_order_each_round():
 def test_apply_options():
     out = runner.apply_options(["raw_epoll", "mul_thread", "mul_thread:pool=faithful"],
                                diet=True, pool="oneshot")
-    assert out == ["raw_epoll:diet", "mul_thread:diet,pool=oneshot", "mul_thread:diet,pool=faithful"]
-    assert runner.apply_options(["master"]) == ["master"]
+    assert [s.text for s in out] == ["raw_epoll:diet", "mul_thread:diet,pool=oneshot",
+                                     "mul_thread:diet,pool=faithful"]
+    assert [s.text for s in runner.apply_options(["master"])] == ["master"]
+    # a subset of levers: where supported (asyncio takes cork only of these two)
+    out = runner.apply_options(["raw_epoll", "asyncio", "c_epoll"], diet=("cork", "dontwait"))
+    assert [s.text for s in out] == ["raw_epoll:diet=cork+dontwait", "asyncio:diet=cork", "c_epoll:diet=cork"]
+    assert [s.levers for s in out] == [("cork", "dontwait"), ("cork",), ("cork",)]
+    with pytest.raises(runner.srv.ServerError, match="fits none"):
+        runner.apply_options(["asyncio"], diet=("lazy_watch",))
 
 
 # --------------------------------------------------------------------------- kernel counters

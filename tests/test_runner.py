@@ -53,6 +53,24 @@ def _run_files(results):
 
 # --------------------------------------------------------------------------- a real tiny batch
 
+def test_records_carry_diet_levers(tmp_path):
+    """config.diet_levers: the levers applied (same names for every server; [] without),
+    checked against the server's STATS; the table notes what a server cannot take."""
+    out = io.StringIO()
+    specs = runner.apply_options(["raw_epoll", "asyncio"], diet=("cork", "lazy_watch"))
+    recs = runner.run_batch(specs + ["master"], kind="compare", repeat=1, duration=0.5,
+                            warmup=0, concurrency=4, results_dir=str(tmp_path), out=out)
+    by = {r["spec"]: r for r in recs}
+    assert set(by) == {"raw_epoll:diet=cork+lazy_watch", "asyncio:diet=cork", "master"}
+    for spec, levers in (("raw_epoll:diet=cork+lazy_watch", ["cork", "lazy_watch"]),
+                         ("asyncio:diet=cork", ["cork"]), ("master", [])):
+        r = by[spec]
+        assert r["status"] == "ok", r["error"]
+        assert r["config"]["diet_levers"] == levers == r["server_stats"]["diet_levers"]
+    assert "Diet: asyncio: dontwait, lazy_watch not applied (the library owns the accepted socket)" \
+        in out.getvalue()
+
+
 def test_tiny_batch_end_to_end(tmp_path):
     if not os.access(os.path.join(srv.BUILD, "c_epoll"), os.X_OK):
         pytest.skip("build/c_epoll not built")

@@ -269,18 +269,65 @@ def test_spec_options_reach_the_command():
         servers.parse_spec("master:workers=2")
     with pytest.raises(servers.ServerError, match="needs a value"):
         servers.parse_spec("master:poll_delay")
-    assert "--no-cork" in servers.command("master:diet,no_cork")
-    with pytest.raises(servers.ServerError, match="no option 'no_cork'"):
-        servers.parse_spec("c_epoll:no_cork")          # C servers always cork in diet mode
+    # no_cork: a spec alias for the diet without cork, folded into the levers
+    assert "--diet=defer_accept,dontwait,lazy_watch" in servers.command("master:diet,no_cork")
+    assert servers.parse_spec("raw_epoll:diet,no_cork").text == "raw_epoll:diet,no_cork"
+    with pytest.raises(servers.ServerError, match="only applies with diet"):
+        servers.parse_spec("c_epoll:no_cork")
+    # diet=L1+L2: canonical order; the full set is written "diet"
+    assert servers.parse_spec("raw_epoll:diet=cork+defer_accept").text == "raw_epoll:diet=defer_accept+cork"
+    assert servers.parse_spec("asyncio:diet=cork+defer_accept").text == "asyncio:diet"
+    assert servers.parse_spec("c_epoll:diet").levers == ("defer_accept", "cork", "lazy_watch")
 
 
-def test_no_cork_without_diet_is_a_clear_error():
-    import subprocess
-    import sys
-    r = subprocess.run([sys.executable, "-m", "harness.servers.raw_epoll", "--no-cork"],
-                       capture_output=True, text=True, timeout=30)
-    assert r.returncode == 2
-    assert "--no-cork only applies with --diet" in r.stderr and "Traceback" not in r.stderr
+def test_declarations_and_server_parsers_agree():
+    """Every declared option of every Python server: its parser takes the declared
+    default (and the spec check takes it as a value); every server takes --diet."""
+    from harness.servers import common, custom_loop
+    from harness.servers.options import format_value
+    for name, server in {**servers.SERVERS, **servers.OWN_SERVERS}.items():
+        if server.kind != "python":
+            continue
+        extra = ["--loop", "examples.tinyloop:EventLoop"] if name == "loop" else []
+        add = custom_loop.add_options if name == "loop" else None
+        for opt in servers.declared_options(server):
+            if opt.flag:
+                args = common.parse_args(name, [opt.arg] + extra, add)
+                continue
+            default = opt.default if opt.default is not None else (opt.allowed() or (None,))[0]
+            if default is None:
+                continue
+            args = common.parse_args(name, [opt.arg, format_value(default)] + extra, add)
+            assert getattr(args, opt.name) == default, (name, opt.name)
+            head = "loop:examples.tinyloop:EventLoop," if name == "loop" else f"{name}:"
+            assert servers.parse_spec(head + f"{opt.name}={format_value(default)}").get(opt.name) == default
+        args = common.parse_args(name, extra, add)
+        assert args.diet == ()
+        assert common.parse_args(name, ["--diet"] + extra, add).diet == server.diet.supported
+
+
+@pytest.mark.parametrize("name", PYTHON_SERVERS)
+@pytest.mark.parametrize("diet", ["--diet", "--diet=cork"])
+def test_stats_report_diet_levers(name, diet):
+    spec = servers.parse_spec(name)
+    try:
+        servers.check_available(spec)
+    except servers.ServerError as e:
+        pytest.skip(str(e))
+    srv = servers.start(spec, extra=[diet], ready_timeout=15)
+    try:
+        assert exchange(srv.port, payload(1, 100)) == payload(1, 100)
+    finally:
+        stats = srv.stop()
+    want = list(spec.server.diet.supported) if diet == "--diet" else ["cork"]
+    assert stats["diet_levers"] == want
+    if diet == "--diet":
+        plain = servers.start(spec, ready_timeout=15)
+        try:
+            assert exchange(plain.port, payload(2, 100)) == payload(2, 100)
+        finally:
+            stats = plain.stop()
+        assert stats["diet_levers"] == []
 
 
 @pytest.mark.parametrize("spec", ["master:backend=poll", "alone_proc:backend=select",
@@ -302,4 +349,4 @@ def test_bad_server_option_fails_clearly(bad):
     with pytest.raises(servers.ServerError) as info:
         servers.start(bad, ready_timeout=10)
     text = str(info.value)
-    assert "bad value" in text and "exit code" not in text and "Traceback" not in text
+    assert "=" in text and "exit code" not in text and "Traceback" not in text

@@ -40,7 +40,9 @@ import sys
 import tarfile
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from harness.servers import options as opts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(ROOT, "build")
@@ -56,39 +58,37 @@ class Server:
     kind: str                 # "python" or "c"
     target: str               # python module or path of the binary under build/
     doc: str
-    options: tuple = ()       # spec keys this server accepts beyond the common ones
+    options: tuple = ()       # its own options (options.Option) beyond options.COMMON
     variant: bool = False     # one of the three Events libraries
     requires: tuple = ()      # python modules that must import (e.g. uvloop)
+    diet: opts.Diet = opts.ECHO_CORE_DIET   # the diet levers it supports, and why not the others
 
 
-# Options every server accepts through a spec.  Flag-only keys take no value.
-COMMON_OPTIONS = ("idle_timeout", "backlog", "diet")
-FLAG_OPTIONS = ("diet", "no_cork")
+# Options every server accepts through a spec (declared in options.py, with their checks).
+COMMON_OPTIONS = tuple(o.name for o in opts.COMMON)
 
-# no_cork: the diet without TCP_CORK, to measure its share (EchoCore servers only).
-_VARIANT_OPTS = ("backend", "no_cork")
+_VARIANT_OPTS = (opts.BACKEND,)
 
 SERVERS: dict[str, Server] = {s.name: s for s in (
     Server("raw_epoll", "python", "harness.servers.raw_epoll",
-           "Python select.epoll, no library: the classic register/modify/unregister pattern",
-           options=("no_cork",)),
+           "Python select.epoll, no library: the classic register/modify/unregister pattern"),
     Server("master", "python", "harness.servers.master",
            "Events master: ae structure, read proc + write proc per fd",
-           options=_VARIANT_OPTS + ("poll_delay",), variant=True),
+           options=_VARIANT_OPTS + (opts.POLL_DELAY,), variant=True),
     Server("mul_thread", "python", "harness.servers.mul_thread",
            "Events mul_thread: fired file events run on a thread pool",
-           options=_VARIANT_OPTS + ("workers", "pool"), variant=True),
+           options=_VARIANT_OPTS + (opts.WORKERS, opts.POOL), variant=True),
     Server("alone_proc", "python", "harness.servers.alone_proc",
            "Events alone_proc: one unified proc per fd",
            options=_VARIANT_OPTS, variant=True),
     Server("asyncio", "python", "harness.servers.asyncio_server",
-           "asyncio Protocol on the default event loop"),
+           "asyncio Protocol on the default event loop", diet=opts.ASYNCIO_DIET),
     Server("uvloop", "python", "harness.servers.uvloop_server",
-           "asyncio Protocol on uvloop", requires=("uvloop",)),
+           "asyncio Protocol on uvloop", requires=("uvloop",), diet=opts.UVLOOP_DIET),
     Server("c_epoll", "c", "c_epoll",
-           "single-threaded C epoll echo server: the ceiling on this machine"),
+           "single-threaded C epoll echo server: the ceiling on this machine", diet=opts.C_DIET),
     Server("redis_ae", "c", "redis_ae",
-           "C echo server on Redis ae (built by `make redis_ae`)"),
+           "C echo server on Redis ae (built by `make redis_ae`)", diet=opts.C_DIET),
 )}
 
 # Bring your own (README, "Bring your own loop"): not in the table (nothing iterates over
@@ -97,7 +97,8 @@ OWN_SERVERS: dict[str, Server] = {s.name: s for s in (
     Server("loop", "python", "harness.servers.custom_loop",
            "your ae-style loop on the shared echo app: loop:MODULE:ATTR[,option...]"),
     Server("cmd", "cmd", "",
-           "any server command following the echo protocol: 'cmd:COMMAND {port}'"),
+           "any server command following the echo protocol: 'cmd:COMMAND {port}'",
+           diet=opts.NO_DIET),
 )}
 
 VARIANTS = tuple(n for n, s in SERVERS.items() if s.variant)
@@ -106,9 +107,12 @@ BASELINE = "raw_epoll"
 
 @dataclass(frozen=True)
 class Spec:
-    text: str                 # as the user wrote it, normalised
+    """A server spec, parsed once (``parse_spec``) and passed around as is.  ``options``
+    holds ``(key, typed value)`` pairs sorted by key (``("workers", 2)``, ``("diet",
+    ("defer_accept", "cork"))``, ``("loop", "MODULE:ATTR")``, ``("command", ...)``)."""
+    text: str                 # as the user wrote it, normalised (records and tables use it)
     name: str
-    options: dict = field(default_factory=dict)
+    options: tuple = ()
     rev: str | None = None    # NAME@REV: the git revision as written
     commit: str | None = None  # ... and the commit it resolved to
 
@@ -116,28 +120,61 @@ class Spec:
     def server(self) -> Server:
         return SERVERS.get(self.name) or OWN_SERVERS[self.name]
 
+    def get(self, key: str, default=None):
+        return dict(self.options).get(key, default)
+
+    @property
+    def levers(self) -> tuple:
+        """The diet levers this spec applies, in canonical order (() without diet)."""
+        levers = self.get("diet") or ()
+        if self.get(opts.NO_CORK):
+            levers = tuple(lv for lv in levers if lv != "cork")
+        return levers
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def server_by_name(name: str) -> Server:
+    return SERVERS.get(name) or OWN_SERVERS[name]
+
 
 def valid_names() -> str:
     return ", ".join(SERVERS) + \
         " (or your own: loop:MODULE:ATTR, 'cmd:COMMAND {port}')"
 
 
+def declared_options(server: Server) -> tuple:
+    """The options (options.Option) a server takes: the common ones and its own."""
+    return () if server.kind == "cmd" else opts.COMMON + server.options
+
+
 def accepted_options(server: Server) -> tuple:
     """The spec keys a server takes (a command server takes none: its command is its spec)."""
-    return () if server.kind == "cmd" else COMMON_OPTIONS + server.options
+    names = tuple(o.name for o in declared_options(server))
+    return names + ((opts.NO_CORK,) if "cork" in server.diet.supported and names else ())
 
 
-def parse_spec(text: str) -> Spec:
+def diet_text(server: Server, levers: tuple) -> str:
+    """The spec item for these levers: ``diet`` for the server's full set, else diet=L1+L2."""
+    return "diet" if tuple(levers) == server.diet.supported else "diet=" + "+".join(levers)
+
+
+def parse_spec(text: str | Spec) -> Spec:
     """Parse ``NAME[@REV][:key=value,...]``, ``loop:MODULE:ATTR[,key=value...]`` or
     ``cmd:COMMAND`` (with a ``{port}`` placeholder); raise ServerError with the valid
-    choices.  NAME@REV is resolved to a commit here, so a bad revision fails at once."""
+    choices.  Every value is checked against its declaration (options.py), so a bad
+    one is refused here, before any server starts.  NAME@REV is resolved to a commit
+    here, so a bad revision fails at once.  A Spec is returned as it is (parsed once)."""
+    if isinstance(text, Spec):
+        return text
     text = text.strip()
     head, _, rest = text.partition(":")
     if head == "cmd":
         cmd = rest.strip()
         if "{port}" not in cmd:
             raise ServerError("a command server needs a {port} placeholder: 'cmd:./myserver --port {port}'")
-        return Spec("cmd:" + cmd, "cmd", {"command": cmd})
+        return Spec("cmd:" + cmd, "cmd", (("command", cmd),))
     target = None
     if head == "loop":
         target, _, rest = rest.partition(",")
@@ -150,7 +187,7 @@ def parse_spec(text: str) -> Spec:
     name, at, rev = head.partition("@")
     if name not in SERVERS and target is None:
         raise ServerError(f"unknown server or variant {name!r}; valid names: {valid_names()}")
-    server = SERVERS.get(name) or OWN_SERVERS[name]
+    server = server_by_name(name)
     commit = None
     if at:
         if not server.variant:
@@ -158,28 +195,63 @@ def parse_spec(text: str) -> Spec:
                               f"(their library code comes from git)")
         commit = resolve_revision(rev, name)
     allowed = accepted_options(server)
+    declared = {o.name: o for o in declared_options(server)}
     options: dict = {}
     for item in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, value = item.partition("=")
         key = key.strip().replace("-", "_")
+        value = value.strip()
         if key not in allowed:
+            hint = " (join diet levers with '+': diet=cork+defer_accept)" if key in opts.LEVERS else ""
             raise ServerError(f"server {name!r} has no option {key!r}; "
-                              f"its options: {', '.join(allowed)}")
-        if key in FLAG_OPTIONS:
-            if eq and value not in ("1", "true", "yes"):
-                raise ServerError(f"option {key!r} is a flag: write '{name}:{key}'")
-            options[key] = True
-        else:
-            if not eq or value == "":
-                raise ServerError(f"option {key!r} of {name!r} needs a value: {key}=...")
-            options[key] = value.strip()
-            _check_value(name, key, value.strip())
-    items = [k if v is True else f"{k}={v}" for k, v in sorted(options.items())]
+                              f"its options: {', '.join(allowed)}{hint}")
+        try:
+            if key == "diet":
+                options[key] = _diet_levers(server, name, value if eq else "")
+            elif key == opts.NO_CORK or declared[key].flag:
+                if eq and value not in ("1", "true", "yes"):
+                    raise ServerError(f"option {key!r} is a flag: write '{name}:{key}'")
+                options[key] = True
+            else:
+                if not eq or value == "":
+                    raise ServerError(f"option {key!r} of {name!r} needs a value: {key}=...")
+                options[key] = declared[key].parse(value)
+        except opts.OptionError as e:
+            msg = str(e)
+            raise ServerError(msg if msg.startswith(name + ":") else f"{name}: {msg}") from None
+    if options.get(opts.NO_CORK):
+        if "diet" not in options:
+            raise ServerError(f"{name}: no_cork (an alias: the diet without cork) only applies "
+                              f"with diet: write '{name}:diet,no_cork'")
+        if not [lv for lv in options["diet"] if lv != "cork"]:
+            raise ServerError(f"{name}: diet,no_cork leaves no diet lever")
+    items = [k if v is True else diet_text(server, v) if k == "diet" else f"{k}={opts.format_value(v)}"
+             for k, v in sorted(options.items())]
     if target is not None:
         options["loop"] = target
         items.insert(0, target)
     norm = head + (":" + ",".join(items) if items else "")
-    return Spec(norm, name, options, rev or None, commit)
+    return Spec(norm, name, tuple(sorted(options.items())), rev or None, commit)
+
+
+def _diet_levers(server: Server, name: str, value: str) -> tuple:
+    """The levers of a spec's ``diet`` (flag: every supported one) or ``diet=L1+L2``."""
+    if not server.diet.supported:
+        raise ServerError(f"{name}: takes no diet lever")
+    if value in ("", "1", "true", "yes"):
+        return server.diet.supported
+    levers = server.diet.check(name, opts.split_levers(value))
+    if not levers:
+        raise ServerError(f"{name}: diet= names no lever; levers: {', '.join(server.diet.supported)}")
+    return levers
+
+
+def with_options(spec: Spec, items: list[str]) -> Spec:
+    """``spec`` plus spec items (``diet``, ``pool=oneshot``), parsed and checked."""
+    if not items:
+        return spec
+    sep = "," if spec.options else ":"
+    return parse_spec(spec.text + sep + ",".join(items))
 
 
 # --------------------------------------------------------------------------- revisions
@@ -239,30 +311,6 @@ def revision_tree(commit: str) -> str:
     return final
 
 
-def _check_value(name: str, key: str, value: str) -> None:
-    """A spec value the server would refuse at start is refused here, before anything runs."""
-    from argparse import ArgumentTypeError
-    from harness.servers import common
-    if key in ("idle_timeout", "poll_delay"):
-        check, accepted = common.seconds, "a finite number of seconds >= 0"
-    elif key in ("backlog", "workers"):
-        check, accepted = common.positive_int, "an integer >= 1"
-    elif key == "pool":
-        check, accepted = (lambda v: v if v in ("faithful", "oneshot") else None), "faithful or oneshot"
-    elif key == "backend":
-        from variants.common import backends
-        names = backends.available()
-        check, accepted = (lambda v: v if v in names else None), " or ".join(names)
-    else:
-        return
-    try:
-        ok = check(value) is not None
-    except ArgumentTypeError:
-        ok = False
-    if not ok:
-        raise ServerError(f"bad value {value!r} for option {key!r} of {name!r}: use {accepted}")
-
-
 def binary_path(server: Server) -> str:
     return os.path.join(BUILD, server.target)
 
@@ -280,7 +328,7 @@ def check_available(spec: Spec, python: str | None = None) -> None:
         py = python or sys.executable
         code = ("import sys; from harness.servers.custom_loop import load\n"
                 "try: load(sys.argv[1])\nexcept ImportError as e: sys.exit(str(e))")
-        r = subprocess.run([py, "-c", code, spec.options["loop"]], capture_output=True, text=True,
+        r = subprocess.run([py, "-c", code, spec.get("loop")], capture_output=True, text=True,
                            env=env_for(server), cwd=ROOT, timeout=60)
         if r.returncode != 0:
             raise ServerError(f"{spec.text}: {(r.stderr.strip().splitlines() or ['cannot load it'])[-1]}")
@@ -324,16 +372,20 @@ def command(spec: Spec | str, *, host: str = "127.0.0.1", port: int = 0, size: i
     argv += ["--host", host, "--port", str(port), "--size", str(size)]
     if idle_timeout is not None:
         argv += ["--idle-timeout", str(idle_timeout)]
-    for key, value in spec.options.items():
-        flag = "--" + key.replace("_", "-")
-        argv += [flag] if value is True else [flag, str(value)]
+    for key, value in spec.options:
+        if key == "diet":
+            levers = spec.levers
+            argv += ["--diet" if levers == server.diet.supported else "--diet=" + ",".join(levers)]
+        elif key != opts.NO_CORK:                   # an alias, folded into the levers
+            flag = "--" + key.replace("_", "-")
+            argv += [flag] if value is True else [flag, opts.format_value(value)]
     return argv + list(extra)
 
 
 def _cmd_argv(spec: Spec, host: str, port: int, size: int = 100) -> list[str]:
     """A command server's argv: {port}, {host} and {size} filled in."""
     import shlex
-    cmd = spec.options["command"]
+    cmd = spec.get("command")
     return shlex.split(cmd.replace("{port}", str(port)).replace("{host}", host)
                        .replace("{size}", str(size)))
 

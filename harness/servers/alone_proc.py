@@ -35,13 +35,9 @@ class UnifiedEcho(common.EventsEcho):
             loop.delete_file_event(fd, READABLE)
 
 
-def add_options(p):
-    common.add_backend_option(p)
-
-
 def make_loop(args, setsize):
     return EventLoop(setsize=setsize, backend=args.backend)
 
 
 if __name__ == "__main__":
-    common.serve_events(NAME, make_loop, add_options, UnifiedEcho)
+    common.serve_events(NAME, make_loop, echo_class=UnifiedEcho)

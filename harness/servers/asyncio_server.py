@@ -18,8 +18,12 @@ What the library decides for us, documented rather than fought:
   first EMFILE, each time scheduling a retry, so the count grows large: that is
   asyncio's behaviour, not the storm's size.  libuv sheds the pending connections
   with a reserve fd, as EchoCore does, but silently: uvloop's ``emfile`` stays 0.
-* ``--diet``: only the listener part applies (TCP_DEFER_ACCEPT, TCP_CORK inherited
-  by accepted sockets); the per-connection calls are the library's.
+* ``--diet``: only the listener's levers, ``defer_accept`` and ``cork`` (TCP_CORK is
+  inherited by accepted sockets).  ``dontwait`` and ``lazy_watch`` are not possible:
+  the library owns the accepted socket -- asyncio calls setblocking(False) on it and
+  registers it for reading before the protocol sees it; libuv accepts with
+  accept4(SOCK_NONBLOCK) (dontwait built in) and starts reading at once.  Asking
+  for them is a usage error (options.py declares each server's levers).
 * Idle timeout: one ``call_later`` sweep, re-armed each period (not a timer per
   connection), the same generation rule as EchoCore.
 """
@@ -88,7 +92,7 @@ class AsyncioEcho:
         self.args = args
         self.loop = loop
         self.size = args.size
-        self.stats = common.Stats()
+        self.stats = common.Stats(args.diet)
         self.live = set()            # connections, for the idle sweep
         self.gen = 0
         self.stopping = False

@@ -1,30 +1,31 @@
 /*
- * c_echo_common.h -- what the C echo servers (c_epoll.c, redis_ae.c) share, written once.
+ * c_echo_common.h -- what the C echo servers (c_epoll.c, redis_ae.c) share besides the
+ * per-connection code: the command line, the listener and its socket settings, and the
+ * READY and STATS lines.  The accept loop, the state machine, the idle sweep, the
+ * EMFILE policy and the counters are in c_echo_conn.c; what differs between the
+ * servers -- the event API each one sits on -- stays in their own file, so a
+ * difference in their numbers is the event layer's and nothing else.
  *
- * The C counterpart of common.py: the command line, the listener and its socket
- * settings, the READY and STATS lines, and the EMFILE shedding policy.  What differs
- * between the servers -- the event API each one sits on -- stays in their own file,
- * so a difference in their numbers is the event layer's and nothing else.
- *
- * Header-only (static functions) because the Makefile builds each server from one
- * .c file; the cost is that `make` does not notice an edit here by itself
- * (touch the .c files, or `make clean build`).
+ * Header-only (static functions): each server includes it once, and c_echo_conn.c,
+ * which needs none of it, does not include it.  The Makefile lists it as a
+ * prerequisite of both servers, so an edit here rebuilds them.
  *
  * Contract (docs/architecture.md section 2): --host H --port P (0 = any) --size N
  * (default 100) --backlog B (default 4096) --idle-timeout SECONDS (default 10, 0
- * disables) [--diet]; SO_REUSEADDR on the listener, listen(backlog), non-blocking
- * sockets, default buffer sizes, no TCP_NODELAY; READY {...} at start, STATS {...}
- * on SIGTERM/SIGINT then exit 0; bad arguments: one line on stderr, exit 2.
+ * disables) [--diet[=LEVER,...]]; SO_REUSEADDR on the listener, listen(backlog),
+ * non-blocking sockets, default buffer sizes, no TCP_NODELAY; READY {...} at start,
+ * STATS {...} on SIGTERM/SIGINT then exit 0; bad arguments: a line naming the problem
+ * (plus the usage line) on stderr, exit 2.
  */
 #ifndef C_ECHO_COMMON_H
 #define C_ECHO_COMMON_H
 
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -32,12 +33,11 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
-#define ECHO_RECV_SIZE 65536       /* as common.py: recv(65536) swallows modest surplus too */
-#define ECHO_DEFER_ACCEPT_S 1      /* diet mode: TCP_DEFER_ACCEPT seconds, as common.py */
-#define ECHO_EMFILE_PAUSE_MS 100   /* listener pause when even the spare fd is gone */
+#include "c_echo_conn.h"
+
+#define ECHO_DEFER_ACCEPT_S 1      /* defer_accept lever: TCP_DEFER_ACCEPT seconds, as common.py */
 
 struct echo_opts {
     const char *name;              /* server name for READY and messages */
@@ -46,33 +46,33 @@ struct echo_opts {
     long size;
     long backlog;
     double idle_timeout;           /* seconds; 0 disables */
-    bool diet;
+    unsigned levers;               /* diet levers on (enum echo_lever bits); 0 = classic */
     char bound_host[NI_MAXHOST];   /* numeric address actually bound (READY) */
 };
-
-struct echo_stats {
-    unsigned long long accepted, served, errors, idle_timeouts, emfile;
-};
-
-static inline int64_t echo_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void echo_usage_line(FILE *f, const char *name)
 {
     fprintf(f, "usage: %s [--host H] [--port P] [--size N] [--backlog B] "
-               "[--idle-timeout SECONDS] [--diet]\n", name);
+               "[--idle-timeout SECONDS] [--diet[=LEVER,...]]\n", name);
 }
 
 /* One clear line on stderr (plus the usage line), exit 2. */
-static void echo_bad_arg(const struct echo_opts *o, const char *what, const char *arg)
+__attribute__((format(printf, 2, 3), noreturn))
+static void echo_usage_error(const struct echo_opts *o, const char *fmt, ...)
 {
-    fprintf(stderr, "%s: %s '%s'\n", o->name, what, arg);
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", o->name);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
     echo_usage_line(stderr, o->name);
     exit(2);
+}
+
+static void echo_bad_arg(const struct echo_opts *o, const char *what, const char *arg)
+{
+    echo_usage_error(o, "%s '%s'", what, arg);
 }
 
 static long echo_parse_long(const struct echo_opts *o, const char *what, const char *s,
@@ -86,18 +86,64 @@ static long echo_parse_long(const struct echo_opts *o, const char *what, const c
     return v;
 }
 
+/* The names of a lever set, canonical order, comma-separated, into buf. */
+static const char *echo_lever_list(unsigned levers, char *buf, size_t len)
+{
+    size_t at = 0;
+    buf[0] = '\0';
+    for (int k = 0; k < ECHO_LEVER_COUNT; k++)
+        if (levers & (1u << k))
+            at += (size_t)snprintf(buf + at, at < len ? len - at : 0, "%s%s",
+                                   at ? ", " : "", echo_lever_names[k]);
+    return buf;
+}
+
+/* --diet=LEVER,LEVER: the levers named, each one a lever of ECHO_LEVERS_C. */
+static unsigned echo_parse_levers(const struct echo_opts *o, const char *arg)
+{
+    char allowed[128];
+    echo_lever_list(ECHO_LEVERS_C, allowed, sizeof allowed);
+    unsigned levers = 0;
+    const char *p = arg;
+    for (;;) {
+        size_t n = strcspn(p, ",");
+        int k = 0;
+        while (k < ECHO_LEVER_COUNT
+               && !(strlen(echo_lever_names[k]) == n && strncmp(p, echo_lever_names[k], n) == 0))
+            k++;
+        if (n == 0)
+            echo_usage_error(o, "--diet: empty lever name in '%s' (--diet alone turns on every "
+                             "lever); this server takes: %s", arg, allowed);
+        if (k == ECHO_LEVER_COUNT)
+            echo_usage_error(o, "--diet: unknown lever '%.*s'; this server takes: %s",
+                             (int)n, p, allowed);
+        if ((1u << k) == ECHO_LEVER_DONTWAIT)     /* c_echo_conn.h: why it is refused */
+            echo_usage_error(o, "--diet: dontwait is built into the C servers (accept4 with "
+                             "SOCK_NONBLOCK: no per-connection call to save); this server takes: %s",
+                             allowed);
+        if (!((1u << k) & ECHO_LEVERS_C))
+            echo_usage_error(o, "--diet: this server cannot take lever '%s'; it takes: %s",
+                             echo_lever_names[k], allowed);
+        levers |= 1u << k;
+        if (p[n] == '\0')
+            return levers;
+        p += n + 1;
+    }
+}
+
 static void echo_parse_args(struct echo_opts *o, const char *name, int argc, char **argv)
 {
     static const struct option opts[] = {
         {"host", required_argument, 0, 'H'}, {"port", required_argument, 0, 'p'},
         {"size", required_argument, 0, 's'}, {"backlog", required_argument, 0, 'b'},
-        {"idle-timeout", required_argument, 0, 'i'}, {"diet", no_argument, 0, 'd'},
+        {"idle-timeout", required_argument, 0, 'i'}, {"diet", optional_argument, 0, 'd'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     *o = (struct echo_opts){ .name = name, .host = "127.0.0.1", .port = 0, .size = 100,
                              .backlog = 4096, .idle_timeout = 10.0 };
     opterr = 0;
     int c;
+    bool bare_diet = false;
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         switch (c) {
         case 'H': o->host = optarg; break;
@@ -113,19 +159,27 @@ static void echo_parse_args(struct echo_opts *o, const char *name, int argc, cha
             o->idle_timeout = v;
             break;
         }
-        case 'd': o->diet = true; break;
+        case 'd':
+            /* --diet alone: every lever this server takes; --diet=A,B: just those. */
+            o->levers = optarg ? echo_parse_levers(o, optarg) : ECHO_LEVERS_C;
+            bare_diet |= !optarg;
+            break;
         case 'h': echo_usage_line(stdout, name); exit(0);
         case ':': echo_bad_arg(o, "this option needs a value:", argv[optind - 1]); break;
         default:  echo_bad_arg(o, "unknown option", argv[optind - 1]); break;
         }
     }
-    if (optind < argc)
+    if (optind < argc) {
+        if (bare_diet && strspn(argv[optind], "abcdefghijklmnopqrstuvwxyz_,") == strlen(argv[optind]))
+            echo_usage_error(o, "unexpected argument '%s' (levers go after an '=': --diet=LEVER,...)",
+                             argv[optind]);
         echo_bad_arg(o, "unexpected argument", argv[optind]);
+    }
 }
 
-/* The listener with the common settings, non-blocking.  Fills o->port (the port
- * actually bound, for --port 0) and o->bound_host.  Exits 2 on an unresolvable host,
- * 1 on any other failure, with one line. */
+/* The listener with the common settings, non-blocking, and the listener's levers.
+ * Fills o->port (the port actually bound, for --port 0) and o->bound_host.  Exits 2 on
+ * an unresolvable host, 1 on any other failure, with one line. */
 static int echo_listen(struct echo_opts *o)
 {
     struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
@@ -151,11 +205,16 @@ static int echo_listen(struct echo_opts *o)
         exit(1);
     }
     freeaddrinfo(res);
-    if (o->diet) {
-        /* As common.py: the kernel wakes us only when the request's first bytes are there. */
+    /* Both inherited by every accepted socket (c_echo_conn.h, the levers).  A failure
+     * is reported, not fatal: the server still serves, only without that lever. */
+    if (o->levers & ECHO_LEVER_DEFER_ACCEPT) {
         int secs = ECHO_DEFER_ACCEPT_S;
-        setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs);
+        if (setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs) < 0)
+            fprintf(stderr, "%s: warning: TCP_DEFER_ACCEPT: %s\n", o->name, strerror(errno));
     }
+    if ((o->levers & ECHO_LEVER_CORK)
+        && setsockopt(fd, IPPROTO_TCP, TCP_CORK, &one, sizeof one) < 0)
+        fprintf(stderr, "%s: warning: TCP_CORK: %s\n", o->name, strerror(errno));
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
     getsockname(fd, (struct sockaddr *)&ss, &len);
@@ -187,6 +246,7 @@ static void echo_json_string(const char *s)
     putchar('"');
 }
 
+/* READY carries no options (as the Python servers' READY): the levers are in STATS. */
 static void echo_print_ready(const struct echo_opts *o)
 {
     printf("READY {\"server\": ");
@@ -197,66 +257,28 @@ static void echo_print_ready(const struct echo_opts *o)
     fflush(stdout);
 }
 
-/* open_now: connections still open at exit (an extra field, not in the contract). */
-static void echo_print_stats(const struct echo_stats *s, long open_now)
+/* The counters of c_echo_conn.c.  Extra fields beyond the contract: open_at_exit
+ * (connections still open at exit) and diet_levers (the levers --diet turned on,
+ * canonical order; [] without --diet). */
+static void echo_print_stats(const struct echo_opts *o)
 {
+    const struct echo_stats *s = echo_stats();
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("STATS {\"accepted\": %llu, \"served\": %llu, \"errors\": %llu, \"idle_timeouts\": %llu, "
-           "\"emfile\": %llu, \"cpu_user_s\": %.6f, \"cpu_sys_s\": %.6f, \"open_at_exit\": %ld}\n",
+           "\"emfile\": %llu, \"cpu_user_s\": %.6f, \"cpu_sys_s\": %.6f, \"open_at_exit\": %ld, "
+           "\"diet_levers\": [",
            s->accepted, s->served, s->errors, s->idle_timeouts, s->emfile,
            ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6, ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6,
-           open_now);
+           echo_open_count());
+    const char *sep = "";
+    for (int k = 0; k < ECHO_LEVER_COUNT; k++)
+        if (o->levers & (1u << k)) {
+            printf("%s\"%s\"", sep, echo_lever_names[k]);
+            sep = ", ";
+        }
+    printf("]}\n");
     fflush(stdout);
-}
-
-/*
- * EMFILE/ENFILE with a connection pending.  A level-triggered listener would wake us
- * again at once, forever, at 100 % CPU.  So we keep one spare descriptor (on /dev/null):
- * close it, accept the pending connection and close that at once (the client sees its
- * connection closed without an echo: a failure it can count), reopen the spare
- * (libev's, libuv's and nginx's trick; common.py does the same).  Counted in emfile.
- * Returns true when a connection was shed and the caller may go on accepting; false
- * when it could not (no spare left): the caller must then stop watching the listener
- * for ECHO_EMFILE_PAUSE_MS, so that it cannot spin either way.
- */
-static int echo_spare_fd = -1;
-
-static void echo_spare_open(void)
-{
-    if (echo_spare_fd < 0)
-        echo_spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-}
-
-static bool echo_shed_one(int lfd, struct echo_stats *s)
-{
-    s->emfile++;
-    if (echo_spare_fd < 0)
-        return false;
-    close(echo_spare_fd);
-    echo_spare_fd = -1;
-    int fd = accept(lfd, NULL, NULL);
-    if (fd >= 0)
-        close(fd);
-    echo_spare_open();
-    return fd >= 0 && echo_spare_fd >= 0;
-}
-
-/* What to do after accept4() failed with errno e. */
-enum echo_accept_next { ECHO_ACCEPT_DONE, ECHO_ACCEPT_NEXT, ECHO_ACCEPT_PAUSE };
-
-static enum echo_accept_next echo_accept_failed(int lfd, int e, struct echo_stats *s)
-{
-    if (e == EAGAIN || e == EWOULDBLOCK)
-        return ECHO_ACCEPT_DONE;                       /* backlog drained */
-    if (e == EMFILE || e == ENFILE)
-        return echo_shed_one(lfd, s) ? ECHO_ACCEPT_NEXT : ECHO_ACCEPT_PAUSE;
-    s->errors++;
-    /* ECONNABORTED & co: that client is gone, go on with the next.  ENOBUFS, ENOMEM...:
-     * try again on the next wake-up. */
-    if (e == ECONNABORTED || e == EPROTO || e == EINTR || e == EPERM)
-        return ECHO_ACCEPT_NEXT;
-    return ECHO_ACCEPT_DONE;
 }
 
 #endif

@@ -75,49 +75,14 @@ Connections already accepted finish normally and free their descriptors;
 after that, new connections are served again.  (libuv does the same trick;
 asyncio instead stops accepting for one second.)
 
-The syscall diet (``--diet``, issue 7)
---------------------------------------
-An experiment mode applied identically to ``raw_epoll`` and the three variant
-servers (it is implemented only here, in :class:`EchoCore`):
-
-* TCP_DEFER_ACCEPT on the listener: the kernel wakes us only when the request's
-  first data has arrived, so the next step almost always succeeds.  (A client that
-  connects and never sends is accepted after about a second anyway, and then the
-  idle timeout applies.)
-* TCP_CORK on the listener, inherited by every accepted socket: the reply waits in
-  the kernel until ``close``, and the data and the FIN leave in one segment -- one
-  packet less each way (the client's ACKs of data and FIN merge too), so less TCP
-  work in both kernels.  No extra syscall, and no added latency: close follows the
-  last send at once (cork's 200 ms ceiling never applies).  The biggest single
-  saving of the diet: in paired rounds, 0.68x classic raw_epoll's CPU per connection
-  without it (spec ``raw_epoll:diet,no_cork``), 0.52x with it (docs/performance.md).
-* no ``setblocking(False)`` (an ``ioctl(FIONBIO)`` per connection): every recv/send
-  passes MSG_DONTWAIT instead, which is just as non-blocking;
-* recv right after accept, send right after the request is complete;
-* register with the poller only when a call would block; a connection that
-  completes within one accept needs no ``epoll_ctl`` at all;
-* a connection that did have to be registered is unregistered before close
-  (the kernel would drop it on close anyway, but the event libraries keep their
-  own table of registered fds and must hear about it).
-
-System calls per completed connection on the server, measured here with
-``strace -f -c -p PID`` around ``build/loadgen --count 20000 -c 16`` (raw_epoll;
-master and alone_proc gave the same figures to two decimals):
-
-    classic  9.32: accept4 1.13 (0.13 = the EAGAIN ending a wake-up's accept loop),
-             ioctl 1 (FIONBIO), getsockname 1, epoll_ctl 3 (ADD, MOD, DEL),
-             recvfrom 1, sendto 1, close 1, epoll_wait 0.19
-    diet     5.00: accept4 1.00, getsockname 1, recvfrom 1, sendto 1, close 1,
-             epoll_wait 0.001
-
-(``getsockname`` is CPython 3.11 building a socket object for the accepted fd: it
-validates the fd; unavoidable with socket objects.  In diet mode the accept loop
-rarely meets EAGAIN: each accepted connection is finished inside the loop, and by
-then the next one is queued.)  Server CPU per connection without strace (server on
-CPU 0, ``build/loadgen --count 40000 -c 64`` on CPU 1, 3 interleaved rounds, on a
-machine shared with other work, so indicative only; the harness's benchmarks are
-the reference): raw_epoll 24.5 us, raw_epoll --diet 14.2 us (0.58x), master --diet
-and alone_proc --diet 0.59x of classic raw_epoll.
+The syscall diet (``--diet``, issues 7 and 16)
+----------------------------------------------
+Four independent levers (``defer_accept``, ``cork``, ``dontwait``, ``lazy_watch``),
+explained, measured and declared per server in options.py.  :class:`EchoCore` and
+:func:`listen` implement all four, so ``raw_epoll``, the three variants and ``loop:``
+servers take every one; asyncio and uvloop take the listener's two.  ``--diet``
+alone applies every lever the server supports, ``--diet=L1,L2`` those only (an
+unknown or unsupported lever is a usage error); STATS reports ``diet_levers``.
 
 Threads (mul_thread)
 --------------------
@@ -138,6 +103,9 @@ import resource
 import signal
 import socket
 import sys
+
+from harness.servers import options
+from harness.servers.options import positive_int, seconds  # noqa: F401  (argparse types)
 
 RECV_SIZE = 65536
 SWEEP_SLICES = 4          # sweeps per idle-timeout period (precision 1/SWEEP_SLICES)
@@ -161,17 +129,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def positive_int(text):
-    """argparse type: an integer >= 1 (servers' own options use it too)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
-
-
 def _port(text):
     try:
         value = int(text)
@@ -182,43 +139,26 @@ def _port(text):
     return value
 
 
-def seconds(text):
-    """argparse type: a finite number of seconds >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0: {text!r}")
-    return value
-
-
 def parse_args(name: str, argv=None, add_options=None) -> argparse.Namespace:
-    """The common options of section 2, plus whatever ``add_options(parser)`` declares."""
+    """The common options of section 2 and the server's own, from their declarations in
+    the server table (options.py), plus whatever ``add_options(parser)`` declares.
+    ``args.diet`` is the tuple of diet levers applied (canonical order, () without)."""
+    from harness.servers import declared_options, server_by_name
+    server = server_by_name(name)
     p = _Parser(prog=f"python -m harness.servers.{name}" if "." not in name else name,
                 description=f"{name} echo server (read N bytes, send them back, close)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_port, default=0, help="0 = any free port (see READY)")
     p.add_argument("--size", type=positive_int, default=100, help="bytes per request")
-    p.add_argument("--backlog", type=positive_int, default=4096)
-    p.add_argument("--idle-timeout", type=seconds, default=10.0,
-                   help="close a connection quiet for this long (0 disables)")
-    p.add_argument("--diet", action="store_true", help="the syscall-diet experiment mode")
-    p.add_argument("--no-cork", action="store_true",
-                   help="with --diet: leave TCP_CORK out, to measure its share of the diet")
+    for opt in declared_options(server):
+        if opt.name != "diet":
+            opt.add_to(p)
+    levers = options.diet_argparse(p, name, server.diet)
     if add_options:
         add_options(p)
     args = p.parse_args(argv)
-    if args.no_cork and not args.diet:
-        p.error("--no-cork only applies with --diet")
+    args.diet = levers(args.diet)
     return args
-
-
-def add_backend_option(p):
-    """``--backend`` for the variant servers: the pollers the library has on this machine."""
-    from variants.common import backends          # only the variant servers need it
-    p.add_argument("--backend", choices=backends.available(), default=None,
-                   help="the variant's poller (default: the library's choice, the first)")
 
 
 def die(message: str, code: int = 1):
@@ -240,12 +180,12 @@ def listen(args) -> socket.socket:
         die(f"cannot create a socket for {host}: {e.strerror}")
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if args.diet:
+        if "defer_accept" in args.diet:
             # The kernel wakes us only when the request's data is there (see docstring).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_S)
-            if not args.no_cork:
-                # Inherited by accepted sockets: the reply and the FIN leave in one segment.
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        if "cork" in args.diet:
+            # Inherited by accepted sockets: the reply and the FIN leave in one segment.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
         sock.bind((host, args.port))
         sock.listen(args.backlog)
         sock.setblocking(False)
@@ -266,15 +206,17 @@ def listen(args) -> socket.socket:
 # --------------------------------------------------------------------------- stats
 
 class Stats:
-    __slots__ = ("accepted", "served", "errors", "idle_timeouts", "emfile")
+    __slots__ = ("accepted", "served", "errors", "idle_timeouts", "emfile", "diet_levers")
 
-    def __init__(self):
+    def __init__(self, diet_levers=()):
         self.accepted = self.served = self.errors = self.idle_timeouts = self.emfile = 0
+        self.diet_levers = list(diet_levers)      # the levers applied (options.LEVERS order)
 
     def as_dict(self) -> dict:
         ru = resource.getrusage(resource.RUSAGE_SELF)      # all threads of the process
         return {"accepted": self.accepted, "served": self.served, "errors": self.errors,
                 "idle_timeouts": self.idle_timeouts, "emfile": self.emfile,
+                "diet_levers": self.diet_levers,
                 "cpu_user_s": round(ru.ru_utime, 6), "cpu_sys_s": round(ru.ru_stime, 6)}
 
 
@@ -388,8 +330,8 @@ class EchoCore:
     """The per-connection state machine, shared by every server built on an fd poller.
 
     accept -> [watch readable] -> recv until N bytes -> [switch to writable] ->
-    send until N bytes -> [unwatch] -> close.   (Brackets: skipped by --diet when
-    the call would not block.)  A subclass provides ``watch_read``, ``watch_write``
+    send until N bytes -> [unwatch] -> close.   (Brackets: skipped by the diet's
+    lazy_watch lever when the call would not block.)  A subclass provides ``watch_read``, ``watch_write``
     and ``unwatch`` for its event API and calls ``on_accept``, ``on_readable``,
     ``on_writable`` from its loop.
     """
@@ -397,10 +339,11 @@ class EchoCore:
     def __init__(self, args, listener: socket.socket):
         self.listener = listener
         self.size = args.size
-        self.diet = args.diet
-        self.flags = socket.MSG_DONTWAIT if args.diet else 0
+        self.lazy = "lazy_watch" in args.diet        # the diet levers (docstring)
+        self.dontwait = "dontwait" in args.diet
+        self.flags = socket.MSG_DONTWAIT if self.dontwait else 0
         self.accept_bound = range(args.backlog)
-        self.stats = Stats()
+        self.stats = Stats(args.diet)
         self.conns: dict = {}      # fd -> Conn, every connection registered with the poller
         self.gen = 0               # idle-sweep generation
         self._reserve = self._open_reserve()
@@ -412,7 +355,7 @@ class EchoCore:
 
     def watch_write(self, conn: Conn):
         """Watch ``conn.fd`` for writable instead of readable (registering it if it is
-        not watched yet, as in diet mode); set ``conn.watched = WRITING``."""
+        not watched yet, as with lazy_watch); set ``conn.watched = WRITING``."""
         raise NotImplementedError
 
     def unwatch(self, conn: Conn):
@@ -439,10 +382,11 @@ class EchoCore:
                 return                     # ENOBUFS, ENOMEM...: try again on the next event
             stats.accepted += 1
             conn = Conn(sock, sock.fileno(), self.gen)
-            if self.diet:
+            if not self.dontwait:
+                sock.setblocking(False)
+            if self.lazy:
                 self.diet_start(conn)
                 continue
-            sock.setblocking(False)
             self.conns[conn.fd] = conn
             try:
                 self.watch_read(conn)
@@ -517,7 +461,7 @@ class EchoCore:
     def on_readable(self, conn: Conn):
         r = self.read(conn)
         if r > 0:
-            if self.diet:
+            if self.lazy:
                 self.respond(conn)
             else:
                 self.watch_write(conn)
@@ -533,7 +477,7 @@ class EchoCore:
             self.drop(conn)
 
     def diet_start(self, conn: Conn):
-        """Diet: the request is usually there already (TCP_DEFER_ACCEPT): read now,
+        """lazy_watch: the request is usually there already (TCP_DEFER_ACCEPT): read now,
         register only if it is not."""
         r = self.read(conn)
         if r > 0:
@@ -548,7 +492,7 @@ class EchoCore:
             self.drop(conn)
 
     def respond(self, conn: Conn):
-        """Diet: send right after reading; wait for writable only if the send would block."""
+        """lazy_watch: send right after reading; wait for writable only if the send would block."""
         w = self.write(conn)
         if w > 0:
             self.stats.served += 1

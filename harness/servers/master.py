@@ -26,12 +26,6 @@ from harness.servers import common
 NAME = "master"
 
 
-def add_options(p):
-    common.add_backend_option(p)
-    p.add_argument("--poll-delay", type=common.seconds, default=0.0, metavar="SECONDS",
-                   help="sleep this long before each poll (connection-merging experiment)")
-
-
 def make_loop(args, setsize):
     loop = EventLoop(setsize=setsize, backend=args.backend)
     if args.poll_delay:
@@ -41,4 +35,4 @@ def make_loop(args, setsize):
 
 
 if __name__ == "__main__":
-    common.serve_events(NAME, make_loop, add_options)
+    common.serve_events(NAME, make_loop)

@@ -16,16 +16,9 @@ from harness.servers import common
 NAME = "mul_thread"
 
 
-def add_options(p):
-    common.add_backend_option(p)
-    p.add_argument("--workers", type=common.positive_int, default=4, help="pool threads")
-    p.add_argument("--pool", choices=("faithful", "oneshot"), default="faithful",
-                   help="faithful: the study's batch-per-pass pool; oneshot: the improved one")
-
-
 def make_loop(args, setsize):
     return EventLoop(setsize=setsize, backend=args.backend, workers=args.workers, pool=args.pool)
 
 
 if __name__ == "__main__":
-    common.serve_events(NAME, make_loop, add_options)
+    common.serve_events(NAME, make_loop)

@@ -10,24 +10,25 @@
  * Redis from 3.x on (monotonicInit() is called when the tree has monotonic.h, 6.2+,
  * whose ae reads the clock through a pointer that must be initialised first).
  *
- * Options, listener and socket settings, READY/STATS and the EMFILE policy come from
- * c_echo_common.h (shared with c_epoll.c), so the two C servers differ only in the
- * event layer.
+ * This file is only an event layer and a loop.  The protocol, the accept loop and
+ * its EMFILE policy, the idle sweep, the counters and the diet levers are
+ * c_echo_conn.c's, shared with c_epoll.c; options, listener and READY/STATS are
+ * c_echo_common.h's.  So the two C servers differ in the event layer and nothing else.
  *
- * The per-connection pattern is ae's by the book, the one the Events "master"
- * variant copies: a read proc registered for AE_READABLE; once N bytes are in, delete
- * it and create a write proc for AE_WRITABLE; once sent, delete that and close.  With
- * ae's epoll backend that is four epoll_ctl calls per connection (ADD, DEL, ADD, DEL:
- * deleting the only event of an fd unregisters it), the 4 the study's strace showed.
- * --diet: recv right after accept and send right after the read, creating a file
- * event only when a call would block (the same experiment as common.py's); ae keeps
- * its own table of registered fds, so a registered fd is still deleted before close.
+ * The event layer is ae's by the book, the pattern the Events "master" variant
+ * copies: watch READ = create a file event for AE_READABLE; watch WRITE = delete it
+ * and create one for AE_WRITABLE; unwatch = delete.  With ae's epoll backend the
+ * classic pattern is four epoll_ctl calls per connection (ADD, DEL, ADD, DEL: deleting
+ * the only event of an fd unregisters it), the 4 the study's strace showed -- one
+ * more than c_epoll's MOD, and that difference is the point of measuring ae.  Under
+ * lazy_watch a file event is created only when a call would block, but a registered
+ * fd is still deleted before close (close_unwatches is false): ae keeps its own table
+ * of registered fds (events[fd].mask), and a stale entry there would make the next
+ * connection on that fd number MOD an fd the kernel no longer has.
  *
- * Idle timeout: ae has timers, so it is built on one -- a periodic time event every
- * idle_timeout/4 seconds bumps a generation counter and closes connections whose last
- * progress is more than 4 generations old (common.py's sweep: a connection is closed
- * between 1 and 1.25 timeouts after its last progress, and the fast path pays one
- * integer store, not a timer per connection).
+ * Timers: the idle sweep is a periodic time event every --idle-timeout/4 (ae has
+ * timers, and a periodic one is what the sweep needs); the EMFILE pause is a one-shot
+ * time event that gives the listener its file event back.
  *
  * Signals: ae has none of its own.  A self-pipe -- the handler writes one byte, a read
  * proc on the other end calls aeStop -- keeps everything outside the handler ordinary
@@ -37,6 +38,7 @@
  * up front; we size it from RLIMIT_NOFILE (capped), as Redis does from maxclients.
  */
 #include "fmacros.h"        /* Redis's feature macros (_GNU_SOURCE...), first, as in every Redis .c */
+#include <fcntl.h>
 #include <signal.h>
 
 #include "ae.h"
@@ -49,160 +51,44 @@
 
 #include "c_echo_common.h"
 
-#define SWEEP_SLICES 4
 #define MAX_SETSIZE (1 << 18)
 #define FDSET_INCR 128            /* Redis's CONFIG_FDSET_INCR: room above the fd limit */
 
-struct conn {
-    int fd;
-    bool reading;                 /* else writing */
-    uint32_t done;                /* bytes received (reading) or sent (writing) */
-    unsigned long long seen;      /* sweep generation of the last progress */
-    struct conn *prev, *next;     /* live connections, for the idle sweep */
-    char *buf;                    /* --size bytes */
-};
-
-static struct echo_opts opt;
-static struct echo_stats stats;
 static aeEventLoop *loop;
-static struct conn **conns;       /* indexed by fd, slots reused */
-static struct conn *live;         /* list head */
 static int lfd, sig_pipe[2] = { -1, -1 };
-static unsigned long long gen;
-static char *scratch;
 
-static void read_proc(aeEventLoop *el, int fd, void *data, int mask);
-static void write_proc(aeEventLoop *el, int fd, void *data, int mask);
-static void accept_proc(aeEventLoop *el, int fd, void *data, int mask);
+/* ------------------------------------------------------------------ the event layer */
 
-/* ------------------------------------------------------------------ connections */
-
-static void conn_close(struct conn *c)
-{
-    aeDeleteFileEvent(loop, c->fd, AE_READABLE | AE_WRITABLE);   /* no-op if none */
-    if (c->prev) c->prev->next = c->next; else live = c->next;
-    if (c->next) c->next->prev = c->prev;
-    c->prev = c->next = NULL;
-    close(c->fd);
-    c->fd = -1;
-}
-
-static void conn_drop(struct conn *c)
-{
-    stats.errors++;
-    conn_close(c);
-}
-
-static bool conn_want(struct conn *c, int mask, aeFileProc *proc)
-{
-    if (aeCreateFileEvent(loop, c->fd, mask, proc, c) == AE_ERR) {
-        conn_drop(c);             /* fd beyond setsize, or epoll_ctl failed */
-        return false;
-    }
-    return true;
-}
-
-static void conn_write(struct conn *c)
-{
-    while (c->done < (uint32_t)opt.size) {
-        ssize_t n = send(c->fd, c->buf + c->done, (size_t)opt.size - c->done, MSG_NOSIGNAL);
-        if (n > 0) {
-            c->done += (uint32_t)n;
-            c->seen = gen;
-        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (!(aeGetFileEvents(loop, c->fd) & AE_WRITABLE))
-                conn_want(c, AE_WRITABLE, write_proc);   /* diet mode, rare */
-            return;
-        } else if (n < 0 && errno == EINTR) {
-            continue;
-        } else {
-            conn_drop(c);
-            return;
-        }
-    }
-    stats.served++;
-    conn_close(c);
-}
-
-static void conn_read(struct conn *c)
-{
-    for (;;) {
-        size_t want = (size_t)opt.size - c->done;
-        ssize_t n = recv(c->fd, scratch, want > ECHO_RECV_SIZE ? want : ECHO_RECV_SIZE, 0);
-        if (n > 0) {
-            size_t take = (size_t)n < want ? (size_t)n : want;   /* the rest is surplus */
-            memcpy(c->buf + c->done, scratch, take);
-            c->done += (uint32_t)take;
-            c->seen = gen;
-            if (c->done < (uint32_t)opt.size)
-                continue;
-            c->reading = false;
-            c->done = 0;
-            aeDeleteFileEvent(loop, c->fd, AE_READABLE);    /* no-op if diet never registered */
-            if (opt.diet)
-                conn_write(c);                              /* send at once */
-            else
-                conn_want(c, AE_WRITABLE, write_proc);
-            return;
-        } else if (n == 0) {
-            conn_drop(c);                   /* EOF before N bytes */
-            return;
-        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            if (!(aeGetFileEvents(loop, c->fd) & AE_READABLE))
-                conn_want(c, AE_READABLE, read_proc);           /* diet: not all there yet */
-            return;
-        } else if (errno != EINTR) {
-            conn_drop(c);
-            return;
-        }
-    }
-}
-
-static void read_proc(aeEventLoop *el, int fd, void *data, int mask)
+static void conn_proc(aeEventLoop *el, int fd, void *data, int mask)
 {
     (void)el; (void)fd; (void)mask;
-    conn_read(data);
+    echo_ready(data);             /* one mask at a time: the core knows which */
 }
 
-static void write_proc(aeEventLoop *el, int fd, void *data, int mask)
+static int ae_mask(enum echo_watch w)
 {
-    (void)el; (void)fd; (void)mask;
-    conn_write(data);
+    return w == ECHO_WATCH_READ ? AE_READABLE : w == ECHO_WATCH_WRITE ? AE_WRITABLE : AE_NONE;
 }
 
-static struct conn *conn_new(int fd)
+static int ae_watch(struct echo_conn *c, enum echo_watch what)
 {
-    if (fd >= aeGetSetSize(loop)) {
-        close(fd);
-        stats.errors++;
-        return NULL;
-    }
-    struct conn *c = conns[fd];
-    if (!c) {
-        c = calloc(1, sizeof *c);
-        char *buf = malloc((size_t)opt.size);
-        if (!c || !buf) {
-            free(c);
-            free(buf);
-            close(fd);
-            stats.errors++;
-            return NULL;
-        }
-        c->buf = buf;
-        conns[fd] = c;
-    }
-    c->fd = fd;
-    c->reading = true;
-    c->done = 0;
-    c->seen = gen;
-    c->prev = NULL;
-    c->next = live;
-    if (live) live->prev = c;
-    live = c;
-    return c;
+    if (c->watched != ECHO_WATCH_NONE)
+        aeDeleteFileEvent(loop, c->fd, ae_mask(c->watched));
+    if (aeCreateFileEvent(loop, c->fd, ae_mask(what), conn_proc, c) == AE_ERR)
+        return -1;                /* fd beyond setsize, or epoll_ctl failed */
+    return 0;
 }
 
-/* ------------------------------------------------------------------ listener */
+static void ae_unwatch(struct echo_conn *c)
+{
+    aeDeleteFileEvent(loop, c->fd, AE_READABLE | AE_WRITABLE);
+}
+
+static void accept_proc(aeEventLoop *el, int fd, void *data, int mask)
+{
+    (void)el; (void)data; (void)mask;
+    echo_accept(fd);
+}
 
 static int resume_listener(aeEventLoop *el, long long id, void *data)
 {
@@ -213,49 +99,26 @@ static int resume_listener(aeEventLoop *el, long long id, void *data)
     return AE_NOMORE;
 }
 
-static void accept_proc(aeEventLoop *el, int fd, void *data, int mask)
+static void ae_pause_listener(void)
 {
-    (void)data; (void)mask;
-    /* Accept policy of every server here (common.py): until EAGAIN, at most --backlog. */
-    for (long k = 0; k < opt.backlog; k++) {
-        int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (cfd < 0) {
-            enum echo_accept_next next = echo_accept_failed(fd, errno, &stats);
-            if (next == ECHO_ACCEPT_NEXT)
-                continue;
-            if (next == ECHO_ACCEPT_PAUSE) {
-                aeDeleteFileEvent(el, fd, AE_READABLE);
-                aeCreateTimeEvent(el, ECHO_EMFILE_PAUSE_MS, resume_listener, NULL, NULL);
-            }
-            return;
-        }
-        stats.accepted++;
-        struct conn *c = conn_new(cfd);
-        if (!c)
-            continue;
-        if (opt.diet)
-            conn_read(c);
-        else
-            conn_want(c, AE_READABLE, read_proc);
-    }
+    aeDeleteFileEvent(loop, lfd, AE_READABLE);
+    aeCreateTimeEvent(loop, ECHO_EMFILE_PAUSE_MS, resume_listener, NULL, NULL);
 }
+
+static const struct echo_events ae_layer = {
+    .watch = ae_watch,
+    .unwatch = ae_unwatch,
+    .pause_listener = ae_pause_listener,
+    .close_unwatches = false,
+};
 
 /* ------------------------------------------------------------------ timers, signals */
 
-static int idle_sweep(aeEventLoop *el, long long id, void *data)
+static int sweep_proc(aeEventLoop *el, long long id, void *data)
 {
-    (void)el; (void)id;
-    long long period = *(long long *)data;
-    gen++;
-    struct conn *c = live, *next;
-    for (; c; c = next) {
-        next = c->next;
-        if (c->seen + SWEEP_SLICES < gen) {
-            stats.idle_timeouts++;
-            conn_close(c);
-        }
-    }
-    return (int)period;
+    (void)el; (void)id; (void)data;
+    echo_sweep();
+    return (int)echo_sweep_ms();            /* call again in as many ms */
 }
 
 static void on_signal(int sig)
@@ -277,6 +140,7 @@ static void signal_proc(aeEventLoop *el, int fd, void *data, int mask)
 
 int main(int argc, char **argv)
 {
+    static struct echo_opts opt;
     echo_parse_args(&opt, "redis_ae", argc, argv);
 #ifdef HAVE_MONOTONIC_INIT
     monotonicInit();
@@ -284,9 +148,8 @@ int main(int argc, char **argv)
     int limit = echo_fd_limit();
     int setsize = (limit < MAX_SETSIZE ? limit : MAX_SETSIZE) + FDSET_INCR;
     loop = aeCreateEventLoop(setsize);
-    conns = calloc((size_t)setsize, sizeof *conns);
-    scratch = malloc((size_t)opt.size > ECHO_RECV_SIZE ? (size_t)opt.size : ECHO_RECV_SIZE);
-    if (!loop || !conns || !scratch) {
+    if (!loop || !echo_core_init(&ae_layer, setsize, opt.size, opt.backlog,
+                                 opt.idle_timeout, opt.levers)) {
         fprintf(stderr, "redis_ae: cannot create the event loop (setsize %d): %s\n", setsize, strerror(errno));
         return 1;
     }
@@ -300,26 +163,17 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     lfd = echo_listen(&opt);
-    echo_spare_open();
     if (aeCreateFileEvent(loop, sig_pipe[0], AE_READABLE, signal_proc, NULL) == AE_ERR
         || aeCreateFileEvent(loop, lfd, AE_READABLE, accept_proc, NULL) == AE_ERR) {
         fprintf(stderr, "redis_ae: aeCreateFileEvent failed: %s\n", strerror(errno));
         return 1;
     }
-    static long long sweep_ms;
-    if (opt.idle_timeout > 0) {
-        sweep_ms = (long long)(opt.idle_timeout * 1000.0 / SWEEP_SLICES + 0.5);
-        if (sweep_ms < 1)
-            sweep_ms = 1;
-        aeCreateTimeEvent(loop, sweep_ms, idle_sweep, &sweep_ms, NULL);
-    }
+    if (echo_sweep_ms() > 0)
+        aeCreateTimeEvent(loop, echo_sweep_ms(), sweep_proc, NULL, NULL);
     echo_print_ready(&opt);
 
     aeMain(loop);
 
-    long open_now = 0;
-    for (struct conn *c = live; c; c = c->next)
-        open_now++;
-    echo_print_stats(&stats, open_now);
+    echo_print_stats(&opt);
     return 0;
 }
