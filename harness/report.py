@@ -257,8 +257,8 @@ def write_report(results: str, records: list[dict], problems: list[str]) -> str:
     return path
 
 def main(argv=None) -> int:
-    from harness import cli
-    ap = cli._Parser(prog="python -m harness report",
+    from harness import cmdline
+    ap = cmdline.Parser(prog="python -m harness report",
                                  description="Write results/REPORT.md and results/charts/*.png "
                                              "from the recorded runs.")
     ap.add_argument("--results-dir", help="results directory (default: $EVENTS_RESULTS_DIR "

@@ -47,7 +47,7 @@ from __future__ import annotations
 import sys
 import time
 
-from harness import records, reproduction
+from harness import procs, records, reproduction
 from harness import servers as srv
 
 OVERHEAD_S = 3.0        # server start, drain, record: per run, for the time estimate
@@ -93,14 +93,14 @@ def plan(exps: list[dict], link_of: dict) -> list[tuple[str, list[str], list[str
 # --------------------------------------------------------------------------- the command
 
 def main(argv=None) -> int:
-    from harness import cli, cpubudget, runner
-    ap = cli._Parser(prog="python -m harness reproduce",
+    from harness import cmdline, cpubudget, runner
+    ap = cmdline.Parser(prog="python -m harness reproduce",
                      description="Run the study's experiments and write "
                                  "results/REPRODUCTION.md (about 8 minutes here with the defaults).")
-    ap.add_argument("--repeat", type=cli._positive_int, default=5, help="interleaved rounds (default 5)")
-    ap.add_argument("--duration", type=cli._positive_float, default=8.0, help="seconds per run (default 8)")
-    ap.add_argument("--warmup", type=cli._nonneg_float, default=2.0, help="warm-up seconds (default 2)")
-    ap.add_argument("--concurrency", type=cli._positive_int, default=64)
+    ap.add_argument("--repeat", type=cmdline.positive_int, default=5, help="interleaved rounds (default 5)")
+    ap.add_argument("--duration", type=cmdline.positive_float, default=8.0, help="seconds per run (default 8)")
+    ap.add_argument("--warmup", type=cmdline.nonneg_float, default=2.0, help="warm-up seconds (default 2)")
+    ap.add_argument("--concurrency", type=cmdline.positive_int, default=64)
     ap.add_argument("--loopback", action="store_true", help="run every experiment over loopback")
     ap.add_argument("--python", help="interpreter for the Python servers")
     ap.add_argument("--results-dir")
@@ -109,18 +109,18 @@ def main(argv=None) -> int:
                          "it: server-bound conn/s; off: none)")
     args = ap.parse_args(argv)
     try:
-        cli.check_common(args)
-    except cli.UsageError as e:
+        cmdline.check_common(args)
+    except cmdline.UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
     try:
         budget = cpubudget.parse(args.server_cpu)
-        cores, mode = cli.resolve_server_cpu(budget, budget_default=True)
+        cores, mode = cmdline.resolve_server_cpu(budget, budget_default=True)
     except ValueError as e:
         print(f"error: --server-cpu: {e}", file=sys.stderr)
         return 2
-    except runner.RunnerError as e:
+    except procs.RunnerError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     results = records.results_dir(args.results_dir)
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
                 specs, kind="reproduce", link=lk, delay=delay, repeat=args.repeat,
                 duration=args.duration,
                 warmup=args.warmup, concurrency=args.concurrency, size=100,
-                python=runner.resolve_python(args.python), results_dir=results,
+                python=procs.resolve_python(args.python), results_dir=results,
                 labels={"reproduction": rid, "intended_link": ",".join(intended)},
                 server_cpu=cores, server_cpu_mode=mode)
             print(f"[{(time.monotonic() - t0) / 60:.1f} min elapsed]", flush=True)
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
         kept += e.records
         note = "Interrupted: only the runs completed before the interrupt are used."
         print("\ninterrupted; writing REPRODUCTION.md from the runs kept", file=sys.stderr)
-    except (runner.RunnerError, srv.ServerError) as e:
+    except (procs.RunnerError, srv.ServerError) as e:
         print(f"error: {e}", file=sys.stderr)
         if not kept:
             return 1

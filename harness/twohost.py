@@ -40,11 +40,11 @@ import socket
 import sys
 import time
 
-from harness import cpubudget, environment, kstats, records, runner
+from harness import client, cmdline, cpubudget, environment, kstats, procs, records
 from harness import servers as srv
+from harness.cmdline import EXIT_INTERRUPTED, EXIT_MISSING, EXIT_USAGE
 
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
-EXIT_USAGE, EXIT_MISSING, EXIT_INTERRUPTED = 2, 1, 130
 
 
 def link_label(label: str | None) -> str:
@@ -121,7 +121,7 @@ def _base_record(kind: str, rid: str, spec: str, server: str | None, link: str) 
         "time_utc": records.utc_now(), "spec": spec, "server": server, "link": link,
         "round": 1, "position": 1, "status": "ok", "error": None, "server_stderr_tail": None,
         "config": {}, "client": None, "server_stats": None, "snapshots": [],
-        "metrics": runner.compute_metrics(None, None, None), "kernel": None, "link_stats": None,
+        "metrics": client.compute_metrics(None, None, None), "kernel": None, "link_stats": None,
         "env": None, "two_host": {"run_id": rid, "side": kind}, "warnings": [],
     }
 
@@ -129,8 +129,7 @@ def _base_record(kind: str, rid: str, spec: str, server: str | None, link: str) 
 # --------------------------------------------------------------------------- serve
 
 def _serve_parser():
-    from harness import cli
-    p = cli._Parser(prog="python -m harness twohost-serve",
+    p = cmdline.Parser(prog="python -m harness twohost-serve",
                     description="Two-host mode, server side: serve until Ctrl-C/SIGTERM, "
                                 "then save the server-side figures.")
     p.add_argument("spec", nargs="?", default="master",
@@ -138,32 +137,31 @@ def _serve_parser():
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0: all)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
     p.add_argument("--run-id", default=None, help="run id shared with the load side (default: new)")
-    p.add_argument("--size", type=cli._positive_int, default=100)
-    p.add_argument("--idle-timeout", type=cli._nonneg_float, default=None)
+    p.add_argument("--size", type=cmdline.positive_int, default=100)
+    p.add_argument("--idle-timeout", type=cmdline.nonneg_float, default=None)
     p.add_argument("--python", default=None, help="interpreter for a Python server")
     p.add_argument("--link", default=None,
                    help="label for the real link, e.g. 1000mbit: recorded as net-1000mbit "
                         "(default 'network')")
     p.add_argument("--results-dir", default=None)
-    p.add_argument("--server-cpu", type=cli._server_cpu, default=None, metavar="F|off",
+    p.add_argument("--server-cpu", type=cmdline.server_cpu_value, default=None, metavar="F|off",
                    help="hold the server to F cores (its own cgroup with a CFS quota; default off)")
     return p
 
 
 def serve(argv: list[str]) -> int:
-    from harness import cli
     a = _serve_parser().parse_args(argv)
     if not 0 <= a.port <= 65535:
         return _err(f"port {a.port} out of range 0-65535", EXIT_USAGE)
     try:
-        cli.check_common(a, link=False)      # --link here is a label for the real network
-        cli.check_host(a.host)
-    except cli.UsageError as e:
+        cmdline.check_common(a, link=False)      # --link here is a label for the real network
+        cmdline.check_host(a.host)
+    except cmdline.UsageError as e:
         return _err(str(e), EXIT_USAGE)
     try:
         spec = srv.parse_spec(a.spec)
         rid = _run_id(a.run_id)
-        python = runner.resolve_python(a.python)
+        python = procs.resolve_python(a.python)
         srv.check_available(spec, python)
         if a.port:
             _check_port(a.host, a.port)
@@ -181,7 +179,7 @@ def serve(argv: list[str]) -> int:
                     else EXIT_MISSING)
     except TwoHostError as e:
         return _err(str(e), e.code)
-    except runner.RunnerError as e:
+    except procs.RunnerError as e:
         return _err(str(e), EXIT_MISSING)
 
     stop = []
@@ -251,8 +249,9 @@ def serve(argv: list[str]) -> int:
         served = (stats or {}).get("served")
         errors = (stats or {}).get("errors")
         m = record["metrics"]
-        m.update(server_cpu_s=runner._round(cpu, 4), completed=served, failed=errors,
-                 server_cpu_us_per_conn=runner._round(cpu / served * 1e6, 2) if cpu is not None and served else None)
+        m.update(server_cpu_s=client.round_or_none(cpu, 4), completed=served, failed=errors,
+                 server_cpu_us_per_conn=(client.round_or_none(cpu / served * 1e6, 2)
+                                         if cpu is not None and served else None))
         record["serve_wall_s"] = round(t1 - t0, 3)
         if died:
             record.update(status="failed",
@@ -301,14 +300,13 @@ def _n(x) -> str:
 # --------------------------------------------------------------------------- load
 
 def _load_parser():
-    from harness import cli
-    p = cli._Parser(prog="python -m harness twohost-load",
+    p = cmdline.Parser(prog="python -m harness twohost-load",
                     description="Two-host mode, client side: one load run against a `make twohost-serve`.")
     p.add_argument("--host", default=None, help="the server machine's address (required)")
     p.add_argument("--port", type=int, default=8000, help="the port `make twohost-serve` printed (default 8000)")
     p.add_argument("--run-id", default=None, help="the run id `make twohost-serve` printed")
     # The benchmark options of every other run (their defaults live in cli, once).
-    cli._common(p, duration=10.0, repeat=1)
+    cmdline.add_common(p, duration=10.0, repeat=1)
     return p
 
 
@@ -333,24 +331,23 @@ def load(argv: list[str]) -> int:
                     "PORT=<the port make twohost-serve printed> RUN_ID=<its run id>", EXIT_USAGE)
     if not 1 <= a.port <= 65535:
         return _err(f"port {a.port} out of range 1-65535", EXIT_USAGE)
-    from harness import cli
     try:
-        cli.check_common(a, link=False)      # --link here is a label for the real network
-        cli.check_host(a.host)
-    except cli.UsageError as e:
+        cmdline.check_common(a, link=False)      # --link here is a label for the real network
+        cmdline.check_host(a.host)
+    except cmdline.UsageError as e:
         return _err(str(e), EXIT_USAGE)
     link = link_label(a.link if a.link != "loopback" else None)
     try:
         rid = _run_id(a.run_id)
-        loadgen = runner.check_loadgen()
+        loadgen = procs.check_loadgen()
     except TwoHostError as e:
         return _err(str(e), e.code)
-    except runner.RunnerError as e:
+    except procs.RunnerError as e:
         return _err(str(e), EXIT_MISSING)
     if a.run_id is None:
         print(f"note: no RUN_ID given; this run is {rid}, which no serve record shares "
               f"(pass RUN_ID=<the id `make twohost-serve` printed> to join them)", file=sys.stderr, flush=True)
-    argv_c = runner.client_argv(loadgen, a.host, a.port, concurrency=a.concurrency, size=a.size,
+    argv_c = client.client_argv(loadgen, a.host, a.port, concurrency=a.concurrency, size=a.size,
                                 duration=a.duration, warmup=a.warmup, rate=a.rate,
                                 timeout_ms=a.timeout_ms, close_mode=a.close_mode, run_id=rid)
     record = _base_record("load", rid, "remote", None, link)
@@ -367,9 +364,9 @@ def load(argv: list[str]) -> int:
                     f"{a.duration + a.warmup:g}s  failed={snap.get('failed', 0)}")
 
     k0 = kstats.snapshot()
-    signals = runner._Signals().install()
+    signals = procs.Signals().install()
     try:
-        res = runner.run_client(argv_c, timeout=a.duration + a.warmup + a.timeout_ms / 1000 + 30,
+        res = client.run_client(argv_c, timeout=a.duration + a.warmup + a.timeout_ms / 1000 + 30,
                                 on_snapshot=show, signals=signals)
     except KeyboardInterrupt:
         prog.done()
@@ -379,7 +376,7 @@ def load(argv: list[str]) -> int:
         signals.restore()
     prog.done()
     record.update(client=res.final, snapshots=res.snapshots, kernel=kstats.delta(k0, kstats.snapshot()),
-                  metrics=runner.compute_metrics(res.final, None, res.wall_s))
+                  metrics=client.compute_metrics(res.final, None, res.wall_s))
     if res.stderr.strip():
         record["client_stderr_tail"] = res.stderr[-2000:]
     if res.returncode == 2:
@@ -392,9 +389,8 @@ def load(argv: list[str]) -> int:
         record.update(status="failed",
                       error=f"{a.host}:{a.port} refused every connection: is `make twohost-serve` running "
                             f"there, on that port?")
-    from harness import cli
     if res.final:
-        print(cli.format_final(res.final), flush=True)
+        print(client.format_final(res.final), flush=True)
     if record["error"]:
         print(f"error: {record['error']}", file=sys.stderr, flush=True)
     print(f"saved {_save(record, a.results_dir)}", flush=True)

@@ -19,8 +19,9 @@ import shutil
 
 import pytest
 
-from harness import records, report, reproduction, runner
-from harness.cli import format_final
+from harness import records, report, reproduction
+from harness import soak, tables
+from harness.client import format_final
 
 HERE = os.path.dirname(__file__)
 FIXTURES = os.path.join(HERE, "fixtures", "runs")
@@ -107,11 +108,11 @@ def _capture(tmp, chart_log, capsys) -> dict[str, str]:
     out: dict[str, str] = {}
     recs = _fixture_records()
     for batch, mine in _batches(recs).items():
-        out[f"table-{batch}.txt"] = runner.format_table(copy.deepcopy(mine))
-        out[f"table-{batch}.md"] = runner.format_table(copy.deepcopy(mine), markdown=True)
-        out[f"summary-{batch}.json"] = json.dumps(runner.summarize(copy.deepcopy(mine)), indent=1,
+        out[f"table-{batch}.txt"] = tables.format_table(copy.deepcopy(mine))
+        out[f"table-{batch}.md"] = tables.format_table(copy.deepcopy(mine), markdown=True)
+        out[f"summary-{batch}.json"] = json.dumps(tables.summarize(copy.deepcopy(mine)), indent=1,
                                                   sort_keys=True, default=str)
-    out["soak.txt"] = runner.format_soak(copy.deepcopy(recs[:3]))
+    out["soak.txt"] = soak.format_soak(copy.deepcopy(recs[:3]))
     out["final.txt"] = "\n\n".join(format_final(r["client"]) for r in recs if r.get("client"))
 
     # make report: REPORT.md, the charts, and (no reproduction recorded) no REPRODUCTION.md

@@ -21,6 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from harness import impairment, link, netns  # noqa: E402
+from harness import tables  # noqa: E402
 from harness import servers as srv  # noqa: E402
 
 LOADGEN = os.path.join(ROOT, "build", "loadgen")
@@ -478,17 +479,16 @@ def _fake_record(spec, rtt_ms, warnings=(), drops=3):
 
 
 def test_table_shows_rtt_drops_and_a_mismatch_warning():
-    from harness import runner
     recs = [_fake_record("raw_epoll", 10.2),
             _fake_record("master", 0.3, ["RTT mismatch: measured 0.30 ms, ..."], drops=5)]
-    table = runner.format_table(recs)
+    table = tables.format_table(recs)
     assert "RTT ms" in table and "pkt drops" in table
     assert "10.20 (10)" in table and "0.30 (10) !" in table
     assert "WARNING: master on 100mbit: 1 run(s)" in table
     assert "Round-trip bound" in table
     # Loopback records: no such columns.
     plain = [dict(r, rtt=None, link_stats=None, warnings=[]) for r in recs]
-    assert "RTT ms" not in runner.format_table(plain)
+    assert "RTT ms" not in tables.format_table(plain)
 
 
 def _udp_burst(lk, n: int, *, gap_every: int = 20) -> list[int]:

@@ -10,11 +10,12 @@ import shutil
 
 import pytest
 
-from harness import frame, profile, reproduce, reproduction, runner, study, syscalls
+from harness import frame, profile, reproduce, reproduction, study, syscalls
+from harness import procs
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
-needs_loadgen = pytest.mark.skipif(not os.access(runner.loadgen_path(), os.X_OK),
+needs_loadgen = pytest.mark.skipif(not os.access(procs.loadgen_path(), os.X_OK),
                                    reason="build/loadgen is not built (make build)")
 needs_strace = pytest.mark.skipif(shutil.which("strace") is None,
                                   reason="strace is not installed (apt-get install strace)")
