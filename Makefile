@@ -47,7 +47,7 @@ RUN_ARGS = $(if $(LINK),--link $(LINK)) $(if $(REPEAT),--repeat $(REPEAT)) \
 
 C_BINS := $(BUILD)/loadgen $(BUILD)/c_epoll $(BUILD)/delayline
 
-.PHONY: all venv build test bench compare serve load sweep soak report profile syscalls reproduce clean help
+.PHONY: all venv build test bench compare twohost-serve twohost-load serve load sweep soak report profile syscalls reproduce clean help
 
 all: venv build
 
@@ -57,7 +57,7 @@ help:
 	@echo "make compare [SERVERS=\"raw_epoll master ...\"]   make test   make lint   make report   make profile VARIANT=x"
 	@echo "make compare SERVERS=\"master@HEAD master\" (a revision against your edit)   LOOP=mod:Class   SERVER_CMD='./srv {port}'"
 	@echo "make syscalls VARIANT=x   make reproduce   make soak VARIANT=x   make sweep VARIANT=x [RATES=2000,5000]"
-	@echo "make serve VARIANT=x PORT=p    make load HOST=h PORT=p    (two-host runs)"
+	@echo "make twohost-serve VARIANT=x PORT=p    make twohost-load HOST=h PORT=p    (two-host runs)"
 
 venv: $(STAMP)-core
 
@@ -78,8 +78,10 @@ TAKES_bench    := VARIANT $(RUN_KNOBS)
 TAKES_compare  := SERVERS LOOP SERVER_CMD $(RUN_KNOBS)
 TAKES_sweep    := VARIANT RATES $(RUN_KNOBS)
 TAKES_soak     := VARIANT $(RUN_KNOBS)
-TAKES_serve    := VARIANT HOST PORT RUN_ID SIZE PYTHON SERVER_CPU
-TAKES_load     := HOST PORT RUN_ID $(RUN_KNOBS)
+TAKES_twohost-serve := VARIANT HOST PORT RUN_ID SIZE PYTHON SERVER_CPU
+TAKES_twohost-load  := HOST PORT RUN_ID $(RUN_KNOBS)
+TAKES_serve    := $(TAKES_twohost-serve)
+TAKES_load     := $(TAKES_twohost-load)
 TAKES_profile  := VARIANT CONNECTIONS
 TAKES_syscalls := VARIANT CONNECTIONS DIET
 TAKES_reproduce := SERVER_CPU
@@ -149,11 +151,17 @@ sweep: knobs-sweep venv build
 soak: knobs-soak venv build
 	$(PY) -m harness soak $(if $(VARIANT),--variant $(VARIANT)) $(RUN_ARGS)
 
-serve: knobs-serve venv build
-	$(PY) -m harness serve-run $(if $(VARIANT),$(VARIANT)) $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(if $(RUN_ID),--run-id $(RUN_ID)) $(if $(SIZE),--size $(SIZE)) $(if $(PYTHON),--python $(PYTHON)) $(if $(SERVER_CPU),--server-cpu $(SERVER_CPU))
+twohost-serve: knobs-twohost-serve venv build
+	$(PY) -m harness twohost-serve $(if $(VARIANT),$(VARIANT)) $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(if $(RUN_ID),--run-id $(RUN_ID)) $(if $(SIZE),--size $(SIZE)) $(if $(PYTHON),--python $(PYTHON)) $(if $(SERVER_CPU),--server-cpu $(SERVER_CPU))
 
-load: knobs-load venv build
-	$(PY) -m harness load-run $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(if $(RUN_ID),--run-id $(RUN_ID)) $(RUN_ARGS)
+twohost-load: knobs-twohost-load venv build
+	$(PY) -m harness twohost-load $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(if $(RUN_ID),--run-id $(RUN_ID)) $(RUN_ARGS)
+
+# The old names of the two-host targets (`make serve` read like `python -m harness serve`,
+# the single-host foreground server): still accepted, with a one-line note.
+serve load: %: knobs-%
+	@echo "note: make $@ is now make twohost-$@ (the old name will go)" >&2
+	@$(MAKE) --no-print-directory twohost-$@
 
 report: knobs-report $(STAMP)-report
 	$(PY) -m harness report

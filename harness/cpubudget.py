@@ -49,6 +49,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from harness import procfs
+
 PERIOD_US = 20_000            # CFS period: see the essay
 PREFIX = "events-"
 _NAME_RE = re.compile(r"^events-(\d+)-(\d+)-\d+$")
@@ -137,22 +139,6 @@ def _write(path: str, text: str) -> None:
         f.write(text)
 
 
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
-
-
-def _start_ticks(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 class Group:
     """One cgroup with a CPU quota of ``cores`` cores; ``remove()`` is idempotent."""
 
@@ -163,7 +149,7 @@ class Group:
         _counter += 1
         self.ctl, self.cores, self.period_us = ctl, float(cores), int(period_us)
         self.quota_us = max(1000, int(round(self.cores * self.period_us)))   # the kernel's minimum is 1 ms
-        self.name = f"{PREFIX}{os.getpid()}-{_start_ticks(os.getpid()) or 0}-{_counter}"
+        self.name = f"{PREFIX}{os.getpid()}-{procfs.start_ticks(os.getpid()) or 0}-{_counter}"
         self.path = os.path.join(ctl.root, self.name)
         self.removed = False
         try:
@@ -182,12 +168,12 @@ class Group:
         return os.path.join(self.path, "cgroup.procs")
 
     def pids(self) -> list[int]:
-        text = _read(self.procs_file) or ""
+        text = procfs.read_text(self.procs_file) or ""
         return [int(p) for p in text.split() if p.isdigit()]
 
     def stat(self) -> dict:
         """Cumulative counters: nr_periods, nr_throttled, throttled_s (and usage_s on v2)."""
-        text = _read(os.path.join(self.path, "cpu.stat")) or ""
+        text = procfs.read_text(os.path.join(self.path, "cpu.stat")) or ""
         raw = {}
         for line in text.splitlines():
             parts = line.split()
@@ -283,7 +269,7 @@ def cleanup_stale(ctl: Controller | None = None, out=None) -> list[str]:
     for name in ours(ctl):
         m = _NAME_RE.match(name)
         pid, start = int(m.group(1)), int(m.group(2))
-        now = _start_ticks(pid)
+        now = procfs.start_ticks(pid)
         if now is not None and (start == 0 or now == start):
             continue                                  # a live run's group
         path = os.path.join(ctl.root, name)

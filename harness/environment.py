@@ -23,6 +23,8 @@ import sys
 import time
 from importlib import metadata
 
+from harness import procfs
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PACKAGES = ("uvloop", "pandas", "numpy", "matplotlib", "line_profiler", "pytest")
@@ -51,16 +53,8 @@ print(json.dumps({"version": sys.version.split()[0], "implementation": sys.imple
 """
 
 
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
-
-
 def cpu_model() -> str | None:
-    text = _read("/proc/cpuinfo") or ""
+    text = procfs.read_text("/proc/cpuinfo") or ""
     for line in text.splitlines():
         if line.lower().startswith(("model name", "hardware", "cpu model")):
             return line.split(":", 1)[1].strip()
@@ -109,7 +103,7 @@ def sysctls(read=None) -> dict:
     out = {}
     for key, path in SYSCTLS.items():
         try:
-            text = read(path) if read else _read(path)
+            text = read(path) if read else procfs.read_text(path)
         except OSError:
             text = None
         value = " ".join(text.split()) if text else None

@@ -414,20 +414,20 @@ def run(spec: str, *, connections: int = DEFAULT_CONNECTIONS,
     out = out or sys.stdout
     from line_profiler import load_stats, show_text
 
-    from harness import runner
+    from harness import client, procs
     from harness import servers as srv
 
     spec_obj = srv.parse_spec(spec)
     if spec_obj.server.kind != "python":
-        raise runner.RunnerError(f"{spec_obj.name} is not a Python server: line_profiler "
-                                 "cannot see inside it")
+        raise procs.RunnerError(f"{spec_obj.name} is not a Python server: line_profiler "
+                                "cannot see inside it")
     if not (spec_obj.server.variant or spec_obj.name == srv.BASELINE):
         # asyncio/uvloop: their loops are not in this repository, so the categories would
         # only see the protocol callbacks and the verdict would mean nothing.
-        raise runner.RunnerError(f"profile covers {srv.BASELINE} and the Events variants "
-                                 f"({', '.join(srv.VARIANTS)}); {spec_obj.name}'s event loop "
-                                 "is not ours to profile line by line")
-    loadgen = runner.check_loadgen()
+        raise procs.RunnerError(f"profile covers {srv.BASELINE} and the Events variants "
+                                f"({', '.join(srv.VARIANTS)}); {spec_obj.name}'s event loop "
+                                "is not ours to profile line by line")
+    loadgen = procs.check_loadgen()
     tmp = tempfile.mkdtemp(prefix="events-profile-")
     base = os.path.join(tmp, "prof")
     prefix = [sys.executable, "-m", "harness.profile", "--child", base, "--"]
@@ -435,18 +435,18 @@ def run(spec: str, *, connections: int = DEFAULT_CONNECTIONS,
     try:
         print(f"profiling {spec_obj.text} (pid {server.pid}) over {connections:,} connections, "
               f"{concurrency} in flight; the profiler slows it several times", file=out)
-        argv = runner.client_argv(loadgen, "127.0.0.1", server.port, concurrency=concurrency,
+        argv = client.client_argv(loadgen, "127.0.0.1", server.port, concurrency=concurrency,
                                   size=100, duration=None, warmup=0, rate=None, timeout_ms=10000,
                                   close_mode="fin", count=connections)
-        res = runner.run_client(argv, timeout=120 + connections / 100, server_alive=server.alive)
+        res = client.run_client(argv, timeout=120 + connections / 100, server_alive=server.alive)
     finally:
         server.stop(timeout=60)
     try:
         if res.error:
-            raise runner.RunnerError(f"the load client failed: {res.error}")
+            raise procs.RunnerError(f"the load client failed: {res.error}")
         if not os.path.exists(base + ".lprof"):
-            raise runner.RunnerError("the profiled server wrote no profile; its stderr:\n"
-                                     + server.stderr_tail(1500))
+            raise procs.RunnerError("the profiled server wrote no profile; its stderr:\n"
+                                    + server.stderr_tail(1500))
         stats = load_stats(base + ".lprof")
         with open(base + ".json") as f:
             meta = json.load(f)
@@ -463,7 +463,7 @@ def run(spec: str, *, connections: int = DEFAULT_CONNECTIONS,
             buf = io.StringIO()
             show_text(stats.timings, stats.unit, stream=buf, stripzeros=True)
             # file names relative to the repository: the output names no path outside it
-            f.write(buf.getvalue().replace(runner.ROOT.rstrip("/") + "/", ""))
+            f.write(buf.getvalue().replace(procs.ROOT.rstrip("/") + "/", ""))
         with open(os.path.join(d, name + ".json"), "w") as f:
             json.dump(result, f, indent=1, default=str)
         chart(result, spec_obj.text, os.path.join(d, name + ".png"))
@@ -488,29 +488,29 @@ def main(argv=None) -> int:
             return 2
         child(argv[1], argv[3:])
         return 0
-    from harness import records, runner
+    from harness import procs, records
     from harness import servers as srv
 
-    from harness import cli
-    ap = cli._Parser(prog="python -m harness profile",
+    from harness import cmdline
+    ap = cmdline.Parser(prog="python -m harness profile",
                                  description="line_profiler over a server's event loop and procs "
                                              "for a fixed number of connections (never timed).")
     ap.add_argument("--variant", "--server", dest="spec", default="master",
                     help="server spec (master, alone_proc, mul_thread, raw_epoll, ...)")
-    ap.add_argument("--connections", type=cli._positive_int, default=DEFAULT_CONNECTIONS)
-    ap.add_argument("--concurrency", type=cli._positive_int, default=DEFAULT_CONCURRENCY)
+    ap.add_argument("--connections", type=cmdline.positive_int, default=DEFAULT_CONNECTIONS)
+    ap.add_argument("--concurrency", type=cmdline.positive_int, default=DEFAULT_CONCURRENCY)
     ap.add_argument("--results-dir")
     args = ap.parse_args(argv)
     try:
         srv.parse_spec(args.spec)
-        cli.check_common(args)
-    except (srv.ServerError, cli.UsageError) as e:
+        cmdline.check_common(args)
+    except (srv.ServerError, cmdline.UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
         result = run(args.spec, connections=args.connections, concurrency=args.concurrency,
                      results=records.results_dir(args.results_dir))
-    except (srv.ServerError, runner.RunnerError, ValueError) as e:
+    except (srv.ServerError, procs.RunnerError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print("wrote " + ", ".join(result["paths"]))

@@ -1,4 +1,4 @@
-"""The benchmark runner: bench, compare, sweep and soak batches, and their tables.
+"""The benchmark runner: bench, compare, sweep and soak batches.
 
 Design essay.  Every figure this repository publishes is a *ratio from paired,
 interleaved rounds*: on a shared 2-vCPU machine two runs of the same server
@@ -25,53 +25,30 @@ Honesty rules, kept in code rather than in the README:
 * a run that broke (server died, client failed, timeout) is recorded as
   ``failed`` with the error and the server's stderr, and the batch goes on.
 
-Interrupts.  Ctrl-C or SIGTERM must leave no process behind and lose no
-completed run.  SIGTERM is turned into KeyboardInterrupt; while a child is being
-*started* (between fork and the moment we hold its handle) the interrupt is
-deferred, so there is never a child we could not stop.  On the way out the
-current client and server are stopped by PID, the link's context manager
-removes its namespaces, and the caller gets ``BatchInterrupted`` with the runs
-that were kept.
-
-Pinning.  With two or more CPUs the server runs on the first allowed CPU and
-the client on the second, via ``taskset -c K`` placed after the link's prefix
-(``ip netns exec`` and ``taskset`` both exec, so the PID we hold is the
-server's and /proc/PID/stat is its CPU time).  Trade-off: on exactly two CPUs
-the kernel's softirq work and everything else on the machine share those two
-cores with us; that is the machine, and the environment record says so.
+Where the parts are: harness/procs.py starts and stops processes (interpreters, pinning,
+signals); harness/client.py runs the load client and turns its output into a run's
+metrics; harness/tables.py writes the batch table; harness/soak.py is the soak mode.
+This module plans a batch and runs it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import selectors
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
-import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
-from harness import cpubudget, environment, kstats, noise, records, summary
+from harness import cpubudget, environment, kstats, noise, records
 from harness import servers as srv
+from harness.client import CLIENT_BOUND_SHARE, client_argv, compute_metrics, run_client
+from harness.procs import RunnerError, Signals, check_loadgen, pinning
 from harness.progress import Progress
+from harness.tables import fmt_count, fmt_ms, format_table, print_table, summarize
 
-ROOT = records.ROOT
-CLIENT_BOUND_SHARE = 0.90
-# A budgeted server is "server-bound" when it used at least this share of its budget
-# (CFS accounting lets a group overshoot a little within a period, never for long).
-SERVER_BOUND_SHARE = 0.90
 DEFAULT_SERVERS = ("raw_epoll", "master", "mul_thread", "alone_proc", "asyncio", "uvloop", "c_epoll")
-
-
-class RunnerError(Exception):
-    """A clear, user-facing reason the batch cannot run (one line, no traceback)."""
 
 
 class BatchInterrupted(KeyboardInterrupt):
@@ -81,52 +58,6 @@ class BatchInterrupted(KeyboardInterrupt):
         super().__init__("interrupted")
         self.records = records_kept
         self.results = results
-
-
-# --------------------------------------------------------------------------- checks
-
-def loadgen_path() -> str:
-    # EVENTS_LOADGEN lets tests substitute a client that speaks the same protocol.
-    return os.environ.get("EVENTS_LOADGEN") or os.path.join(srv.BUILD, "loadgen")
-
-
-def check_loadgen() -> str:
-    path = loadgen_path()
-    if not os.access(path, os.X_OK):
-        raise RunnerError(f"{os.path.relpath(path, ROOT)} is not built: run `make build` (needs gcc)")
-    return path
-
-
-def resolve_python(python: str | None) -> str | None:
-    """The interpreter for Python servers, as an absolute path (None = the venv's).
-    A pyenv shim that is on PATH but not enabled fails when run; then the
-    matching ``~/.pyenv/versions/*/bin/NAME`` is used, and we say so."""
-    if not python:
-        return None
-    candidates = []
-    found = shutil.which(python) if os.sep not in python else (python if os.path.exists(python) else None)
-    if found:
-        candidates.append(found)
-    pyenv = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
-    vdir = os.path.join(pyenv, "versions")
-    if os.sep not in python and os.path.isdir(vdir):
-        for v in sorted(os.listdir(vdir), reverse=True):
-            p = os.path.join(vdir, v, "bin", python)
-            if os.access(p, os.X_OK):
-                candidates.append(p)
-    for path in candidates:
-        try:
-            r = subprocess.run([path, "-c", "import sys; print(sys.executable)"],
-                               capture_output=True, text=True, timeout=20)
-        except (OSError, subprocess.SubprocessError):
-            continue
-        if r.returncode == 0 and r.stdout.strip():
-            if path != found:
-                print(f"note: {python!r} on PATH does not run; using {path}", file=sys.stderr)
-            return r.stdout.strip()
-    if not candidates:
-        raise RunnerError(f"Python interpreter {python!r} not found (give a name on PATH or a path)")
-    raise RunnerError(f"Python interpreter {python!r} does not run (tried {', '.join(candidates)})")
 
 
 def apply_options(specs, *, diet: bool | tuple = False, pool: str | None = None) -> list[srv.Spec]:
@@ -155,64 +86,6 @@ def apply_options(specs, *, diet: bool | tuple = False, pool: str | None = None)
     return out
 
 
-def pinning(server_cores: float | None = None) -> tuple[list[str], list[str]]:
-    """(server prefix, client prefix): ``taskset -c`` on two different CPUs when we may use two.
-    A CPU budget above one core leaves the server unpinned (it may then use the cores
-    it was given); the client keeps its own CPU."""
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = []
-    taskset = shutil.which("taskset")
-    if len(cpus) < 2 or not taskset:
-        return [], []
-    server = [] if server_cores is not None and server_cores > 1 else [taskset, "-c", str(cpus[0])]
-    return server, [taskset, "-c", str(cpus[1])]
-
-
-# --------------------------------------------------------------------------- signals
-
-class _Signals:
-    """SIGTERM -> KeyboardInterrupt for the batch; ``deferred()`` postpones an
-    interrupt until a child we are starting is safely in our hands."""
-
-    def __init__(self):
-        self._old: dict = {}
-        self._deferring = 0
-        self._pending = False
-
-    def _handler(self, signum, frame):
-        if self._deferring:
-            self._pending = True
-            return
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    def install(self):
-        if threading.current_thread() is not threading.main_thread():
-            return self           # signals can only be handled in the main thread
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handler)
-        return self
-
-    def restore(self):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        self._old.clear()
-
-    @contextlib.contextmanager
-    def deferred(self):
-        self._deferring += 1
-        try:
-            yield
-        finally:
-            self._deferring -= 1
-            if not self._deferring and self._pending:
-                self._pending = False
-                raise KeyboardInterrupt("deferred signal")
-
-
-# --------------------------------------------------------------------------- links
-
 @contextlib.contextmanager
 def open_link(name: str, *, run_tag: str, delay=None, loss=None, out=sys.stderr):
     """harness.link's context manager, with its LinkError turned into our one-line RunnerError.
@@ -227,199 +100,11 @@ def open_link(name: str, *, run_tag: str, delay=None, loss=None, out=sys.stderr)
         raise RunnerError(str(e)) from None
 
 
-# --------------------------------------------------------------------------- the client
-
-@dataclass
-class ClientResult:
-    final: dict | None = None
-    snapshots: list = field(default_factory=list)
-    returncode: int | None = None
-    stderr: str = ""
-    error: str | None = None          # why the run is not usable, if it is not
-    wall_s: float = 0.0
-
-
-def client_argv(loadgen: str, host: str, port: int, *, concurrency: int, size: int,
-                duration: float | None, warmup: float, rate: float | None,
-                timeout_ms: int, close_mode: str, run_id: str | None = None,
-                count: int | None = None, src_addrs: int | None = None) -> list[str]:
-    argv = [loadgen, "--host", host, "--port", str(port), "--concurrency", str(concurrency),
-            "--size", str(size), "--warmup", _num(warmup), "--timeout-ms", str(timeout_ms),
-            "--close", close_mode]
-    argv += ["--count", str(count)] if count else ["--duration", _num(duration)]
-    if rate:
-        argv += ["--rate", _num(rate)]
-    if src_addrs:
-        argv += ["--src-addrs", str(src_addrs)]
-    if run_id:
-        argv += ["--run-id", run_id]
-    return argv
-
-
-def _num(x) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
-
-
-def run_client(argv: list[str], *, timeout: float, on_snapshot=None, on_tick=None,
-               server_alive=None, signals: _Signals | None = None) -> ClientResult:
-    """Run the load client to completion, parsing SNAPSHOT lines live and the FINAL line.
-    ``server_alive()`` is polled: if the server dies the client is stopped early
-    (it would only collect refusals).  ``on_tick(elapsed)`` is called about once a
-    second.  The client is always gone when this returns or raises."""
-    res = ClientResult()
-    errf = tempfile.TemporaryFile(mode="w+b", prefix="events-loadgen-err-")
-    proc = None
-    buf = b""
-    t0 = time.monotonic()
-    try:
-        # Deferred: an interrupt arriving during Popen is raised only once `proc` is
-        # assigned, inside this try, so the finally below always stops the client.
-        with signals.deferred() if signals else contextlib.nullcontext():
-            try:
-                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=errf, cwd=ROOT)
-            except OSError as e:
-                res.error = f"cannot start the load client: {e}"
-        if proc is None:
-            return res
-        sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        fd = proc.stdout.fileno()
-        last_tick = t0
-        eof = False
-        try:
-            while not eof:
-                now = time.monotonic()
-                if now - t0 > timeout:
-                    res.error = f"load client did not finish within {timeout:.0f}s; killed"
-                    break
-                if server_alive is not None and not server_alive():
-                    res.error = "server exited during the run"
-                    break
-                for _key, _ in sel.select(0.25):
-                    chunk = os.read(fd, 65536)
-                    if not chunk:
-                        eof = True
-                        break
-                    buf += chunk
-                    *lines, buf = buf.split(b"\n")
-                    for raw in lines:
-                        _parse_client_line(raw.decode("utf-8", "replace"), res, on_snapshot)
-                if on_tick and now - last_tick >= 1.0:
-                    last_tick = now
-                    on_tick(now - t0)
-            if eof:
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    res.error = "load client closed its output but did not exit; killed"
-        finally:
-            sel.close()
-    finally:
-        res.wall_s = time.monotonic() - t0
-        if proc is not None:
-            with signals.deferred() if signals else contextlib.nullcontext():
-                _stop_pid(proc)
-            res.returncode = proc.returncode
-            try:
-                rest = proc.stdout.read() or b""   # lines written after we stopped reading
-            except (OSError, ValueError):
-                rest = b""
-            for raw in (buf + rest).split(b"\n"):
-                _parse_client_line(raw.decode("utf-8", "replace"), res, on_snapshot)
-            proc.stdout.close()
-        errf.seek(0)
-        res.stderr = errf.read().decode("utf-8", "replace")[-4000:]
-        errf.close()
-    if res.error is None:
-        if res.returncode == 2:
-            res.error = "load client rejected its arguments: " + (res.stderr.strip() or "exit 2")
-        elif res.returncode != 0:
-            res.error = f"load client failed (exit {res.returncode}): {res.stderr.strip()[-500:]}"
-        elif res.final is None:
-            res.error = "load client printed no FINAL line"
-    return res
-
-
-def _parse_client_line(line: str, res: ClientResult, on_snapshot) -> None:
-    line = line.strip()
-    if line.startswith("SNAPSHOT "):
-        try:
-            snap = json.loads(line[9:])
-        except ValueError:
-            return
-        res.snapshots.append(snap)
-        if on_snapshot:
-            on_snapshot(snap)
-    elif line.startswith("FINAL "):
-        try:
-            res.final = json.loads(line[6:])
-        except ValueError:
-            res.error = "load client printed an unreadable FINAL line"
-
-
-def _stop_pid(proc: subprocess.Popen, grace: float = 3.0) -> None:
-    """Stop one child we started, by its PID: SIGTERM, then SIGKILL; always reaped."""
-    if proc.poll() is not None:
-        return
-    try:
-        proc.terminate()
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    except ProcessLookupError:
-        proc.wait()
-
-
-# --------------------------------------------------------------------------- metrics
-
-def compute_metrics(final: dict | None, server_cpu_s: float | None, wall_s: float | None,
-                    budget: float | None = None) -> dict:
-    """The figures of one run.  ``budget``: the server's CPU budget in cores (None = none);
-    ``server_bound`` says the budget, not the client, set the pace: the server used at
-    least SERVER_BOUND_SHARE of it and the client was not saturated."""
-    final = final or {}
-    completed = final.get("completed_total")
-    started = final.get("started_total")
-    failed = final.get("failed_total")
-    lat = final.get("latency_us") or {}
-    share = final.get("client_cpu_share")
-    per_conn = (server_cpu_s / completed * 1e6) if server_cpu_s is not None and completed else None
-    server_share = server_cpu_s / wall_s if server_cpu_s is not None and wall_s else None
-    client_bound = (share >= CLIENT_BOUND_SHARE) if share is not None else None
-    server_bound = None
-    if budget is not None and server_share is not None and client_bound is not None:
-        server_bound = bool(server_share >= SERVER_BOUND_SHARE * budget and not client_bound)
-    return {
-        "conn_per_s": final.get("conn_per_s"),
-        "server_cpu_s": _round(server_cpu_s, 4),
-        "server_cpu_us_per_conn": _round(per_conn, 2),
-        "server_cpu_share": _round(server_share, 4),
-        "client_cpu_share": share,
-        "client_bound": client_bound,
-        "server_bound": server_bound,
-        "started": started,
-        "completed": completed,
-        "failed": failed,
-        # lost = started and not completed: failed ones plus any still unfinished.
-        "lost": (started - completed) if started is not None and completed is not None else None,
-        "p50_us": lat.get("p50"),
-        "p99_us": lat.get("p99"),
-    }
-
-
-def _round(x, nd):
-    return None if x is None else round(x, nd)
-
-
-# --------------------------------------------------------------------------- one run
-
 @dataclass
 class Settings:
     """A batch's run settings.  Their defaults live here, once: the command line's
-    defaults (cli.py) and ``run_batch``'s are these (sweep and soak override repeat
-    and duration, in cli.py)."""
+    defaults (cmdline.add_common) and ``run_batch``'s are these (sweep and soak override
+    repeat and duration, in cli.py)."""
     kind: str = "compare"
     link: str = "loopback"
     # 6 rounds: the fewest that give a 95 % distribution-free interval for the median of
@@ -451,7 +136,7 @@ class Planned:
     rate: float | None = None
 
 
-class _Batch:
+class Batch:
     """The state of one batch: its link, environment, signals and kept runs."""
 
     def __init__(self, settings: Settings, *, total: int, out, results_dir: str | None,
@@ -464,7 +149,7 @@ class _Batch:
         self.batch_id = batch_id or records.new_id("b")
         self.records: list[dict] = []
         self.paths: list[str] = []
-        self.signals = _Signals()
+        self.signals = Signals()
         self.loadgen = check_loadgen()
         self.cpu_ctl = None
         self.calibration: dict | None = None
@@ -477,6 +162,8 @@ class _Batch:
                                   f"(SERVER_CPU=off runs without one)") from None
         self.server_prefix, self.client_prefix = pinning(self._cores())
         self.link: Any = None          # the open harness.link.Link while the batch runs
+        # (records) -> markdown added to the batch's .md file (the soak's verdicts)
+        self.appendix: Callable[[list[dict]], str] | None = None
         self.env: dict | None = None
 
     def _cores(self) -> float | None:
@@ -648,8 +335,8 @@ class _Batch:
         if r["status"] == "ok":
             cpu = m.get("server_cpu_us_per_conn")
             self.progress.line(
-                f"{tag} {_fmt(m.get('conn_per_s'))} conn/s, server CPU "
-                f"{'?' if cpu is None else f'{cpu:.1f}'} µs/conn, p99 {_ms(m.get('p99_us'))} ms, "
+                f"{tag} {fmt_count(m.get('conn_per_s'))} conn/s, server CPU "
+                f"{'?' if cpu is None else f'{cpu:.1f}'} µs/conn, p99 {fmt_ms(m.get('p99_us'))} ms, "
                 f"failed {m.get('failed')}, lost {m.get('lost')}"
                 + (", CLIENT-BOUND" if m.get("client_bound") else ""))
         else:
@@ -671,7 +358,7 @@ class _Batch:
                 if self.cpu_ctl is not None:
                     cpubudget.cleanup_stale(self.cpu_ctl, out=self.out)
                     if self.s.server_cpu == "auto":
-                        self.s.server_cpu = self._calibrate(_unique(p.spec for p in plan))
+                        self.s.server_cpu = self._calibrate(unique_specs(p.spec for p in plan))
                         self.server_prefix, self.client_prefix = pinning(self._cores())
                     self.progress.line(self._budget_line())
                 for n, item in enumerate(plan, 1):
@@ -679,7 +366,7 @@ class _Batch:
                 self.noise["end"] = noise.sample(_noise_seconds())
         except KeyboardInterrupt:
             self.progress.done()
-            self._write_batch(interrupted=True)
+            self.write_batch(interrupted=True)
             raise BatchInterrupted(self.records, self.root) from None
         finally:
             self.signals.restore()
@@ -721,7 +408,7 @@ class _Batch:
                    "server_cpu_share": m.get("server_cpu_share"),
                    "server_cpu_us_per_conn": m.get("server_cpu_us_per_conn")}
             probes.append(row)
-            self.progress.line(f"calibration {spec.text} @{cores0:g} core: {_fmt(row['conn_per_s'])} conn/s, "
+            self.progress.line(f"calibration {spec.text} @{cores0:g} core: {fmt_count(row['conn_per_s'])} conn/s, "
                                f"client {_pct0(row['client_cpu_share'])} of its core"
                                + ("" if rec["status"] == "ok" else f" ({rec['error']})"))
             if rec["status"] != "ok" or not m.get("conn_per_s") or not m.get("client_cpu_share") \
@@ -742,7 +429,7 @@ class _Batch:
             share = rec["metrics"].get("client_cpu_share")
             check = {"spec": best[1].text, "cores": b, "status": rec["status"],
                      "conn_per_s": rec["metrics"].get("conn_per_s"), "client_cpu_share": share}
-            self.progress.line(f"calibration check {best[1].text} @{b:g} core: {_fmt(check['conn_per_s'])} "
+            self.progress.line(f"calibration check {best[1].text} @{b:g} core: {fmt_count(check['conn_per_s'])} "
                                f"conn/s, client {_pct0(share)} of its core")
             if share is None or share <= self.AUTO_TARGET + 0.05 or b <= 0.05:
                 break
@@ -752,7 +439,7 @@ class _Batch:
                             "check": check, "chosen_cores": b}
         return b
 
-    def _write_batch(self, interrupted: bool = False) -> tuple[str, str] | None:
+    def write_batch(self, interrupted: bool = False) -> tuple[str, str] | None:
         if not self.records:
             return None
         link = self.link.name if self.link is not None else self.s.link   # e.g. 100mbit+5ms
@@ -766,7 +453,7 @@ class _Batch:
               + ("Interrupted: only the runs below were completed.\n\n" if interrupted else "")
               + format_table(self.records, markdown=True)
               + "".join(f"\n{w}\n" for w in self.warnings())
-              + (f"\n```\n{format_soak(self.records)}\n```\n" if self.s.kind == "soak" else ""))
+              + (self.appendix(self.records) if self.appendix else ""))
         try:
             return records.write_batch(self.batch_id, summary, md, self.root)
         except FileExistsError:
@@ -803,6 +490,8 @@ def _pct0(x) -> str:
 
 
 RTT_TOLERANCE, RTT_SLACK_MS = 0.20, 0.05
+
+
 LOSSY_TIMEOUT_MS = 16000
 
 
@@ -830,20 +519,6 @@ def _guarded(fn, record):
         return None
 
 
-def _fmt(x) -> str:
-    return "?" if x is None else f"{x:,.0f}"
-
-
-def _budget(cores) -> str:
-    return "off" if cores is None else f"{cores:g} core"
-
-
-def _ms(us) -> str:
-    return "?" if us is None else f"{us / 1000:.2f}"
-
-
-# --------------------------------------------------------------------------- batches
-
 def make_plan(specs: list, repeat: int, rates: list | None = None) -> list[Planned]:
     """Rounds of every spec, the order rotated by one each round; for a sweep, the
     rounds of each offered rate in increasing order."""
@@ -856,7 +531,7 @@ def make_plan(specs: list, repeat: int, rates: list | None = None) -> list[Plann
     return plan
 
 
-def _unique(specs) -> list[srv.Spec]:
+def unique_specs(specs) -> list[srv.Spec]:
     """Specs (texts are parsed), each once."""
     seen, out = set(), []
     for s in specs:
@@ -879,7 +554,7 @@ def run_batch(specs, *, kind: str = "compare", out=sys.stdout, results_dir: str 
     repeat, duration, warmup = settings.repeat, settings.duration, settings.warmup
     concurrency, size, loss, timeout_ms = settings.concurrency, settings.size, settings.loss, \
         settings.timeout_ms
-    specs = _unique(specs)
+    specs = unique_specs(specs)
     if not specs:
         raise RunnerError("no servers to run")
     if repeat < 1 or duration <= 0 or warmup < 0 or concurrency < 1 or size < 1:
@@ -891,12 +566,12 @@ def run_batch(specs, *, kind: str = "compare", out=sys.stdout, results_dir: str 
               f"{LOSSY_TIMEOUT_MS} ms so that retransmitted handshakes (1+2+4+8 s) are "
               "not counted as lost", file=out)
         settings.timeout_ms = LOSSY_TIMEOUT_MS
-    settings.server_cpu_mode = server_cpu_mode or _mode_of(settings.server_cpu)
+    settings.server_cpu_mode = server_cpu_mode or mode_of(settings.server_cpu)
     plan = make_plan(specs, repeat, rates)
-    batch = _Batch(settings, total=len(plan), out=out, results_dir=results_dir)
+    batch = Batch(settings, total=len(plan), out=out, results_dir=results_dir)
     recs = batch.execute(plan, title=f"{kind} {' '.join(s.text for s in specs)}, "
                                      f"{repeat} round(s) of {duration:g}s")
-    paths = batch._write_batch()
+    paths = batch.write_batch()
     if show_table:
         print(file=out)
         print_table(recs, out=out)
@@ -910,283 +585,5 @@ def run_batch(specs, *, kind: str = "compare", out=sys.stdout, results_dir: str 
     return recs
 
 
-def _mode_of(server_cpu) -> str:
+def mode_of(server_cpu) -> str:
     return "off" if server_cpu is None else ("auto" if server_cpu == "auto" else "fixed")
-
-
-# --------------------------------------------------------------------------- soak
-
-SOAK_MIN_CONNECTIONS = 1_000_000
-SOAK_RSS_TOLERANCE = 0.05
-
-
-def read_rss_kb(pid: int) -> int | None:
-    """VmRSS of a process in kB (all threads), from /proc/PID/status."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-class SoakObserver:
-    """Samples the server's RSS every ``interval`` seconds during a soak run and
-    gives the verdict: enough connections, zero lost, RSS flat.
-
-    The baseline is the first sample at or after one minute (allocator pools,
-    caches and the interpreter's free lists settle in the first seconds); for a
-    soak shorter than 120 s it is the sample at 10 % of the duration instead,
-    and the verdict says so."""
-
-    def __init__(self, duration: float, warmup: float, interval: float = 5.0,
-                 min_connections: int = SOAK_MIN_CONNECTIONS):
-        self.duration, self.warmup, self.interval = duration, warmup, interval
-        self.min_connections = min_connections
-        total = duration + warmup
-        self.baseline_at = 60.0 if duration >= 120 else 0.1 * total
-        self.baseline_rule = "after the first minute" if duration >= 120 else \
-            f"after 10% of the duration ({self.baseline_at:.1f}s; soak shorter than 120s)"
-        self.samples: list[tuple[float, int]] = []
-        self._next = 0.0
-        self._pid = None
-
-    def started(self, server):
-        self._pid = server.pid
-        self._sample(0.0)
-
-    def _sample(self, elapsed):
-        rss = read_rss_kb(self._pid)
-        if rss is not None:
-            self.samples.append((round(elapsed, 2), rss))
-        self._next = elapsed + self.interval
-
-    def tick(self, server, elapsed):
-        # Sample at the interval, and exactly once as close as we can after the baseline time.
-        crossed = elapsed >= self.baseline_at and not any(t >= self.baseline_at for t, _ in self.samples)
-        if elapsed >= self._next or crossed:
-            self._sample(elapsed)
-
-    def finish(self, server, elapsed):
-        """The end-of-run sample, taken after the client exits and before the server stops."""
-        self._sample(elapsed)
-
-    def status(self) -> str:
-        return f"  rss={self.samples[-1][1] / 1024:.1f}MB" if self.samples else ""
-
-    def annotate(self, record: dict) -> None:
-        m = record["metrics"]
-        base = next(((t, kb) for t, kb in self.samples if t >= self.baseline_at), None)
-        end = self.samples[-1] if self.samples else None
-        growth = (end[1] - base[1]) / base[1] if base and end and base[1] else None
-        reasons = []
-        if record["status"] != "ok":
-            reasons.append(f"run failed: {record['error']}")
-        completed = m.get("completed") or 0
-        if completed < self.min_connections:
-            reasons.append(f"only {completed:,} connections (< {self.min_connections:,})")
-        if m.get("lost"):
-            reasons.append(f"{m['lost']:,} connections lost")
-        if growth is None:
-            reasons.append("RSS could not be sampled at the baseline and the end")
-        elif abs(growth) > SOAK_RSS_TOLERANCE:
-            reasons.append(f"RSS not flat: {growth:+.1%} (limit ±{SOAK_RSS_TOLERANCE:.0%})")
-        record["soak"] = {
-            "pass": not reasons, "reasons": reasons, "baseline_rule": self.baseline_rule,
-            "rss_baseline_kb": base[1] if base else None, "rss_baseline_at_s": base[0] if base else None,
-            "rss_end_kb": end[1] if end else None, "rss_end_at_s": end[0] if end else None,
-            "rss_growth": _round(growth, 4), "rss_samples": self.samples,
-            "connections": completed, "lost": m.get("lost"), "min_connections": self.min_connections,
-        }
-
-
-def soak(variants, *, duration: float = 600.0, out=sys.stdout, rss_interval: float = 5.0,
-         min_connections: int = SOAK_MIN_CONNECTIONS, **kw) -> list[dict]:
-    """One long run per variant (in turn), RSS sampled; prints PASS/FAIL per variant."""
-    specs = _unique(variants)
-    settings = Settings(kind="soak", duration=duration, repeat=1,
-                        **{k: v for k, v in kw.items() if k in Settings.__dataclass_fields__})
-    settings.server_cpu_mode = kw.get("server_cpu_mode") or _mode_of(settings.server_cpu)
-    plan = [Planned(s, 0, 0) for s in specs]
-    batch = _Batch(settings, total=len(plan), out=out, results_dir=kw.get("results_dir"))
-    recs = batch.execute(plan, title=f"soak {' '.join(s.text for s in specs)}, {duration:g}s each",
-                         observer_for=lambda item: SoakObserver(duration, settings.warmup, rss_interval,
-                                                                min_connections))
-    paths = batch._write_batch()
-    print(file=out)
-    print(format_soak(recs), file=out)
-    print(f"results: {os.path.join(batch.root, 'runs')}" + (f"; batch summary {paths[1]}" if paths else ""),
-          file=out)
-    return recs
-
-
-def format_soak(recs: list[dict]) -> str:
-    lines = ["soak: connections, losses and server RSS per variant"]
-    for r in recs:
-        s = r.get("soak") or {}
-        base, end = s.get("rss_baseline_kb"), s.get("rss_end_kb")
-        lines.append(
-            f"  {r['spec']:<28} {'PASS' if s.get('pass') else 'FAIL'}  "
-            f"connections {s.get('connections') or 0:,}  lost {s.get('lost')}  "
-            f"RSS {_mb(base)} ({s.get('baseline_rule', '?')}) -> {_mb(end)} at the end "
-            f"({_pct(s.get('rss_growth'))})")
-        for reason in s.get("reasons") or []:
-            lines.append(f"      {reason}")
-    return "\n".join(lines)
-
-
-def _pct(x) -> str:
-    return "?" if x is None else f"{x:+.1%}"
-
-
-def _mb(kb) -> str:
-    return "?" if kb is None else f"{kb / 1024:.1f} MB"
-
-
-# --------------------------------------------------------------------------- summary and table
-
-def summarize(recs: list[dict], baseline: str | None = None) -> list[dict]:
-    """The batch's rows, from the one summary engine (harness/summary.py: which runs
-    count, the group and pairing keys, the baseline rule, the interval and the verdict).
-    ``ok`` is kept as the name of the clean-run count for readers of older summaries."""
-    rows = summary.summarize(recs, baseline)
-    for r in rows:
-        r["ok"] = r["clean"]
-    return rows
-
-
-def format_table(recs: list[dict], *, markdown: bool = False) -> str:
-    rows = summarize(recs)
-    if not rows:
-        return "(no runs)\n"
-    sweep = any(r["rate"] is not None for r in rows)
-    budgeted = any(r["budget"] != "off" for r in rows)
-    links = len({r["link"] for r in rows}) > 1
-    shapes = len({(r["concurrency"], r["size"]) for r in rows}) > 1
-    # Shown only when measured (linked runs): the round trip and the packets the link dropped.
-    rtt = any(r.get("rtt_ms_median") is not None for r in rows)
-    drops = any(r.get("rtt_expected_ms") is not None or r.get("link_drops") for r in rows)
-    pythons = len({r["python"] for r in rows}) > 1
-    bases = {r["baseline"] for r in rows}
-    several = len(bases) > 1
-    base = "base" if several else (next(iter(bases)) or srv.BASELINE)
-    head = ["spec"] + (["link"] if links else []) + (["conc/size"] if shapes else []) \
-        + (["python"] if pythons else []) \
-        + (["offered/s"] if sweep else []) + (["CPU budget"] if budgeted else []) \
-        + (["baseline"] if several else []) + [
-        "runs clean/excl.", "conn/s median [min–max]", f"conn/s ×{base} [CI]", "verdict",
-        "server CPU µs/conn", f"CPU ×{base} [CI]", "CPU verdict", "conn/s × CPU", "pairs",
-        "p99 ms", "failed/lost", "client-bound"] \
-        + (["server-bound"] if budgeted else []) + (["RTT ms"] if rtt else []) + (["pkt drops"] if drops else [])
-    body = []
-    for r in rows:
-        cps = "?" if r["conn_per_s_median"] is None else \
-            f"{r['conn_per_s_median']:,.0f} [{r['conn_per_s_min']:,.0f}–{r['conn_per_s_max']:,.0f}]"
-        if r["rate"] and r["conn_per_s_median"] is not None \
-                and r["conn_per_s_median"] < summary.SUSTAINED_SHARE * r["rate"]:
-            cps += " short"
-        cpu = r["server_cpu_us_per_conn_median"]
-        isb = r["is_baseline"]
-        body.append([r["spec"]] + ([str(r["link"])] if links else [])
-                    + ([f"{r['concurrency']}/{r['size']}"] if shapes else [])
-                    + ([r["python"]] if pythons else [])
-                    + ([_fmt(r["rate"])] if sweep else [])
-                    + ([_budget(r["server_cpu"])] if budgeted else [])
-                    + ([str(r["baseline"])] if several else []) + [
-            f"{r['clean']}/{r['excluded']}", cps,
-            "1 (baseline)" if isb else summary.ratio_text(r["ratio_conn_to_baseline"],
-                                                          r["ratio_conn_interval"]),
-            "–" if isb else summary.verdict_text(r, "conn"),
-            "?" if cpu is None else f"{cpu:.1f}",
-            "1 (baseline)" if isb else summary.ratio_text(r["ratio_cpu_to_baseline"],
-                                                          r["ratio_cpu_interval"]),
-            "–" if isb else summary.verdict_text(r, "cpu"),
-            # Open loop: conn/s is the offered rate, so it cannot cross-check CPU.
-            "–" if isb or r["rate"] else summary.consistency_text(r["consistency"]),
-            summary.pairs_text(r),
-            _ms(r["p99_us_median"]), f"{r['failed']}/{r['lost']}", f"{r['client_bound']}/{r['clean']}"]
-            + ([f"{r['server_bound']}/{r['clean']}"] if budgeted else [])
-            + ([_rtt_cell(r)] if rtt else [])
-            + ([_fmt(r.get("link_drops"))] if drops else []))
-    if markdown:
-        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in body]
-    else:
-        widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
-        fmt = lambda row: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                                    for i, (c, w) in enumerate(zip(row, widths)))
-        lines = [fmt(head), fmt(["-" * w for w in widths])] + [fmt(row) for row in body]
-    notes = [f"Ratios: median over rounds of (spec ÷ {base} in the same round). " + summary.INTERVAL_NOTE,
-             "runs clean/excl.: runs that failed or lost connections are excluded from every median "
-             f"and ratio, and counted here. client-bound: runs whose client used ≥{CLIENT_BOUND_SHARE:.0%} "
-             "of a core (their conn/s measures the client)."]
-    notes.append(f"conn/s × CPU: the conn/s ratio times the CPU ratio, 1.00 when conn/s is what CPU per "
-                 f"connection predicts; '!' marks a gap over {summary.CONSISTENCY_TOLERANCE:.0%} "
-                 "(expected for client-bound runs, a warning for server-bound ones).")
-    if sweep:
-        notes.append(f"Open loop: 'short' marks an offered rate the server did not sustain (< "
-                     f"{summary.SUSTAINED_SHARE:.0%} of it completed); CPU per connection compares servers "
-                     "like for like only at a rate all of them sustain.")
-    commits = {r["spec"]: r["variant_commit"] for r in rows if r.get("variant_commit")}
-    if commits:
-        notes.append("Revisions: " + ", ".join(f"{s} = {c[:12]}" for s, c in commits.items())
-                     + " (library code from git; the plain name runs the working tree).")
-    if budgeted:
-        notes.append(f"CPU budget: the server ran in a cgroup with a CFS quota of that many cores; "
-                     f"server-bound: runs where it used ≥{SERVER_BOUND_SHARE:.0%} of its budget and the "
-                     "client was not saturated (their conn/s measures the server).")
-    if any(r["failed_runs"] for r in rows):
-        notes.append("Failed runs are kept on disk with their error and the server's stderr.")
-    if rtt:
-        notes.append("RTT: median of a TCP-connect probe through the link before each run "
-                     "(idle link); in brackets, twice the configured one-way delay; '!' marks "
-                     "runs where they differ by more than 20 %. pkt drops: packets the link "
-                     "dropped (random loss, queues), summed over runs.")
-        for r in rows:
-            if r.get("rtt_ms_median") and r["concurrency"] and r["rate"] is None:
-                notes.append(f"Round-trip bound on {r['link']}: a connection costs at least two "
-                             f"round trips (handshake, then request and echo), so {r['concurrency']} "
-                             f"in flight cannot exceed {r['concurrency']} ÷ (2 × "
-                             f"{r['rtt_ms_median']:.2f} ms) ≈ "
-                             f"{r['concurrency'] / (2 * r['rtt_ms_median'] / 1e3):,.0f} conn/s.")
-                break
-    notes += diet_notes(recs)
-    for r in rows:
-        if r.get("rtt_warnings"):
-            notes.append(f"WARNING: {r['spec']} on {r['link']}: {r['rtt_warnings']} run(s) measured an "
-                         f"RTT of {_ms_f(r.get('rtt_ms_median'))} ms where the configured delay "
-                         f"gives {_ms_f(r.get('rtt_expected_ms'))} ms: the delay is not what the "
-                         "link applied (see the runs' warnings).")
-    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
-
-
-def diet_notes(recs: list[dict]) -> list[str]:
-    """When a run of the table ran a diet: per server that did, the levers it cannot take
-    and why (the same lever names for every server; options.py)."""
-    names = list(dict.fromkeys(r.get("server") for r in recs
-                               if (r.get("config") or {}).get("diet_levers")))
-    notes = []
-    for name in names:
-        server = srv.SERVERS.get(name) or srv.OWN_SERVERS.get(name)
-        missing = server.diet.missing() if server else ()
-        if server and missing:
-            notes.append(f"Diet: {name}: {', '.join(missing)} not applied ({server.diet.summary}).")
-    return notes
-
-
-def _ms_f(x) -> str:
-    return "?" if x is None else f"{x:.2f}"
-
-
-def _rtt_cell(r: dict) -> str:
-    cell = _ms_f(r.get("rtt_ms_median"))
-    if r.get("rtt_expected_ms") is not None:
-        cell += f" ({r['rtt_expected_ms']:g})"
-    return cell + (" !" if r.get("rtt_warnings") else "")
-
-
-def print_table(recs: list[dict], out=sys.stdout) -> None:
-    print(format_table(recs), file=out, end="")
-    out.flush()

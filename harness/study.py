@@ -21,7 +21,7 @@ SOURCE = "docs/study.md (the project's account of the 2016 Events study)"
 
 @dataclass(frozen=True)
 class StudyFigure:
-    experiment: str          # key shared with reproduce.EXPERIMENTS
+    experiment: str          # key shared with reproduction.experiments()
     link: str                # "100mbit" or "1000mbit", our link names
     server: str              # what the study called it
     spec: str                # the spec of ours that corresponds to it

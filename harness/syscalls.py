@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 
-from harness import records, runner
+from harness import client, procs, records, runner
 from harness import servers as srv
 
 DEFAULT_CONNECTIONS = 5000
@@ -104,7 +104,7 @@ def measure(spec: str, *, connections: int = DEFAULT_CONNECTIONS,
     strace = shutil.which("strace")
     if not strace:
         raise SyscallError(NO_STRACE)
-    loadgen = runner.check_loadgen()
+    loadgen = procs.check_loadgen()
     spec_obj = srv.parse_spec(spec)
     tmpdir = tempfile.mkdtemp(prefix="events-strace-")
     outpath, errpath = os.path.join(tmpdir, "summary.txt"), os.path.join(tmpdir, "stderr.txt")
@@ -118,11 +118,11 @@ def measure(spec: str, *, connections: int = DEFAULT_CONNECTIONS,
         _wait_attached(tracer, errpath, ATTACH_TIMEOUT)
         print(f"strace attached to {spec_obj.text} (pid {server.pid}); "
               f"driving {connections:,} connections, {concurrency} in flight", file=out)
-        argv = runner.client_argv(loadgen, "127.0.0.1", server.port, concurrency=concurrency,
+        argv = client.client_argv(loadgen, "127.0.0.1", server.port, concurrency=concurrency,
                                   size=size, duration=None, warmup=0, rate=None, timeout_ms=5000,
                                   close_mode="fin", count=connections)
         # Generous: strace slows the server several times over.
-        res = runner.run_client(argv, timeout=60 + connections / 200, server_alive=server.alive)
+        res = client.run_client(argv, timeout=60 + connections / 200, server_alive=server.alive)
         tracer.send_signal(signal.SIGINT)         # detach: strace writes its summary and exits
         try:
             tracer.wait(timeout=15)
@@ -188,29 +188,29 @@ def write(result: dict, results: str) -> tuple[str, str]:
 
 
 def main(argv=None) -> int:
-    from harness import cli
-    ap = cli._Parser(prog="python -m harness syscalls",
+    from harness import cmdline
+    ap = cmdline.Parser(prog="python -m harness syscalls",
                                  description="System calls per connection of a server (strace -c).")
     ap.add_argument("--variant", "--server", dest="spec", default="raw_epoll",
                     help="server spec, e.g. raw_epoll, master, mul_thread:pool=oneshot")
-    ap.add_argument("--connections", type=cli._positive_int, default=DEFAULT_CONNECTIONS)
-    ap.add_argument("--concurrency", type=cli._positive_int, default=DEFAULT_CONCURRENCY)
-    ap.add_argument("--size", type=cli._positive_int, default=100)
+    ap.add_argument("--connections", type=cmdline.positive_int, default=DEFAULT_CONNECTIONS)
+    ap.add_argument("--concurrency", type=cmdline.positive_int, default=DEFAULT_CONCURRENCY)
+    ap.add_argument("--size", type=cmdline.positive_int, default=100)
     ap.add_argument("--diet", action="store_true", help="the syscall-diet mode of the server")
     ap.add_argument("--python", help="interpreter for Python servers")
     ap.add_argument("--results-dir")
     args = ap.parse_args(argv)
     try:
         srv.parse_spec(args.spec)
-        cli.check_common(args)
-    except (srv.ServerError, cli.UsageError) as e:
+        cmdline.check_common(args)
+    except (srv.ServerError, cmdline.UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
         spec = runner.apply_options([args.spec], diet=args.diet)[0].text
         result = measure(spec, connections=args.connections, concurrency=args.concurrency,
-                         size=args.size, python=runner.resolve_python(args.python))
-    except (SyscallError, srv.ServerError, runner.RunnerError) as e:
+                         size=args.size, python=procs.resolve_python(args.python))
+    except (SyscallError, srv.ServerError, procs.RunnerError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     jpath, mpath = write(result, records.results_dir(args.results_dir))

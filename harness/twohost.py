@@ -4,8 +4,8 @@ The study ran client and server on two machines joined by a real NIC.  An
 emulated link (harness/link.py) rebuilds that on one machine; this module is for
 doing it for real:
 
-    server machine:  make serve VARIANT=master PORT=8000        (prints a RUN_ID)
-    client machine:  make load HOST=<server address> PORT=8000 RUN_ID=<that id>
+    server machine:  make twohost-serve VARIANT=master PORT=8000        (prints a RUN_ID)
+    client machine:  make twohost-load HOST=<server address> PORT=8000 RUN_ID=<that id>
 
 Each side can only measure its own half, so each writes its own record, and the
 shared run id joins them: ``results/runs/<RUN_ID>-serve.json`` (kind "serve")
@@ -40,11 +40,11 @@ import socket
 import sys
 import time
 
-from harness import cpubudget, environment, kstats, records, runner
+from harness import client, cmdline, cpubudget, environment, kstats, procs, records
 from harness import servers as srv
+from harness.cmdline import EXIT_INTERRUPTED, EXIT_MISSING, EXIT_USAGE
 
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
-EXIT_USAGE, EXIT_MISSING, EXIT_INTERRUPTED = 2, 1, 130
 
 
 def link_label(label: str | None) -> str:
@@ -73,7 +73,7 @@ def _run_id(given: str | None) -> str:
         return records.new_id()
     if not _RUN_ID_RE.match(given):
         raise TwoHostError(f"bad run id {given!r}: use letters, digits, '.', '_' and '-' "
-                           "(as printed by `make serve`)", EXIT_USAGE)
+                           "(as printed by `make twohost-serve`)", EXIT_USAGE)
     return given
 
 
@@ -93,7 +93,7 @@ def _check_port(host: str, port: int) -> None:
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
                 raise TwoHostError(f"port {port} on {host} is in use: choose another "
-                                   f"(make serve PORT=...), or stop what listens there") from None
+                                   f"(make twohost-serve PORT=...), or stop what listens there") from None
             if e.errno == errno.EADDRNOTAVAIL:
                 raise TwoHostError(f"{host} is not an address of this machine: give one of its "
                                    f"own addresses, or 0.0.0.0 for all (HOST=...)", EXIT_USAGE) from None
@@ -104,7 +104,7 @@ def _check_port(host: str, port: int) -> None:
 
 
 def _save(record: dict, root: str | None) -> str:
-    # A second `make load` with the same RUN_ID becomes <id>-load-2, -3...: kept,
+    # A second `make twohost-load` with the same RUN_ID becomes <id>-load-2, -3...: kept,
     # still recognisably part of the pair.  (write_record never overwrites anyway.)
     runs = os.path.join(records.results_dir(root), "runs")
     base, n = record["run_id"], 2
@@ -121,7 +121,7 @@ def _base_record(kind: str, rid: str, spec: str, server: str | None, link: str) 
         "time_utc": records.utc_now(), "spec": spec, "server": server, "link": link,
         "round": 1, "position": 1, "status": "ok", "error": None, "server_stderr_tail": None,
         "config": {}, "client": None, "server_stats": None, "snapshots": [],
-        "metrics": runner.compute_metrics(None, None, None), "kernel": None, "link_stats": None,
+        "metrics": client.compute_metrics(None, None, None), "kernel": None, "link_stats": None,
         "env": None, "two_host": {"run_id": rid, "side": kind}, "warnings": [],
     }
 
@@ -129,8 +129,7 @@ def _base_record(kind: str, rid: str, spec: str, server: str | None, link: str) 
 # --------------------------------------------------------------------------- serve
 
 def _serve_parser():
-    from harness import cli
-    p = cli._Parser(prog="python -m harness serve-run",
+    p = cmdline.Parser(prog="python -m harness twohost-serve",
                     description="Two-host mode, server side: serve until Ctrl-C/SIGTERM, "
                                 "then save the server-side figures.")
     p.add_argument("spec", nargs="?", default="master",
@@ -138,32 +137,31 @@ def _serve_parser():
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0: all)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
     p.add_argument("--run-id", default=None, help="run id shared with the load side (default: new)")
-    p.add_argument("--size", type=cli._positive_int, default=100)
-    p.add_argument("--idle-timeout", type=cli._nonneg_float, default=None)
+    p.add_argument("--size", type=cmdline.positive_int, default=100)
+    p.add_argument("--idle-timeout", type=cmdline.nonneg_float, default=None)
     p.add_argument("--python", default=None, help="interpreter for a Python server")
     p.add_argument("--link", default=None,
                    help="label for the real link, e.g. 1000mbit: recorded as net-1000mbit "
                         "(default 'network')")
     p.add_argument("--results-dir", default=None)
-    p.add_argument("--server-cpu", type=cli._server_cpu, default=None, metavar="F|off",
+    p.add_argument("--server-cpu", type=cmdline.server_cpu_value, default=None, metavar="F|off",
                    help="hold the server to F cores (its own cgroup with a CFS quota; default off)")
     return p
 
 
 def serve(argv: list[str]) -> int:
-    from harness import cli
     a = _serve_parser().parse_args(argv)
     if not 0 <= a.port <= 65535:
         return _err(f"port {a.port} out of range 0-65535", EXIT_USAGE)
     try:
-        cli.check_common(a, link=False)      # --link here is a label for the real network
-        cli.check_host(a.host)
-    except cli.UsageError as e:
+        cmdline.check_common(a, link=False)      # --link here is a label for the real network
+        cmdline.check_host(a.host)
+    except cmdline.UsageError as e:
         return _err(str(e), EXIT_USAGE)
     try:
         spec = srv.parse_spec(a.spec)
         rid = _run_id(a.run_id)
-        python = runner.resolve_python(a.python)
+        python = procs.resolve_python(a.python)
         srv.check_available(spec, python)
         if a.port:
             _check_port(a.host, a.port)
@@ -181,7 +179,7 @@ def serve(argv: list[str]) -> int:
                     else EXIT_MISSING)
     except TwoHostError as e:
         return _err(str(e), e.code)
-    except runner.RunnerError as e:
+    except procs.RunnerError as e:
         return _err(str(e), EXIT_MISSING)
 
     stop = []
@@ -212,7 +210,7 @@ def serve(argv: list[str]) -> int:
             msg = str(e)
             first = msg.split("\n", 1)[0]
             if "Address already in use" in msg:
-                first = f"port {a.port} on {a.host} is in use: choose another (make serve PORT=...)"
+                first = f"port {a.port} on {a.host} is in use: choose another (make twohost-serve PORT=...)"
             record.update(status="failed", error=first, env=env,
                           server_stderr_tail=msg.split("stderr:\n", 1)[1][-2000:] if "stderr:\n" in msg else None)
             print(f"error: {first}", file=sys.stderr, flush=True)
@@ -228,7 +226,7 @@ def serve(argv: list[str]) -> int:
         print(f"run id: {rid}", flush=True)
         print(f"listening: {server.host}:{port} ({spec.text}, pid {server.pid})"
               + (f", held to {cores:g} core" if cores else ""), flush=True)
-        print(f"on the client machine: make load HOST=<this machine's address> PORT={port} "
+        print(f"on the client machine: make twohost-load HOST=<this machine's address> PORT={port} "
               f"RUN_ID={rid}", flush=True)
         print("Ctrl-C (or SIGTERM) stops the server and saves its figures.", flush=True)
         while not stop and server.alive():
@@ -251,8 +249,9 @@ def serve(argv: list[str]) -> int:
         served = (stats or {}).get("served")
         errors = (stats or {}).get("errors")
         m = record["metrics"]
-        m.update(server_cpu_s=runner._round(cpu, 4), completed=served, failed=errors,
-                 server_cpu_us_per_conn=runner._round(cpu / served * 1e6, 2) if cpu is not None and served else None)
+        m.update(server_cpu_s=client.round_or_none(cpu, 4), completed=served, failed=errors,
+                 server_cpu_us_per_conn=(client.round_or_none(cpu / served * 1e6, 2)
+                                         if cpu is not None and served else None))
         record["serve_wall_s"] = round(t1 - t0, 3)
         if died:
             record.update(status="failed",
@@ -301,14 +300,13 @@ def _n(x) -> str:
 # --------------------------------------------------------------------------- load
 
 def _load_parser():
-    from harness import cli
-    p = cli._Parser(prog="python -m harness load-run",
-                    description="Two-host mode, client side: one load run against a `make serve`.")
+    p = cmdline.Parser(prog="python -m harness twohost-load",
+                    description="Two-host mode, client side: one load run against a `make twohost-serve`.")
     p.add_argument("--host", default=None, help="the server machine's address (required)")
-    p.add_argument("--port", type=int, default=8000, help="the port `make serve` printed (default 8000)")
-    p.add_argument("--run-id", default=None, help="the run id `make serve` printed")
+    p.add_argument("--port", type=int, default=8000, help="the port `make twohost-serve` printed (default 8000)")
+    p.add_argument("--run-id", default=None, help="the run id `make twohost-serve` printed")
     # The benchmark options of every other run (their defaults live in cli, once).
-    cli._common(p, duration=10.0, repeat=1)
+    cmdline.add_common(p, duration=10.0, repeat=1)
     return p
 
 
@@ -317,40 +315,39 @@ def load(argv: list[str]) -> int:
     a = p.parse_args(argv)
     # Server-side or emulation-only options have no meaning here: say so, do not ignore.
     for flag, value, why in (
-            ("--repeat/REPEAT", a.repeat != 1, "one load run per run id: run `make load` again"),
+            ("--repeat/REPEAT", a.repeat != 1, "one load run per run id: run `make twohost-load` again"),
             ("--delay/DELAY", a.delay, "the delay of a real network is whatever it is"),
             ("--loss/LOSS", a.loss, "the loss of a real network is whatever it is"),
-            ("--python/PYTHON", a.python, "give it to `make serve` on the server machine"),
-            ("--diet/DIET", a.diet, "a server option: make serve VARIANT=raw_epoll:diet"),
-            ("--pool/POOL", a.pool, "a server option: make serve VARIANT=mul_thread:pool=oneshot"),
-            ("--idle-timeout", a.idle_timeout is not None, "a server option: give it to `make serve`"),
+            ("--python/PYTHON", a.python, "give it to `make twohost-serve` on the server machine"),
+            ("--diet/DIET", a.diet, "a server option: make twohost-serve VARIANT=raw_epoll:diet"),
+            ("--pool/POOL", a.pool, "a server option: make twohost-serve VARIANT=mul_thread:pool=oneshot"),
+            ("--idle-timeout", a.idle_timeout is not None, "a server option: give it to `make twohost-serve`"),
             ("--server-cpu/SERVER_CPU", a.server_cpu is not None,
-             "the budget is the server's: make serve SERVER_CPU=0.4 on the server machine")):
+             "the budget is the server's: make twohost-serve SERVER_CPU=0.4 on the server machine")):
         if value:
             return _err(f"{flag} does not apply to a two-host load run: {why}", EXIT_USAGE)
     if not a.host:
-        return _err("load-run needs the server machine's address: make load HOST=<address> "
-                    "PORT=<the port make serve printed> RUN_ID=<its run id>", EXIT_USAGE)
+        return _err("twohost-load needs the server machine's address: make twohost-load HOST=<address> "
+                    "PORT=<the port make twohost-serve printed> RUN_ID=<its run id>", EXIT_USAGE)
     if not 1 <= a.port <= 65535:
         return _err(f"port {a.port} out of range 1-65535", EXIT_USAGE)
-    from harness import cli
     try:
-        cli.check_common(a, link=False)      # --link here is a label for the real network
-        cli.check_host(a.host)
-    except cli.UsageError as e:
+        cmdline.check_common(a, link=False)      # --link here is a label for the real network
+        cmdline.check_host(a.host)
+    except cmdline.UsageError as e:
         return _err(str(e), EXIT_USAGE)
     link = link_label(a.link if a.link != "loopback" else None)
     try:
         rid = _run_id(a.run_id)
-        loadgen = runner.check_loadgen()
+        loadgen = procs.check_loadgen()
     except TwoHostError as e:
         return _err(str(e), e.code)
-    except runner.RunnerError as e:
+    except procs.RunnerError as e:
         return _err(str(e), EXIT_MISSING)
     if a.run_id is None:
         print(f"note: no RUN_ID given; this run is {rid}, which no serve record shares "
-              f"(pass RUN_ID=<the id `make serve` printed> to join them)", file=sys.stderr, flush=True)
-    argv_c = runner.client_argv(loadgen, a.host, a.port, concurrency=a.concurrency, size=a.size,
+              f"(pass RUN_ID=<the id `make twohost-serve` printed> to join them)", file=sys.stderr, flush=True)
+    argv_c = client.client_argv(loadgen, a.host, a.port, concurrency=a.concurrency, size=a.size,
                                 duration=a.duration, warmup=a.warmup, rate=a.rate,
                                 timeout_ms=a.timeout_ms, close_mode=a.close_mode, run_id=rid)
     record = _base_record("load", rid, "remote", None, link)
@@ -367,9 +364,9 @@ def load(argv: list[str]) -> int:
                     f"{a.duration + a.warmup:g}s  failed={snap.get('failed', 0)}")
 
     k0 = kstats.snapshot()
-    signals = runner._Signals().install()
+    signals = procs.Signals().install()
     try:
-        res = runner.run_client(argv_c, timeout=a.duration + a.warmup + a.timeout_ms / 1000 + 30,
+        res = client.run_client(argv_c, timeout=a.duration + a.warmup + a.timeout_ms / 1000 + 30,
                                 on_snapshot=show, signals=signals)
     except KeyboardInterrupt:
         prog.done()
@@ -379,7 +376,7 @@ def load(argv: list[str]) -> int:
         signals.restore()
     prog.done()
     record.update(client=res.final, snapshots=res.snapshots, kernel=kstats.delta(k0, kstats.snapshot()),
-                  metrics=runner.compute_metrics(res.final, None, res.wall_s))
+                  metrics=client.compute_metrics(res.final, None, res.wall_s))
     if res.stderr.strip():
         record["client_stderr_tail"] = res.stderr[-2000:]
     if res.returncode == 2:
@@ -390,11 +387,10 @@ def load(argv: list[str]) -> int:
         record.update(status="failed", error=res.error)
     elif fin and not fin.get("completed_total") and refused:
         record.update(status="failed",
-                      error=f"{a.host}:{a.port} refused every connection: is `make serve` running "
+                      error=f"{a.host}:{a.port} refused every connection: is `make twohost-serve` running "
                             f"there, on that port?")
-    from harness import cli
     if res.final:
-        print(cli.format_final(res.final), flush=True)
+        print(client.format_final(res.final), flush=True)
     if record["error"]:
         print(f"error: {record['error']}", file=sys.stderr, flush=True)
     print(f"saved {_save(record, a.results_dir)}", flush=True)
@@ -404,11 +400,11 @@ def load(argv: list[str]) -> int:
 # --------------------------------------------------------------------------- entry
 
 def main(argv: list[str]) -> int:
-    """``main(["serve", ...])`` or ``main(["load", ...])`` (cli.py's serve-run/load-run)."""
+    """``main(["serve", ...])`` or ``main(["load", ...])`` (cli.py's twohost-serve/twohost-load)."""
     argv = list(argv)
     if not argv or argv[0] not in ("serve", "load"):
-        return _err("two-host mode: `python -m harness serve-run SPEC ...` (server side) or "
-                    "`python -m harness load-run --host H ...` (client side)", EXIT_USAGE)
+        return _err("two-host mode: `python -m harness twohost-serve SPEC ...` (server side) or "
+                    "`python -m harness twohost-load --host H ...` (client side)", EXIT_USAGE)
     try:
         return serve(argv[1:]) if argv[0] == "serve" else load(argv[1:])
     except KeyboardInterrupt:

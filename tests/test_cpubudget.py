@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from harness import cli, cpubudget, records, runner
+from harness import cmdline, cpubudget, records, runner
+from harness import procs
 from harness import servers as srv
 
 ROOT = records.ROOT
@@ -100,17 +101,17 @@ def test_default_budget_falls_back_in_one_line(monkeypatch):
         raise cpubudget.BudgetError("no permission to create cgroups under /sys/fs/cgroup/cpu (run as root)")
     monkeypatch.setattr(cpubudget, "check", refuse)
     err = io.StringIO()
-    assert cli.resolve_server_cpu(None, budget_default=True, out=err) == (None, "off")
+    assert cmdline.resolve_server_cpu(None, budget_default=True, out=err) == (None, "off")
     lines = err.getvalue().splitlines()
     assert len(lines) == 1 and lines[0].startswith("note: running without a server CPU budget")
     assert "run as root" in lines[0] and "client-bound" in lines[0]
     # Given explicitly, the same situation is an error, not a silent unbudgeted run.
-    with pytest.raises(runner.RunnerError) as e:
-        cli.resolve_server_cpu(0.4, budget_default=True, out=err)
+    with pytest.raises(procs.RunnerError) as e:
+        cmdline.resolve_server_cpu(0.4, budget_default=True, out=err)
     assert "SERVER_CPU=0.4" in str(e.value) and "SERVER_CPU=off" in str(e.value)
-    assert cli.resolve_server_cpu("off", budget_default=True) == (None, "off")
+    assert cmdline.resolve_server_cpu("off", budget_default=True) == (None, "off")
     # No default budget where the command has none (sweep, soak) or an offered rate is given.
-    assert cli.resolve_server_cpu(None, budget_default=False) == (None, "off")
+    assert cmdline.resolve_server_cpu(None, budget_default=False) == (None, "off")
 
 
 # --------------------------------------------------------------------------- real groups
@@ -237,7 +238,7 @@ def test_serve_run_with_a_budget(tmp_path):
     group is gone after SIGTERM."""
     ctl = _controller()
     env = dict(os.environ, EVENTS_RESULTS_DIR=str(tmp_path), PYTHONPATH=ROOT)
-    p = subprocess.Popen([PY, "-m", "harness", "serve-run", "raw_epoll", "--host", "127.0.0.1", "--port", "0",
+    p = subprocess.Popen([PY, "-m", "harness", "twohost-serve", "raw_epoll", "--host", "127.0.0.1", "--port", "0",
                           "--server-cpu", "0.25", "--results-dir", str(tmp_path)],
                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -20,7 +20,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from harness import link  # noqa: E402
+from harness import impairment, link, netns  # noqa: E402
+from harness import tables  # noqa: E402
 from harness import servers as srv  # noqa: E402
 
 LOADGEN = os.path.join(ROOT, "build", "loadgen")
@@ -51,7 +52,7 @@ def netns_ok():
 
 
 def _ours_from(pid: int) -> list[str]:
-    return [n for n in _netns_list() if n.startswith(f"{link.PREFIX}{pid}-")]
+    return [n for n in _netns_list() if n.startswith(f"{netns.PREFIX}{pid}-")]
 
 
 # ------------------------------------------------------------------ parsing (no root)
@@ -78,8 +79,8 @@ def test_parse_rejects_with_accepted_forms(text):
 
 
 def test_missing_privilege_is_a_clear_error_never_a_fallback(monkeypatch):
-    monkeypatch.setattr(link, "_effective_caps", lambda: 0)
-    monkeypatch.setattr(link.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(netns, "effective_caps", lambda: 0)
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
     with pytest.raises(link.LinkError) as e:
         link.check_privileges("100mbit")
     msg = str(e.value)
@@ -93,15 +94,15 @@ def test_missing_privilege_is_a_clear_error_never_a_fallback(monkeypatch):
 
 
 def test_root_without_capability_is_named(monkeypatch):
-    monkeypatch.setattr(link, "_effective_caps", lambda: 1 << link.CAP_NET_ADMIN)  # no SYS_ADMIN
-    monkeypatch.setattr(link.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(netns, "effective_caps", lambda: 1 << netns.CAP_NET_ADMIN)  # no SYS_ADMIN
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 0)
     with pytest.raises(link.LinkError, match="lacks CAP_SYS_ADMIN"):
         link.check_privileges("1gbit")
 
 
 def test_missing_tools_are_named(monkeypatch):
-    monkeypatch.setattr(link, "_effective_caps", lambda: (1 << 40) - 1)
-    monkeypatch.setattr(link, "_tool", lambda name: None if name == "tc" else "/usr/sbin/" + name)
+    monkeypatch.setattr(netns, "effective_caps", lambda: (1 << 40) - 1)
+    monkeypatch.setattr(netns, "tool", lambda name: None if name == "tc" else "/usr/sbin/" + name)
     with pytest.raises(link.LinkError) as e:
         link.check_privileges("100mbit")
     assert "'tc'" in str(e.value) and "iproute2" in str(e.value)
@@ -325,13 +326,13 @@ def test_cleanup_is_not_interrupted_by_a_second_signal(netns_ok, monkeypatch):
     """Ctrl-C during teardown is held until the namespaces are gone, then delivered."""
     got = []
     old = signal.signal(signal.SIGINT, lambda s, f: got.append(s))
-    real_delete = link._delete_ns
+    real_delete = netns.delete_ns
 
     def delete_and_interrupt(ns):
         os.kill(os.getpid(), signal.SIGINT)    # arrives in the middle of the teardown
         real_delete(ns)
 
-    monkeypatch.setattr(link, "_delete_ns", delete_and_interrupt)
+    monkeypatch.setattr(netns, "delete_ns", delete_and_interrupt)
     try:
         with link.open_link("100mbit", run_tag="sigint", out=io.StringIO()) as lk:
             pass
@@ -350,7 +351,7 @@ def test_exit_without_closing_cleans_up(netns_ok):
 
 def test_failed_setup_leaves_nothing(netns_ok, monkeypatch):
     link.check_privileges("100mbit")                 # probe done (and cached) with the real tc
-    monkeypatch.setattr(link, "_tc", lambda: "false")   # then every tc call fails mid-setup
+    monkeypatch.setattr(netns, "tc", lambda: "false")   # then every tc call fails mid-setup
     with pytest.raises(link.LinkError, match="failed"):
         with link.open_link("100mbit", run_tag="broken", out=io.StringIO()):
             pytest.fail("a half-built link was handed out")
@@ -426,11 +427,11 @@ def test_cli_bad_delay_or_loss_is_one_line_exit_2(args, needle, tmp_path):
 def test_no_tun_device_is_a_clear_error(monkeypatch):
     """Without netem and without /dev/net/tun: one line naming the device, never a
     link without the delay that was asked for."""
-    monkeypatch.setattr(link, "_effective_caps", lambda: (1 << 40) - 1)
-    monkeypatch.setattr(link, "_probe_ok", True)
-    monkeypatch.setattr(link, "_tool", lambda name: "/usr/sbin/" + name)
-    monkeypatch.setattr(link, "netem_available", lambda: False)
-    monkeypatch.setattr(link, "TUN_PATH", "/nonexistent/net/tun")
+    monkeypatch.setattr(netns, "effective_caps", lambda: (1 << 40) - 1)
+    monkeypatch.setattr(netns, "probe_passed", True)
+    monkeypatch.setattr(netns, "tool", lambda name: "/usr/sbin/" + name)
+    monkeypatch.setattr(impairment, "netem_available", lambda: False)
+    monkeypatch.setattr(impairment, "TUN_PATH", "/nonexistent/net/tun")
     with pytest.raises(link.LinkError) as e:
         with link.open_link("100mbit", run_tag="t", delay="5ms", loss="1%", out=io.StringIO()):
             pytest.fail("a link without the requested delay was handed out")
@@ -440,7 +441,7 @@ def test_no_tun_device_is_a_clear_error(monkeypatch):
 
 
 def test_delayline_not_built_is_a_clear_error(monkeypatch, tmp_path):
-    if not os.path.exists(link.TUN_PATH):
+    if not os.path.exists(impairment.TUN_PATH):
         pytest.skip("no /dev/net/tun here: the no-TUN message comes first")
     if os.geteuid() != 0:
         pytest.skip("opening /dev/net/tun needs root")
@@ -450,8 +451,8 @@ def test_delayline_not_built_is_a_clear_error(monkeypatch, tmp_path):
 
 
 def test_no_root_with_delay_names_root(monkeypatch):
-    monkeypatch.setattr(link, "_effective_caps", lambda: 0)
-    monkeypatch.setattr(link.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(netns, "effective_caps", lambda: 0)
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
     with pytest.raises(link.LinkError, match="needs root"):
         with link.open_link("100mbit", run_tag="t", delay="5ms", loss="1%", out=io.StringIO()):
             pass
@@ -478,17 +479,16 @@ def _fake_record(spec, rtt_ms, warnings=(), drops=3):
 
 
 def test_table_shows_rtt_drops_and_a_mismatch_warning():
-    from harness import runner
     recs = [_fake_record("raw_epoll", 10.2),
             _fake_record("master", 0.3, ["RTT mismatch: measured 0.30 ms, ..."], drops=5)]
-    table = runner.format_table(recs)
+    table = tables.format_table(recs)
     assert "RTT ms" in table and "pkt drops" in table
     assert "10.20 (10)" in table and "0.30 (10) !" in table
     assert "WARNING: master on 100mbit: 1 run(s)" in table
     assert "Round-trip bound" in table
     # Loopback records: no such columns.
     plain = [dict(r, rtt=None, link_stats=None, warnings=[]) for r in recs]
-    assert "RTT ms" not in runner.format_table(plain)
+    assert "RTT ms" not in tables.format_table(plain)
 
 
 def _udp_burst(lk, n: int, *, gap_every: int = 20) -> list[int]:
@@ -647,7 +647,7 @@ def test_delayline_gone_when_its_harness_is(netns_ok, sig):
 def test_stale_delayline_is_killed_by_cleanup(netns_ok, tmp_path):
     """A delay line whose harness is gone but which survived (no PDEATHSIG: started by
     hand here) is found in the stale server namespace and killed with it."""
-    sns, cns = f"{link.PREFIX}999999-1-stale-s", f"{link.PREFIX}999999-1-stale-c"
+    sns, cns = f"{netns.PREFIX}999999-1-stale-s", f"{netns.PREFIX}999999-1-stale-c"
     for ns in (sns, cns):
         subprocess.run(["ip", "netns", "add", ns], check=True, timeout=10)
     dl = subprocess.Popen(["setsid", DELAYLINE, "--client-ns", f"/run/netns/{cns}",

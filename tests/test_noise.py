@@ -47,7 +47,7 @@ def test_baseline_spread():
 
 
 def test_exit_status_gates_on_failed_and_lossy_runs(capsys):
-    assert cli._outcome([_rec("raw_epoll"), _rec("master")]) == 0
-    assert cli._outcome([_rec("raw_epoll"), _rec("master", lost=2)]) == 1
-    assert cli._outcome([_rec("raw_epoll", status="failed")]) == 1
+    assert cli.outcome([_rec("raw_epoll"), _rec("master")]) == 0
+    assert cli.outcome([_rec("raw_epoll"), _rec("master", lost=2)]) == 1
+    assert cli.outcome([_rec("raw_epoll", status="failed")]) == 1
     assert "1 run(s) failed" in capsys.readouterr().err

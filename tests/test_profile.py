@@ -10,11 +10,12 @@ import shutil
 
 import pytest
 
-from harness import profile, reproduce, report, runner, study, syscalls
+from harness import frame, profile, reproduce, reproduction, study, syscalls
+from harness import procs
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
-needs_loadgen = pytest.mark.skipif(not os.access(runner.loadgen_path(), os.X_OK),
+needs_loadgen = pytest.mark.skipif(not os.access(procs.loadgen_path(), os.X_OK),
                                    reason="build/loadgen is not built (make build)")
 needs_strace = pytest.mark.skipif(shutil.which("strace") is None,
                                   reason="strace is not installed (apt-get install strace)")
@@ -118,13 +119,13 @@ def test_syscalls_without_strace_says_how_to_get_it(tmp_path, capsys, monkeypatc
 # --------------------------------------------------------------------------- reproduce
 
 def _fixture_records():
-    records, problems = report.load(FIXTURES)
+    records, problems = frame.load(FIXTURES)
     assert not problems
     return records
 
 
 def test_reproduction_md_from_fixture_records(tmp_path):
-    path = reproduce.write_reproduction(_fixture_records(), str(tmp_path))
+    path = reproduction.write_reproduction(_fixture_records(), str(tmp_path))
     md = open(path).read()
     # the study's figures beside ours, absolute and as ratios
     assert "| Python raw epoll | 3,200 | 1.00 | raw_epoll | 3,100 [3,100-3,100] | 1 |" in md
@@ -140,7 +141,7 @@ def test_reproduction_never_files_loopback_under_a_link_name(tmp_path):
     # All experiments fell back to loopback: the 100mbit rows must show loopback runs
     # (fixA), labelled as such, and never the fixture's 100mbit runs.
     link_of = {"100mbit": "loopback", "1000mbit": "loopback"}
-    md = open(reproduce.write_reproduction(_fixture_records(), str(tmp_path),
+    md = open(reproduction.write_reproduction(_fixture_records(), str(tmp_path),
                                            link_of=link_of)).read()
     assert "Our link: **loopback (instead of 100mbit: no privilege)**" in md
     assert "| Events (master) | 2,800 | 0.88 | master | 20,500 [20,000-21,000] |" in md
@@ -149,7 +150,7 @@ def test_reproduction_never_files_loopback_under_a_link_name(tmp_path):
 
 
 def test_reproduce_plan_pairs_each_link_in_one_batch():
-    exps = reproduce.experiments("c_epoll")
+    exps = reproduction.experiments("c_epoll")
     batches = reproduce.plan(exps, {"100mbit": "100mbit", "1000mbit": "1000mbit"})
     assert [(lk, specs) for lk, specs, _ in batches] == [
         ("100mbit", ["raw_epoll", "master", "c_epoll", "mul_thread", "master:poll_delay=0.1"]),
@@ -175,10 +176,10 @@ def test_report_rewrites_the_latest_reproduction_only(tmp_path):
                            "intended_link": "100mbit" if rid == "repro-old" else "1000mbit"}
             r["time_utc"] = ("2026-11-27T00:00:00Z" if rid == "repro-new"
                              else "2026-11-20T00:00:00Z")
-    path = reproduce.refresh_latest(records, str(tmp_path))
+    path = reproduction.refresh_latest(records, str(tmp_path))
     md = open(path).read()
     # Only the newest reproduction's batch, its link read from the records.
     assert "(batches fixA)" in md
     assert "Our link: **loopback (instead of 1000mbit: no privilege)**" in md
-    assert reproduce.refresh_latest([r for r in records if r.get("batch_id") == "fixC"],
+    assert reproduction.refresh_latest([r for r in records if r.get("batch_id") == "fixC"],
                                     str(tmp_path)) is None

@@ -10,6 +10,7 @@ import os
 import pytest
 
 from harness import kstats, records, runner
+from harness import client, soak, tables
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -150,7 +151,7 @@ def _batch():
 
 
 def test_summarize_pairs_rounds():
-    rows = {r["spec"]: r for r in runner.summarize(_batch())}
+    rows = {r["spec"]: r for r in tables.summarize(_batch())}
     raw, master, alone = rows["raw_epoll"], rows["master"], rows["alone_proc"]
     assert raw["conn_per_s_median"] == 25000 and raw["conn_per_s_min"] == 17500
     assert raw["ratio_cpu_to_baseline"] == 1.0 and raw["client_bound"] == 3
@@ -163,7 +164,7 @@ def test_summarize_pairs_rounds():
 
 
 def test_table_shows_every_spec_ratios_and_losses():
-    text = runner.format_table(_batch())
+    text = tables.format_table(_batch())
     lines = text.splitlines()
     assert any(line.startswith("master") and "1.20" in line and "0.80" in line for line in lines)
     alone = next(line for line in lines if line.startswith("alone_proc"))
@@ -172,26 +173,26 @@ def test_table_shows_every_spec_ratios_and_losses():
     assert "too few rounds (n=3)" in master           # 3 rounds: no interval, said so
     raw = next(line for line in lines if line.startswith("raw_epoll"))
     assert "3/3" in raw                                 # 3 of 3 runs client-bound
-    md = runner.format_table(_batch(), markdown=True)
+    md = tables.format_table(_batch(), markdown=True)
     assert md.startswith("| spec |") and "| master |" in md
 
 
 def test_summary_of_a_sweep_groups_by_rate():
     recs = [_record("raw_epoll", rate=r, cps=r * 0.99, rnd=0) for r in (1000, 2000)]
-    rows = runner.summarize(recs)
+    rows = tables.summarize(recs)
     assert sorted(r["rate"] for r in rows) == [1000, 2000]
-    assert "offered/s" in runner.format_table(recs)
+    assert "offered/s" in tables.format_table(recs)
 
 
 def test_compute_metrics():
     final = {"started_total": 1010, "completed_total": 1000, "failed_total": 7, "conn_per_s": 500.0,
              "client_cpu_share": 0.93, "latency_us": {"p50": 10, "p99": 99}}
-    m = runner.compute_metrics(final, 0.05, 2.0)
+    m = client.compute_metrics(final, 0.05, 2.0)
     assert m["lost"] == 10 and m["failed"] == 7             # 3 unfinished count as lost
     assert m["server_cpu_us_per_conn"] == 50.0 and m["server_cpu_share"] == 0.025
     assert m["client_bound"] is True and m["p99_us"] == 99
-    assert runner.compute_metrics({**final, "client_cpu_share": 0.5}, None, 1)["client_bound"] is False
-    assert runner.compute_metrics(None, None, None)["conn_per_s"] is None
+    assert client.compute_metrics({**final, "client_cpu_share": 0.5}, None, 1)["client_bound"] is False
+    assert client.compute_metrics(None, None, None)["conn_per_s"] is None
 
 
 def test_plan_rotates_order_each_round():
@@ -252,7 +253,7 @@ class _Srv:
 
 
 def test_soak_verdict_short_and_long():
-    obs = runner.SoakObserver(duration=20, warmup=0, interval=1, min_connections=100)
+    obs = soak.SoakObserver(duration=20, warmup=0, interval=1, min_connections=100)
     assert obs.baseline_at == pytest.approx(2.0) and "10%" in obs.baseline_rule
     obs.samples = [(0.0, 9000), (1.0, 9500), (2.0, 10000), (10.0, 10200), (20.0, 10400)]
     rec = {"status": "ok", "error": None, "metrics": {"completed": 500, "lost": 0}}
@@ -263,13 +264,13 @@ def test_soak_verdict_short_and_long():
     rec = {"status": "ok", "error": None, "metrics": {"completed": 50, "lost": 2}}
     obs.annotate(rec)
     assert not rec["soak"]["pass"] and len(rec["soak"]["reasons"]) == 3   # count, lost, RSS
-    assert "FAIL" in runner.format_soak([{"spec": "master", **rec}])
-    long = runner.SoakObserver(duration=600, warmup=1)
+    assert "FAIL" in soak.format_soak([{"spec": "master", **rec}])
+    long = soak.SoakObserver(duration=600, warmup=1)
     assert long.baseline_at == 60 and long.baseline_rule == "after the first minute"
 
 
 def test_soak_samples_rss_of_a_process():
-    obs = runner.SoakObserver(duration=10, warmup=0, interval=5)
+    obs = soak.SoakObserver(duration=10, warmup=0, interval=5)
     obs.started(_Srv())
     obs.tick(_Srv(), 1.0)                  # crosses the 1 s baseline: sampled
     obs.tick(_Srv(), 2.0)                  # before the next interval: not sampled
@@ -278,9 +279,9 @@ def test_soak_samples_rss_of_a_process():
 
 def test_summary_keeps_links_apart():
     recs = [_record("raw_epoll", link="loopback"), _record("raw_epoll", link="100mbit", cps=9000)]
-    rows = runner.summarize(recs)
+    rows = tables.summarize(recs)
     assert sorted(r["link"] for r in rows) == ["100mbit", "loopback"]
-    assert "100mbit" in runner.format_table(recs)
+    assert "100mbit" in tables.format_table(recs)
 
 
 def test_git_dirty_means_code_not_regenerated_results(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from harness import report
+from harness import charts, frame, report
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "runs")
 CHARTS = ("conn_per_s.png", "cpu_per_conn.png", "latency.png", "conn_over_time.png",
@@ -26,9 +26,9 @@ def results(tmp_path):
 
 
 def _summary(results):
-    records, problems = report.load(str(results))
+    records, problems = frame.load(str(results))
     assert not problems
-    return report.frame(records), report.summarize(report.frame(records))
+    return frame.frame(records), frame.summarize(frame.frame(records))
 
 
 def _row(summary, link, spec):
@@ -118,11 +118,11 @@ def _with_cpu_split(records, user_share=0.25):
 
 def test_cpu_split_divides_cpu_into_user_and_sys(results):
     import json
-    records, _ = report.load(str(results))
+    records, _ = frame.load(str(results))
     (results / "syscalls").mkdir()
     (results / "syscalls" / "master.json").write_text(
         json.dumps({"per_connection": {"total": 9.06, "by_name": {}}}))
-    split = report.cpu_split(report.frame(_with_cpu_split(records)), str(results))
+    split = frame.cpu_split(frame.frame(_with_cpu_split(records)), str(results))
     master = split[split["spec"] == "master"].iloc[0]
     # Clean loopback master runs only (the lost-connection run is out): 45 and its pair.
     assert master["runs"] == 2
@@ -152,7 +152,7 @@ def test_report_without_cpu_split_omits_that_chart(results):
 
 def test_head_to_head_pairs_only_rounds_where_both_ran_clean(results):
     df, _ = _summary(results)
-    h2h = report.head_to_head(df, [("alone_proc", "master", "x"), ("uvloop", "master", "y")])
+    h2h = frame.head_to_head(df, [("alone_proc", "master", "x"), ("uvloop", "master", "y")])
     assert list(h2h["a"]) == ["alone_proc"]           # no uvloop run: no row, no guess
     row = h2h.iloc[0]
     # fixA: master's round 1 lost connections, so only rounds 0 and 2 pair.
@@ -163,7 +163,7 @@ def test_head_to_head_pairs_only_rounds_where_both_ran_clean(results):
 def test_other_interpreters_get_their_own_chart(results):
     import copy
     import json
-    records, _ = report.load(str(results))
+    records, _ = frame.load(str(results))
     extra = []
     for r in records:
         if r.get("batch_id") == "fixA":
@@ -175,7 +175,7 @@ def test_other_interpreters_get_their_own_chart(results):
             extra.append(r2)
     for r2 in extra:
         (results / "runs" / (r2["run_id"] + ".json")).write_text(json.dumps(r2))
-    summary = report.summarize(report.frame(records + extra))
+    summary = frame.summarize(frame.frame(records + extra))
     assert {"python3.12", "python3"} <= set(summary["python"])
     assert report.main(["--results-dir", str(results)]) == 0
     assert (results / "charts" / "interpreters.png").read_bytes()[:4] == b"\x89PNG"
@@ -184,4 +184,4 @@ def test_other_interpreters_get_their_own_chart(results):
 
 def test_default_interpreter_keeps_links_without_a_default(results):
     _, summary = _summary(results)                     # fixtures name an interpreter
-    assert len(report.default_interpreter(summary)) == len(summary)
+    assert len(charts.default_interpreter(summary)) == len(summary)

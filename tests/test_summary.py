@@ -8,7 +8,8 @@ import shutil
 
 import pytest
 
-from harness import records, report, runner, summary
+from harness import frame, records, report, summary
+from harness import tables
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "runs")
 pytestmark = pytest.mark.timeout(60)
@@ -62,7 +63,7 @@ def test_slower_spec_gets_an_interval_below_one_and_its_verdict():
     lo, hi, cov = a["ratio_conn_interval"]
     assert hi < 1 and a["verdict_conn"] == "slower" and cov == pytest.approx(0.9375)
     assert a["verdict_cpu"] == "not distinguishable"                 # same CPU in every round
-    assert "slower" in runner.format_table(_batch(["raw_epoll", "asyncio"],
+    assert "slower" in tables.format_table(_batch(["raw_epoll", "asyncio"],
                                                   [[1.0], [0.6, 0.62, 0.58, 0.61, 0.59]], 5))
 
 
@@ -72,7 +73,7 @@ def test_a_a_revision_against_the_working_tree_is_not_distinguishable():
     head = rows["master@HEAD"]
     assert rows["master"]["is_baseline"] and head["baseline"] == "master"   # working tree is the base
     assert head["verdict_conn"] == "not distinguishable" and head["paired_rounds"] == 5
-    text = runner.format_table(runs)
+    text = tables.format_table(runs)
     line = next(ln for ln in text.splitlines() if ln.startswith("master@HEAD"))
     assert re.search(r"\d\.\d\d \[\d\.\d\d–\d\.\d\d\]", line) and "not distinguishable" in line
     assert "5 (94% CI)" in line
@@ -92,7 +93,7 @@ def test_failed_and_lossy_runs_are_excluded_and_counted_the_same_everywhere():
     spec1, spec3 = runs[1]["spec"], runs[3]["spec"]
     assert sum(r["excluded"] for r in rows.values()) == 2
     assert rows[spec1]["failed_runs"] >= 1 and rows[spec3]["lossy_runs"] >= 1
-    df = report.frame(runs)
+    df = frame.frame(runs)
     assert int(df["excluded"].sum()) == 2 and summary.counts(runs[0])
 
 
@@ -121,9 +122,9 @@ def test_batch_table_and_report_agree_on_the_fixtures(tmp_path):
     md = (tmp_path / "REPORT.md").read_text()
     for batch in ("fixA", "fixB"):
         mine = [r for r in recs if r["batch_id"] == batch]
-        table = runner.format_table(mine, markdown=True)
-        rows = runner.summarize(mine)
-        df_rows = report.summarize(report.frame(mine))
+        table = tables.format_table(mine, markdown=True)
+        rows = tables.summarize(mine)
+        df_rows = frame.summarize(frame.frame(mine))
         for r in rows:
             line = next(ln for ln in table.splitlines() if ln.startswith(f"| {r['spec']} |"))
             rep = df_rows[df_rows["spec"] == r["spec"]].iloc[0]
@@ -142,7 +143,7 @@ def test_report_rows_for_an_a_a_batch_say_their_baseline():
     runs = _batch(["master@HEAD", "master"], [[1.0], [1.0]], 5, batch="AA")
     for r in runs:
         r["config"]["variant_commit"] = "f" * 40 if "@" in r["spec"] else None
-    s = report.summarize(report.frame(copy.deepcopy(runs)))
+    s = frame.summarize(frame.frame(copy.deepcopy(runs)))
     head = s[s["spec"] == "master@HEAD"].iloc[0]
     assert head["label"] == "master@HEAD ÷ master" and head["verdict_conn"] == "not distinguishable"
     assert "not distinguishable" in report.table_md(s)

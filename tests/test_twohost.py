@@ -1,4 +1,4 @@
-"""harness/twohost.py: `serve-run` and `load-run`, the two halves of a two-host run.
+"""harness/twohost.py: `twohost-serve` and `twohost-load`, the two halves of a two-host run.
 
 The two hosts are either loopback (no privilege needed) or the two namespaces of
 an emulated link (root): never a real remote host.
@@ -40,8 +40,8 @@ def _env(results: str) -> dict:
 
 
 def _read_listening(proc: subprocess.Popen, timeout: float = 20.0) -> tuple[str, int]:
-    """Read serve-run's stdout until its `listening: H:P` line (a reader thread,
-    so a silent or hung serve-run fails the test after ``timeout``)."""
+    """Read twohost-serve's stdout until its `listening: H:P` line (a reader thread,
+    so a silent or hung twohost-serve fails the test after ``timeout``)."""
     found: queue.Queue = queue.Queue()
     seen: list[str] = []
 
@@ -62,7 +62,7 @@ def _read_listening(proc: subprocess.Popen, timeout: float = 20.0) -> tuple[str,
     if got is None:
         proc.kill()
         _, err = proc.communicate()
-        pytest.fail(f"serve-run printed no address: {''.join(seen)}\n{err}")
+        pytest.fail(f"twohost-serve printed no address: {''.join(seen)}\n{err}")
     return got
 
 
@@ -83,14 +83,25 @@ def _records(results: str) -> dict:
 # ------------------------------------------------------------------ errors (no root)
 
 def test_bad_run_id(tmp_path):
-    r = subprocess.run(_cmd("serve-run", "raw_epoll", "--port", "0", "--run-id", "../x"),
+    r = subprocess.run(_cmd("twohost-serve", "raw_epoll", "--port", "0", "--run-id", "../x"),
                        capture_output=True, text=True, timeout=30, env=_env(str(tmp_path)), cwd=ROOT)
     assert r.returncode == 2
     assert "bad run id" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("old,new", [("serve-run", "twohost-serve"), ("load-run", "twohost-load")])
+def test_old_subcommand_names_still_work_with_a_note(old, new, tmp_path):
+    args = ("nosuch", "--port", "0") if new == "twohost-serve" else ("--host", "127.0.0.1", "--repeat", "2")
+    r = subprocess.run(_cmd(old, *args), capture_output=True, text=True, timeout=30,
+                       env=_env(str(tmp_path)), cwd=ROOT)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines[0] == f"note: `{old}` is now `{new}` (the old name will go)"
+    assert lines[1].startswith("error:") and len(lines) == 2
+
+
 def test_unknown_variant(tmp_path):
-    r = subprocess.run(_cmd("serve-run", "nosuch", "--port", "0"), capture_output=True, text=True,
+    r = subprocess.run(_cmd("twohost-serve", "nosuch", "--port", "0"), capture_output=True, text=True,
                        timeout=30, env=_env(str(tmp_path)), cwd=ROOT)
     assert r.returncode == 2 and "valid names" in r.stderr and "Traceback" not in r.stderr
 
@@ -100,7 +111,7 @@ def test_port_in_use_is_a_clear_message(tmp_path):
         s.bind(("127.0.0.1", 0))
         s.listen(1)
         port = s.getsockname()[1]
-        r = subprocess.run(_cmd("serve-run", "raw_epoll", "--host", "127.0.0.1", "--port", str(port)),
+        r = subprocess.run(_cmd("twohost-serve", "raw_epoll", "--host", "127.0.0.1", "--port", str(port)),
                            capture_output=True, text=True, timeout=30, env=_env(str(tmp_path)), cwd=ROOT)
     assert r.returncode == 1
     assert f"port {port} on 127.0.0.1 is in use" in r.stderr
@@ -109,7 +120,7 @@ def test_port_in_use_is_a_clear_message(tmp_path):
 
 @pytest.mark.parametrize("opt", [["--delay", "1ms"], ["--repeat", "3"], ["--diet"]])
 def test_load_rejects_options_that_do_not_apply(tmp_path, opt):
-    r = subprocess.run(_cmd("load-run", "--host", "127.0.0.1", "--port", "9", *opt),
+    r = subprocess.run(_cmd("twohost-load", "--host", "127.0.0.1", "--port", "9", *opt),
                        capture_output=True, text=True, timeout=30, env=_env(str(tmp_path)), cwd=ROOT)
     assert r.returncode == 2 and "does not apply" in r.stderr and "Traceback" not in r.stderr
 
@@ -119,7 +130,7 @@ def test_load_against_nothing_says_so(tmp_path):
     with socket.socket() as s:            # a port that is surely closed: bound, never listening
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-        r = subprocess.run(_cmd("load-run", "--host", "127.0.0.1", "--port", str(port), "--run-id",
+        r = subprocess.run(_cmd("twohost-load", "--host", "127.0.0.1", "--port", str(port), "--run-id",
                                 "nothing", "--duration", "0.5", "--warmup", "0", "--concurrency", "2"),
                            capture_output=True, text=True, timeout=60, env=_env(str(tmp_path)), cwd=ROOT)
     assert r.returncode == 1
@@ -132,13 +143,13 @@ def test_load_against_nothing_says_so(tmp_path):
 
 def _pair(results: str, serve_prefix: list[str], load_prefix: list[str], host: str, rid: str):
     env = _env(results)
-    serve = subprocess.Popen(serve_prefix + _cmd("serve-run", "raw_epoll", "--host", host, "--port",
+    serve = subprocess.Popen(serve_prefix + _cmd("twohost-serve", "raw_epoll", "--host", host, "--port",
                                                  "0", "--run-id", rid),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     try:
         lhost, port = _read_listening(serve)
         assert lhost == host
-        load = subprocess.run(load_prefix + _cmd("load-run", "--host", host, "--port", str(port),
+        load = subprocess.run(load_prefix + _cmd("twohost-load", "--host", host, "--port", str(port),
                                                  "--run-id", rid, "--duration", "1", "--warmup", "0",
                                                  "--concurrency", "8", "--link", "test-wire"),
                               capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
@@ -189,9 +200,9 @@ def test_two_hosts_as_two_namespaces(tmp_path):
 
 @needs_loadgen
 def test_serve_stops_cleanly_on_ctrl_c(tmp_path):
-    """Ctrl-C in a terminal reaches both serve-run and its server; that is a normal stop."""
+    """Ctrl-C in a terminal reaches both twohost-serve and its server; that is a normal stop."""
     env = _env(str(tmp_path))
-    serve = subprocess.Popen(_cmd("serve-run", "raw_epoll", "--host", "127.0.0.1", "--port", "0",
+    serve = subprocess.Popen(_cmd("twohost-serve", "raw_epoll", "--host", "127.0.0.1", "--port", "0",
                                   "--run-id", "ctrlc"),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                              cwd=ROOT, start_new_session=True)

@@ -1,0 +1,229 @@
+"""The command line's shared pieces, used by every subcommand's parser (harness/cli.py and
+the modules it dispatches to: report, reproduce, profile, syscalls, twohost): the
+argparse types (numbers, rates, CPU budgets, link delay and loss), the parser that
+reports an error in one line, the benchmark options every load-running command takes
+(``add_common``), their checks (ranges, link, host, results folder), and the exit
+statuses -- 2 for bad input, 1 when something needed is missing, 130 after Ctrl-C.
+
+The run settings' defaults live once, in ``runner.Settings``; ``add_common`` reads them
+(sweep and soak override repeat and duration in cli.py), so ``make bench`` with no
+variables, ``python -m harness bench`` and ``runner.run_batch`` behave the same (the
+Makefile passes a flag only when its variable is set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+
+from harness import cpubudget, procs, runner
+from harness.servers import options as _server_options
+
+EXIT_USAGE, EXIT_MISSING, EXIT_INTERRUPTED = 2, 1, 130
+
+
+class UsageError(Exception):
+    """Bad input the user can fix: one `error:` line and exit 2."""
+
+
+def die(msg: str, code: int) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return code
+
+
+def positive_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0: {text!r}")
+    return v
+
+
+# The servers' argparse types, written once (a finite number of seconds >= 0; int >= 1).
+nonneg_float = _server_options.seconds
+positive_int = _server_options.positive_int
+
+
+def diet_levers(text):
+    """--diet alone (True: each server's full set of levers) or --diet=L1+L2 (a tuple)."""
+    if text is True:
+        return True
+    levers = _server_options.split_levers(text)
+    bad = [lv for lv in levers if lv not in _server_options.LEVERS]
+    if bad or not levers:
+        raise argparse.ArgumentTypeError(f"unknown diet lever {', '.join(bad) or repr(text)}; "
+                                         f"levers: {', '.join(_server_options.LEVERS)}")
+    return tuple(lv for lv in _server_options.LEVERS if lv in levers)
+
+
+DIET_HELP = ("the syscall diet: alone, every lever each server supports; =L1+L2 those levers "
+             f"where supported ({', '.join(_server_options.LEVERS)})")
+
+
+def server_cpu_value(text):
+    try:
+        return cpubudget.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+# The CPU budget bench and compare use when none is given (SERVER_CPU=): 0.4 core keeps
+# the C load client below ~80 % of its core even against the fastest server here
+# (c_epoll), so every server of the default comparison is the bottleneck of its runs.
+# See docs/performance.md ("Server-bound runs") for the measurements behind it.
+DEFAULT_SERVER_CPU = 0.4
+
+
+def rate_value(text):
+    text = text.strip().lower()
+    mult = 1000 if text.endswith("k") else 1
+    return positive_float(text[:-1] if mult > 1 else text) * mult
+
+
+def link_value(parser_name: str):
+    """argparse type for --delay/--loss: harness.link's parser, its message on error."""
+    def convert(text):
+        from harness import link
+        try:
+            return getattr(link, parser_name)(text)[0]
+        except link.LinkError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    convert.__name__ = parser_name.replace("parse_", "")
+    return convert
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports errors in one line with exit 2 (its default, kept)."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"error: {self.prog}: {message} (see --help)\n")
+
+
+_DEFAULTS = runner.Settings()        # the run settings' defaults (one home: runner.Settings)
+
+
+def add_common(p: argparse.ArgumentParser, *, duration: float = _DEFAULTS.duration,
+            repeat: int = _DEFAULTS.repeat) -> None:
+    d = _DEFAULTS
+    g = p.add_argument_group("benchmark options")
+    g.add_argument("--link", default=d.link,
+                   help="loopback (default), 1000mbit, 100mbit or any rate such as 20mbit")
+    g.add_argument("--repeat", type=positive_int, default=repeat,
+                   help=f"interleaved rounds (default {repeat})")
+    g.add_argument("--duration", type=positive_float, default=duration,
+                   help=f"measured seconds per run (default {duration:g})")
+    g.add_argument("--warmup", type=nonneg_float, default=d.warmup,
+                   help=f"warm-up seconds excluded (default {d.warmup:g})")
+    g.add_argument("--concurrency", type=positive_int, default=d.concurrency,
+                   help=f"connections in flight, closed loop (default {d.concurrency})")
+    g.add_argument("--size", type=positive_int, default=d.size,
+                   help=f"bytes echoed per connection (default {d.size})")
+    g.add_argument("--rate", type=rate_value, default=None,
+                   help="open loop: new connections per second (e.g. 20000 or 20k)")
+    g.add_argument("--delay", type=link_value("parse_delay"), default=None,
+                   help="one-way link delay, e.g. 5ms (netem, else the delay line; needs --link)")
+    g.add_argument("--loss", type=link_value("parse_loss"), default=None,
+                   help="random packet loss each direction, e.g. 1%% (needs --link)")
+    g.add_argument("--python", default=None,
+                   help="interpreter for the Python servers, e.g. python3.13 (default: the venv's)")
+    g.add_argument("--diet", nargs="?", const=True, default=False, type=diet_levers, metavar="LEVERS",
+                   help=DIET_HELP)
+    g.add_argument("--pool", choices=("faithful", "oneshot"), default=None,
+                   help="mul_thread pool mode: faithful (the study's) or oneshot (improved)")
+    g.add_argument("--timeout-ms", type=positive_int, default=d.timeout_ms,
+                   help=f"per-connection timeout (default {d.timeout_ms})")
+    g.add_argument("--close", dest="close_mode", choices=("fin", "rst"), default=d.close_mode,
+                   help="client close mode: fin (default) or rst (SO_LINGER 0)")
+    g.add_argument("--idle-timeout", type=nonneg_float, default=None,
+                   help="server idle timeout in seconds (default: the server's, 10)")
+    g.add_argument("--results-dir", default=None,
+                   help="where runs are written (default results/, or $EVENTS_RESULTS_DIR)")
+    g.add_argument("--server-cpu", type=server_cpu_value, default=None, metavar="F|auto|off",
+                   help="hold each server to F cores (its own cgroup with a CFS quota), so conn/s "
+                        "measures the server; auto: calibrate so the client stays <= 70%% busy; "
+                        f"off: no budget (default for bench/compare: {DEFAULT_SERVER_CPU:g} when "
+                        "the machine allows it and no --rate is given, else off)")
+
+
+# Ranges the load client (harness/loadgen/loadgen.c) accepts: refused here, before any work.
+RANGES = {
+    "--repeat": (1, 1000), "--duration": (0, 1e7), "--warmup": (0, 1e7), "--concurrency": (1, 1_000_000),
+    "--size": (1, 16 * 1024 * 1024), "--rate": (0, 1e8), "--rates": (0, 1e8), "--timeout-ms": (1, 3_600_000),
+    "--idle-timeout": (0, 1e7), "--count": (1, 1 << 50), "--src-addrs": (1, 254),
+    "--rss-interval": (0, 1e7), "--min-connections": (1, 1 << 50),
+}
+
+
+def check_range(flag: str, value) -> None:
+    lo, hi = RANGES[flag]
+    if value is not None and not lo <= value <= hi:
+        raise UsageError(f"{flag} {fmt_bound(value)} is out of range: use {fmt_bound(lo)} to {fmt_bound(hi)}")
+
+
+def fmt_bound(x) -> str:
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
+
+
+def check_link(text: str | None, delay: str | None) -> None:
+    """--link must name loopback or a rate; --delay (its format checked by argparse) needs an
+    emulated link."""
+    from harness import link as linkmod
+    try:
+        spec = linkmod.parse(text)
+    except linkmod.LinkError as e:
+        raise UsageError(f"--link: {e}") from None
+    if delay is None:
+        return
+    if not spec.emulated:
+        raise UsageError(f"--delay {delay} needs an emulated link (e.g. --link 100mbit / LINK=100mbit): "
+                         "latency is never added to the host's loopback")
+
+
+def check_common(a, *, link: bool = True) -> None:
+    """The options of ``add_common`` (and any other numeric option present): ranges, link, delay,
+    results folder. Raises UsageError. Used by every subcommand that runs the load client."""
+    for flag in RANGES:
+        value = getattr(a, flag[2:].replace("-", "_"), None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            check_range(flag, value)
+    if link and hasattr(a, "link"):
+        check_link(a.link, getattr(a, "delay", None))
+    rd = getattr(a, "results_dir", None)
+    if rd is not None and (not rd.strip() or (os.path.exists(rd) and not os.path.isdir(rd))):
+        raise UsageError(f"--results-dir {rd!r} is not a folder: give a folder (it is created if missing)")
+
+
+def check_host(host: str) -> None:
+    """--host must be an address or a name that resolves (before any process starts)."""
+    import socket
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        raise UsageError(f"--host {host!r}: cannot resolve it ({getattr(e, 'strerror', None) or e}); "
+                         "give an IP address or a host name") from None
+
+
+def resolve_server_cpu(value, *, budget_default: bool, out=sys.stderr) -> tuple:
+    """(cores, float or "auto" or None; mode) from --server-cpu.  Given explicitly, a budget
+    the machine cannot apply is an error; as the command's default, it falls back to
+    none with one line saying why (the runs are then flagged client-bound as before)."""
+    if value == "off" or (value is None and not budget_default):
+        return None, "off"
+    if value is None:
+        try:
+            cpubudget.check()
+        except cpubudget.BudgetError as e:
+            print(f"note: running without a server CPU budget ({e}); fast servers will be "
+                  f"client-bound (SERVER_CPU=off silences this)", file=out, flush=True)
+            return None, "off"
+        return DEFAULT_SERVER_CPU, "default"
+    try:
+        cpubudget.check()
+    except cpubudget.BudgetError as e:
+        raise procs.RunnerError(f"SERVER_CPU={value}: cannot hold the server to a CPU budget: {e}; "
+                                f"SERVER_CPU=off runs without one") from None
+    return value, ("auto" if value == "auto" else "fixed")

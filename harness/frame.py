@@ -1,0 +1,278 @@
+"""The recorded runs as a table: one pandas DataFrame row per run (``frame``), the
+closed-loop summary rows with the column names the charts and tables use
+(``summarize``), the head-to-head pairs, and where the server's CPU goes
+(``cpu_split``); then the few cells REPORT.md and REPRODUCTION.md both write
+(numbers, ranges, paired ratios with their interval, the environment table).
+
+Every median, ratio, interval and verdict comes from harness/summary.py, the one
+summary engine; this module only puts its rows into a frame.  The report
+(harness/report.py, with harness/charts.py) and the reproduction
+(harness/reproduction.py) both read it, side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+from harness import records as _records
+from harness import summary as _summary
+
+BASELINE = "raw_epoll"
+
+NO_RUNS = "no runs recorded yet: run make bench"
+
+# Group key of the closed-loop tables: a median over runs with different
+# concurrency, message size or interpreter (PYTHON=...) would mix two experiments.
+# The CPU budget too: a server held to 0.4 core is busier per unit of CPU than a free one,
+# so its CPU per connection is another experiment's figure ("off" = no budget).
+GROUP = ["link", "spec", "concurrency", "size", "python", "budget"]
+
+
+# --------------------------------------------------------------------------- loading
+
+def load(results: str) -> tuple[list[dict], list[str]]:
+    """The run records under ``results/runs`` (through the runner's loader, so there is
+    one reader of the format) and the skipped files, one line each."""
+    records, problems = _records.load_runs(os.path.join(results, "runs"))
+    return records, [f"{os.path.basename(path)}: {reason}" for path, reason in problems]
+
+def _python_label(r: dict) -> str:
+    """The interpreter label of a run (the summary engine's rule)."""
+    return _summary.python_label(r)
+
+def frame(records: list[dict]):
+    """One row per run, with the columns the report and reproduce.py use."""
+    import pandas as pd
+
+    rows = []
+    for r in records:
+        m = r.get("metrics") or {}
+        c = r.get("config") or {}
+        status = r.get("status") or "ok"
+        lost = m.get("lost")
+        # One rule for which runs count, the summary engine's (harness/summary.py).
+        reason = _summary.exclusion(r)
+        rate = c.get("rate")
+        ss = r.get("server_stats") or {}
+        user, sys_ = ss.get("cpu_user_s"), ss.get("cpu_sys_s")
+        # user = the interpreter, the library and the procs; sys = the kernel (TCP, epoll).
+        user_share = user / (user + sys_) if user is not None and sys_ and user + sys_ > 0 else None
+        rows.append({
+            "run_id": r.get("run_id"), "batch_id": r.get("batch_id"), "kind": r.get("kind"),
+            "time_utc": r.get("time_utc"), "spec": r.get("spec") or r.get("server"),
+            "server": r.get("server"), "link": r.get("link") or "loopback",
+            "round": r.get("round"), "position": r.get("position"), "status": status,
+            "concurrency": c.get("concurrency"), "size": c.get("size"),
+            "rate": float(rate) if rate else None, "duration": c.get("duration"),
+            "python": _python_label(r),
+            "budget": _summary.budget_label(c.get("server_cpu")),
+            "server_bound": bool(m.get("server_bound")),
+            "conn_per_s": m.get("conn_per_s"),
+            "cpu_us_per_conn": m.get("server_cpu_us_per_conn"),
+            "user_share": user_share,
+            "p50_us": m.get("p50_us"), "p99_us": m.get("p99_us"),
+            "completed": m.get("completed"), "failed": m.get("failed") or 0, "lost": lost or 0,
+            "client_cpu_share": m.get("client_cpu_share"),
+            "client_bound": bool(m.get("client_bound")),
+            "excluded": reason is not None, "reason": reason or "",
+            "snapshots": r.get("snapshots") or [], "record": r,
+        })
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    for col in ("conn_per_s", "cpu_us_per_conn", "user_share", "p50_us", "p99_us", "rate",
+                "client_cpu_share", "completed", "failed", "lost"):
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    # Missing concurrency/size would make groupby drop the row; -1 is "not recorded".
+    df["concurrency"] = pd.to_numeric(df["concurrency"], errors="coerce").fillna(-1).astype(int)
+    df["size"] = pd.to_numeric(df["size"], errors="coerce").fillna(-1).astype(int)
+    df["round"] = pd.to_numeric(df["round"], errors="coerce").fillna(-1).astype(int)
+    df["open_loop"] = df["rate"].notna() & (df["rate"] > 0)
+    df["user_us"] = df["cpu_us_per_conn"] * df["user_share"]
+    df["sys_us"] = df["cpu_us_per_conn"] - df["user_us"]
+    return df
+
+def cpu_split(df, results: str):
+    """Where the server's CPU goes, per spec on loopback (clean closed-loop runs, any
+    Python): median user and sys us per connection, and system calls per connection from
+    `make syscalls` when recorded.  User time is what an event library can change; sys
+    time is the kernel's TCP and epoll work, the floor every server shares."""
+    import pandas as pd
+
+    clean = df[~df["excluded"] & ~df["open_loop"] & (df["link"] == "loopback")
+               & df["user_us"].notna() & (df["budget"] == "off")]
+    if clean.empty:
+        return pd.DataFrame()
+    g = clean.groupby(["spec", "python"])
+    out = pd.DataFrame({"runs": g.size(), "user_us": g["user_us"].median(),
+                        "sys_us": g["sys_us"].median(),
+                        "cpu_us": g["cpu_us_per_conn"].median()}).reset_index()
+    calls = {}
+    for spec in out["spec"].unique():
+        try:
+            with open(os.path.join(results, "syscalls", spec.replace(":", "_") + ".json")) as f:
+                calls[spec] = float(json.load(f)["per_connection"]["total"])
+        except (OSError, ValueError, TypeError, KeyError):
+            pass
+    # `make syscalls` runs the default interpreter: its counts belong to that row only.
+    out["syscalls"] = [calls.get(sp) if py == "default" else None
+                       for sp, py in zip(out["spec"], out["python"])]
+    out["syscalls"] = pd.to_numeric(out["syscalls"], errors="coerce")
+    out["label"] = [sp + ("" if py == "default" else f" [{py}]")
+                    for sp, py in zip(out["spec"], out["python"])]
+    return out.sort_values("cpu_us").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- figures
+
+def link_order(links) -> list[str]:
+    """loopback first, then shaped links from the fastest: the order the study used."""
+    def key(name):
+        digits = "".join(ch for ch in str(name) if ch.isdigit())
+        return (name != "loopback", -int(digits) if digits else 0, str(name))
+    return sorted(dict.fromkeys(links), key=key)
+
+def _records_of(df) -> list[dict]:
+    """The run records behind a frame's rows (frame keeps each one in ``record``)."""
+    return list(df["record"]) if len(df) and "record" in df else []
+
+# Head-to-head comparisons the targets are stated in (docs/performance.md): (a, b, what).
+HEAD_TO_HEAD = [
+    ("alone_proc", "uvloop", "unified proc vs uvloop"),
+    ("alone_proc", "master", "unified proc vs ae's read/write procs"),
+    ("mul_thread:pool=oneshot", "mul_thread", "improved pool vs the study's pool"),
+    ("raw_epoll:diet", "raw_epoll:diet,no_cork", "TCP_CORK's share of the diet"),
+]
+
+def head_to_head(df, pairs=HEAD_TO_HEAD):
+    """Paired ratios a / b from rounds where both ran clean in the same batch (same link,
+    concurrency, size, Python, budget): one row per pair and conditions, only where such
+    rounds exist.  The summary engine's pairing, with b as the baseline."""
+    import pandas as pd
+
+    recs = [r for r in _records_of(df) if _summary.rate_of(r) is None]
+    rows = []
+    for a, b, what in pairs:
+        mine = [r for r in recs if _summary.spec_of(r) in (a, b)]
+        for r in _summary.summarize(mine, baseline=b):
+            if r["spec"] != a or not r["paired_rounds"]:
+                continue
+            rows.append({"a": a, "b": b, "what": what, "link": r["link"], "python": r["python"],
+                         "budget": r["budget"], "concurrency": r["concurrency"], "size": r["size"],
+                         "rounds": r["paired_rounds"], "batches": r["paired_batches"],
+                         "ratio_cpu": r["ratio_cpu_to_baseline"],
+                         "ratio_conn": r["ratio_conn_to_baseline"],
+                         "cpu_ci": r["ratio_cpu_interval"], "conn_ci": r["ratio_conn_interval"],
+                         "verdict_conn": _summary.verdict_text(r, "conn"),
+                         "verdict_cpu": _summary.verdict_text(r, "cpu")})
+    return pd.DataFrame(rows)
+
+# The engine's row fields, under the names the charts, tables and reproduce.py use.
+_COLUMNS = {"runs": "runs", "excluded": "excluded", "failed": "failed_conns", "clean": "clean",
+            "client_bound": "client_bound", "server_bound": "server_bound",
+            "conn_per_s_median": "conn_med", "conn_per_s_min": "conn_min", "conn_per_s_max": "conn_max",
+            "server_cpu_us_per_conn_median": "cpu_med", "server_cpu_us_per_conn_min": "cpu_min",
+            "server_cpu_us_per_conn_max": "cpu_max", "p50_us_median": "p50_med",
+            "p99_us_median": "p99_med", "ratio_conn_to_baseline": "ratio_conn",
+            "ratio_cpu_to_baseline": "ratio_cpu", "paired_rounds": "ratio_n",
+            "consistency": "consistency", "ratio_conn_interval": "conn_ci",
+            "ratio_cpu_interval": "cpu_ci", "verdict_conn": "verdict_conn",
+            "verdict_cpu": "verdict_cpu", "is_baseline": "is_baseline", "baseline": "baseline",
+            "variant_commit": "variant_commit", "lossy_runs": "lossy_runs",
+            "failed_runs": "failed_runs"}
+
+def summarize(df):
+    """The closed-loop table: the summary engine's rows (harness/summary.py) for the runs of
+    ``df``, one per (link, spec, concurrency, size, python, budget, baseline), as a
+    DataFrame with the column names the charts use."""
+    import pandas as pd
+
+    rows = [r for r in _summary.summarize(_records_of(df)) if r["rate"] is None]
+    if not rows:
+        return pd.DataFrame()
+    out = pd.DataFrame([{**{k: r[k] for k in GROUP}, **{v: r[k] for k, v in _COLUMNS.items()},
+                         "_row": r} for r in rows])
+    for col in ("conn_med", "conn_min", "conn_max", "cpu_med", "cpu_min", "cpu_max", "p50_med",
+                "p99_med", "ratio_conn", "ratio_cpu", "consistency"):
+        out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)
+    for col in ("runs", "excluded", "failed_conns", "clean", "client_bound", "server_bound", "ratio_n"):
+        out[col] = out[col].fillna(0).astype(int)
+    # The baseline first on each link, then by conn/s: the eye reads the baseline first.
+    out["_order"] = (~out["is_baseline"].astype(bool)).astype(int)
+    out["_link"] = out["link"].map({l: i for i, l in enumerate(link_order(out["link"]))})
+    out["_budget"] = out["budget"].map(lambda b: -1.0 if b == "off" else float(b))
+    out["_base"] = (out["baseline"] != BASELINE).astype(int)
+    out = out.sort_values(["_link", "_budget", "python", "concurrency", "size", "_base", "baseline",
+                           "_order", "conn_med"],
+                          ascending=[True, False, True, True, True, True, True, True, False]
+                          ).drop(columns=["_order", "_link", "_budget", "_base"])
+    nun = out.groupby("link")[["concurrency", "size", "python", "budget"]].transform("nunique")
+    multi, multi_py = nun[["concurrency", "size"]].max(axis=1) > 1, nun["python"] > 1
+    multi_b = nun["budget"] > 1
+    vs = [("" if b == BASELINE or b is None else (" (baseline)" if isb else f" ÷ {b}"))
+          for b, isb in zip(out["baseline"], out["is_baseline"])]
+    out["label"] = [s + v + (f" c={c} s={z}" if m else "") + (f" [{py}]" if mp else "")
+                    + ((" [no budget]" if b == "off" else f" [{b} core]") if mb else "")
+                    for s, v, c, z, py, b, m, mp, mb in zip(out["spec"], vs, out["concurrency"],
+                                                            out["size"], out["python"], out["budget"],
+                                                            multi, multi_py, multi_b)]
+    return out.reset_index(drop=True)
+
+# --------------------------------------------------------------------------- markdown cells
+
+def fmt_num(v, fmt="{:,.0f}"):
+    """A number as a table cell; '-' for a missing value (None or NaN)."""
+    return "-" if v is None or v != v else fmt.format(v)
+
+
+def float_or_none(v):
+    """A frame value as a float, None for a missing value (None or NaN)."""
+    return None if v is None or v != v else float(v)
+
+
+def range_text(med, lo, hi):
+    """``20,500 [20,000-21,000]``: a median with its min-max; '-' without a median."""
+    return "-" if med != med else f"{fmt_num(med)} [{fmt_num(lo)}-{fmt_num(hi)}]"
+
+
+def ratio_ci(row, which: str = "conn") -> str:
+    """A report row's paired ratio with its interval, ``1.04 [1.01-1.07]`` (the engine's text)."""
+    r = row[f"ratio_{which}"]
+    ci = row.get(f"{which}_ci") if hasattr(row, "get") else None
+    return _summary.ratio_text(None if r is None or r != r else float(r),
+                               ci if isinstance(ci, (tuple, list)) else None)
+
+_ABS_PATH = re.compile(r"(?<![\w.:/~-])/(?:[\w.+@-]+/)+[\w.+@-]*")
+
+def shown_path(text: str) -> str:
+    """Absolute paths in ``text`` as a report shows them: inside the repository relative to
+    it, elsewhere (an interpreter under a home directory) by their last component only, so a
+    generated report names no path outside the repository."""
+    root = _records.ROOT.rstrip("/") + "/"
+
+    def one(m: re.Match) -> str:
+        p = m.group(0)
+        if p.startswith(root):
+            return p[len(root):]
+        return os.path.basename(p) or p
+
+    return _ABS_PATH.sub(one, text)
+
+def environment_md(records) -> str:
+    """Each environment field with its distinct values and how many runs had each."""
+    from collections import Counter
+    fields: dict[str, Counter] = {}
+    for r in records:
+        for k, v in (r.get("env") or {}).items():
+            if isinstance(v, (dict, list)):
+                v = json.dumps(v, sort_keys=True)
+            fields.setdefault(k, Counter())[shown_path(str(v))] += 1
+    if not fields:
+        return "No environment was recorded with these runs.\n"
+    out = ["| field | value (runs) |", "|---|---|"]
+    for k in sorted(fields):
+        vals = "; ".join(f"{v[:200]} ({n})" for v, n in fields[k].most_common())
+        out.append(f"| {k} | {vals.replace('|', '/')} |")
+    return "\n".join(out) + "\n"
