@@ -64,9 +64,10 @@ DEFAULT_CONCURRENCY = 64
 CATEGORIES = (
     ("recv", r"\brecv(?:_into|from|from_into|msg)?\("),
     ("send", r"\bsend(?:all|to|msg)?\("),
-    ("register", r"\bregister\("),
-    ("modify", r"\bmodify\("),
-    ("unregister", r"\bunregister\("),
+    # (``_register(``: the libraries bind the poller's kernel calls once, as ``_register``.)
+    ("register", r"\b_?register\("),
+    ("modify", r"\b_?modify\("),
+    ("unregister", r"\b_?unregister\("),
     ("close", r"\bclose\(\s*\)"),
     ("accept", r"\baccept4?\("),
     ("poll", r"\b(?:poll|select)\("),

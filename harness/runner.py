@@ -223,6 +223,7 @@ class Batch:
                 self.progress.line(f"{tag} FAILED to start: {msg}")
                 return record if probe else self._keep(record)
             record["config"]["server_argv"] = server.argv
+            record["config"]["hash_seed"] = server.hash_seed      # setup randomization (servers.random_hash_seed)
             argv = client_argv(self.loadgen, lk.server_host, server.port, concurrency=s.concurrency,
                                size=s.size, duration=duration, warmup=warmup, rate=rate,
                                timeout_ms=s.timeout_ms, close_mode=s.close_mode, run_id=run_id)

@@ -218,6 +218,7 @@ def serve(argv: list[str]) -> int:
                 print(msg.split("stderr:\n", 1)[1][-2000:], file=sys.stderr, flush=True)
             return EXIT_MISSING
         record["config"]["server_argv"] = server.argv
+        record["config"]["hash_seed"] = server.hash_seed
         record["server_ready"] = server.ready
         cpu0, t0 = server.cpu_seconds(), time.monotonic()
         g0 = group.stat() if group else None

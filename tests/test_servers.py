@@ -350,3 +350,28 @@ def test_bad_server_option_fails_clearly(bad):
         servers.start(bad, ready_timeout=10)
     text = str(info.value)
     assert "=" in text and "exit code" not in text and "Traceback" not in text
+
+
+def _server_hashseed(proc_pid: int) -> str | None:
+    with open(f"/proc/{proc_pid}/environ", "rb") as f:
+        for item in f.read().split(b"\0"):
+            if item.startswith(b"PYTHONHASHSEED="):
+                return item.split(b"=", 1)[1].decode()
+    return None
+
+
+def test_each_python_server_run_gets_its_own_hash_seed(monkeypatch):
+    """Setup randomization (docs/statistics.md): a fresh PYTHONHASHSEED per run, the
+    one the process really has, recorded; a seed the user fixes is kept instead."""
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+    seeds = []
+    for _ in range(3):
+        with servers.start("master") as s:
+            assert s.hash_seed is not None and s.hash_seed.isdigit()
+            assert _server_hashseed(s.pid) == s.hash_seed
+            seeds.append(s.hash_seed)
+    assert len(set(seeds)) == 3
+    monkeypatch.setenv("PYTHONHASHSEED", "123")
+    with servers.start("master") as s:
+        assert s.hash_seed is None
+        assert _server_hashseed(s.pid) == "123"

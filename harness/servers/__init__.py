@@ -32,6 +32,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import selectors
 import shutil
 import signal
@@ -397,9 +398,26 @@ def _free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
-def env_for(server: Server, spec: Spec | None = None) -> dict:
+def random_hash_seed() -> str | None:
+    """A fresh PYTHONHASHSEED for one server run, or None when the user's environment
+    fixes one (theirs wins).
+
+    why: with a fixed seed every dict and set of a server is laid out the same way in
+    every run, so two setups of the same code (``master@HEAD`` from build/rev/ and
+    ``master`` from the working tree: other paths, other module names) can differ by a
+    few per cent in *every* round of a batch, and the paired ratios then call an A/A
+    comparison "faster" (docs/statistics.md, "Setup randomization").  A seed drawn per
+    run turns that layout effect into round-to-round noise, which the interval covers;
+    ASLR does the same for addresses.  The seed is recorded (``config.hash_seed``)."""
+    if "PYTHONHASHSEED" in os.environ:
+        return None
+    return str(random.SystemRandom().randrange(1, 2**32))
+
+
+def env_for(server: Server, spec: Spec | None = None, hash_seed: str | None = None) -> dict:
     """The environment a server runs with (the repository root on PYTHONPATH; for a
-    NAME@REV spec that revision's tree before it)."""
+    NAME@REV spec that revision's tree before it; ``hash_seed``: its PYTHONHASHSEED,
+    else the user's, else 0)."""
     env = dict(os.environ)
     if server.kind == "python":
         # Servers import `variants` and `harness` from the repository root.
@@ -408,7 +426,10 @@ def env_for(server: Server, spec: Spec | None = None) -> dict:
             env["PYTHONPATH"] = os.getcwd() + os.pathsep + env["PYTHONPATH"]
         if spec is not None and spec.commit:
             env["PYTHONPATH"] = revision_tree(spec.commit) + os.pathsep + env["PYTHONPATH"]
-        env.setdefault("PYTHONHASHSEED", "0")
+        if hash_seed is not None:
+            env["PYTHONHASHSEED"] = hash_seed
+        else:
+            env.setdefault("PYTHONHASHSEED", "0")
     return env
 
 
@@ -427,6 +448,7 @@ class ServerProcess:
         self.host, self.port, self.pid = ready.get("host"), int(ready["port"]), proc.pid
         self.stats: dict | None = None
         self.stderr_text = ""
+        self.hash_seed: str | None = None     # the PYTHONHASHSEED start() gave it, if any
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -495,11 +517,13 @@ def start(spec: Spec | str, *, host: str = "127.0.0.1", port: int = 0, size: int
                           ready_timeout=ready_timeout, cgroup_procs=cgroup_procs)
     argv = list(prefix) + command(spec, host=host, port=port, size=size,
                                   idle_timeout=idle_timeout, python=python, extra=extra)
+    hash_seed = random_hash_seed() if spec.server.kind == "python" else None
     errfile = tempfile.TemporaryFile(mode="w+", prefix="events-server-err-")
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=errfile, text=True, cwd=workdir(spec),
-                                env=env_for(spec.server, spec), preexec_fn=_preexec(cgroup_procs))
+                                env=env_for(spec.server, spec, hash_seed),
+                                preexec_fn=_preexec(cgroup_procs))
     except (OSError, subprocess.SubprocessError) as e:
         errfile.close()
         where = f" (joining the CPU-budget cgroup {cgroup_procs})" if cgroup_procs else ""
@@ -528,7 +552,9 @@ def start(spec: Spec | str, *, host: str = "127.0.0.1", port: int = 0, size: int
                 break
     finally:
         sel.close()
-    return ServerProcess(spec, proc, ready, argv, errfile)
+    server = ServerProcess(spec, proc, ready, argv, errfile)
+    server.hash_seed = hash_seed
+    return server
 
 
 def _start_cmd(spec: Spec, *, host: str, port: int, size: int, prefix, ready_timeout: float,
