@@ -121,11 +121,15 @@ and alone_proc --diet 0.59x of classic raw_epoll.
 
 Threads (mul_thread)
 --------------------
-Its procs run on worker threads.  The counters are ``+=`` on int attributes and
-the connection table is a dict: under the GIL both are effectively atomic (no
-thread switch between the load and the store of an ``+=`` since CPython 3.10).
-On a free-threaded build the counts could be approximate; the client's own
-counts are the ones a benchmark trusts.
+Its procs run on worker threads.  The counters are ``+=`` on int attributes:
+under the GIL that is atomic (no thread switch between the load and the store of
+an ``+=`` since CPython 3.10), but on a free-threaded build (``make python-ft``)
+two workers finishing exchanges at once lose one of the two updates.  So a
+threaded server keeps its counters in a ``ThreadStats``: per thread, summed when
+STATS is printed; exact on any build, and each ``+=`` is still one attribute load
+and one store, with no lock (tests/test_races.py).  The connection table is a
+dict: each of its operations, and ``list(conns.values())``, is atomic on both
+builds.
 """
 
 from __future__ import annotations
@@ -138,6 +142,7 @@ import resource
 import signal
 import socket
 import sys
+import threading
 
 RECV_SIZE = 65536
 SWEEP_SLICES = 4          # sweeps per idle-timeout period (precision 1/SWEEP_SLICES)
@@ -278,6 +283,32 @@ class Stats:
                 "cpu_user_s": round(ru.ru_utime, 6), "cpu_sys_s": round(ru.ru_stime, 6)}
 
 
+class ThreadStats(threading.local):
+    """``Stats`` for servers whose procs run on several threads: each thread counts in
+    its own attributes (``threading.local``); ``as_dict`` sums every thread's counts,
+    those of threads that have ended included.  See "Threads (mul_thread)" above."""
+    __slots__ = ("_counts",)        # a slot of a local is shared by all threads
+
+    def __init__(self):
+        # Runs once in each thread, on its first use; the first run (in the thread that
+        # made the object, before any other can use it) makes the list of every thread's.
+        try:
+            counts = self._counts
+        except AttributeError:
+            counts = self._counts = []
+        self.accepted = self.served = self.errors = self.idle_timeouts = self.emfile = 0
+        counts.append(self.__dict__)    # this thread's attributes
+
+    def as_dict(self) -> dict:
+        total: dict = dict.fromkeys(Stats.__slots__, 0)
+        for counts in list(self._counts):
+            for key in Stats.__slots__:
+                total[key] += counts.get(key, 0)
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        total.update(cpu_user_s=round(ru.ru_utime, 6), cpu_sys_s=round(ru.ru_stime, 6))
+        return total
+
+
 def say(tag: str, obj: dict):
     sys.stdout.write(f"{tag} {json.dumps(obj)}\n")
     sys.stdout.flush()
@@ -394,13 +425,15 @@ class EchoCore:
     ``on_writable`` from its loop.
     """
 
+    stats_class: type = Stats       # ThreadStats where procs run on several threads
+
     def __init__(self, args, listener: socket.socket):
         self.listener = listener
         self.size = args.size
         self.diet = args.diet
         self.flags = socket.MSG_DONTWAIT if args.diet else 0
         self.accept_bound = range(args.backlog)
-        self.stats = Stats()
+        self.stats = self.stats_class()
         self.conns: dict = {}      # fd -> Conn, every connection registered with the poller
         self.gen = 0               # idle-sweep generation
         self._reserve = self._open_reserve()
