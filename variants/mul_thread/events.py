@@ -50,8 +50,11 @@ Why the faithful pool is slow, in numbers to measure (``count_locks=True`` and
       costs less here than the GIL and the locks do (results/profile/mul_thread.txt).
     oneshot removes the barrier and the global lock; the GIL hand-offs and one
     epoll_ctl(MOD) per event to re-arm remain, so on CPython with a GIL it beats
-    faithful but not master. A free-threaded interpreter (PYTHON=python3.13t, where
-    installed) is where a pool can overlap procs.
+    faithful but not master. Without the GIL (``make python-ft``, then
+    PYTHON=build/python-ft/bin/python3.13t) the hand-offs leave the kernel (futex calls
+    per connection 37 -> 4.5 faithful, 66 -> 0.2 oneshot) but the pool is no cheaper:
+    3.13t's unspecialized interpreter and shared refcounts cost more than the GIL did
+    (docs/performance.md, "mul_thread without the GIL").
 
 Triggering mode
     Level-triggered in faithful mode (as master). In oneshot mode level-triggered
