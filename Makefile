@@ -47,7 +47,7 @@ RUN_ARGS = $(if $(LINK),--link $(LINK)) $(if $(REPEAT),--repeat $(REPEAT)) \
 
 C_BINS := $(BUILD)/loadgen $(BUILD)/c_epoll $(BUILD)/delayline
 
-.PHONY: all venv build test bench compare twohost-serve twohost-load serve load sweep soak report profile syscalls reproduce clean help
+.PHONY: all venv build test bench compare twohost-serve twohost-load serve load sweep soak report profile syscalls reproduce clean help python-ft test-ft
 
 all: venv build
 
@@ -58,6 +58,7 @@ help:
 	@echo "make compare SERVERS=\"master@HEAD master\" (a revision against your edit)   LOOP=mod:Class   SERVER_CMD='./srv {port}'"
 	@echo "make syscalls VARIANT=x   make reproduce   make soak VARIANT=x   make sweep VARIANT=x [RATES=2000,5000]"
 	@echo "make twohost-serve VARIANT=x PORT=p    make twohost-load HOST=h PORT=p    (two-host runs)"
+	@echo "make python-ft (free-threaded CPython 3.13 in build/python-ft/)   make test-ft   PYTHON=build/python-ft/bin/python3.13t"
 
 venv: $(STAMP)-core
 
@@ -174,6 +175,33 @@ syscalls: knobs-syscalls venv build
 
 reproduce: knobs-reproduce $(STAMP)-report build
 	$(PY) -m harness reproduce $(if $(SERVER_CPU),--server-cpu $(SERVER_CPU))
+
+# A free-threaded CPython 3.13 (--disable-gil) built from Debian's source package into
+# build/python-ft/ (tools/build-python-ft.sh: ~10 min on 2 cores, done once; not part of
+# `make test`). Use it with PYTHON=build/python-ft/bin/python3.13t.
+PYTHON_FT := $(BUILD)/python-ft/bin/python3.13t
+python-ft: knobs-python-ft
+	@tools/build-python-ft.sh $(abspath $(BUILD)/python-ft)
+
+# The variants' conformance suite, the variant and race tests and the Python servers' tests
+# on that interpreter, from a virtualenv of its own (build/venv-ft: pytest and pytest-timeout,
+# nothing else those tests need; the uvloop server is left out: no uvloop there). Builds
+# python-ft first if needed. Not in `make test`.
+# Not tests/test_model.py: the pinned hypothesis has a Rust part with no wheel for 3.13t.
+# PYTHON_GIL=0: an extension module that does not declare itself free-threading safe
+# would otherwise turn the GIL back on at import (and the servers inherit it).
+VENV_FT  := $(BUILD)/venv-ft
+FT_TESTS := tests/test_conformance.py tests/test_variant_master.py tests/test_variant_mul_thread.py \
+  tests/test_variant_alone_proc.py tests/test_races.py tests/test_servers.py tests/test_server_faults.py
+$(VENV_FT)/.installed: $(CONSTRAINTS)
+	@test -x $(PYTHON_FT) || { echo "error: $(PYTHON_FT) not found: run make python-ft"; exit 1; }
+	@test -x $(VENV_FT)/bin/python || $(PYTHON_FT) -m venv $(VENV_FT)
+	$(VENV_FT)/bin/pip install -q --disable-pip-version-check -c $(CONSTRAINTS) pytest pytest-timeout
+	@touch $@
+test-ft: knobs-test-ft python-ft build
+	@$(MAKE) --no-print-directory $(VENV_FT)/.installed
+	$(VENV_FT)/bin/python -c 'import sys; assert not sys._is_gil_enabled(), "the GIL is enabled"'
+	PYTHON_GIL=0 $(VENV_FT)/bin/python -m pytest -q $(FT_TESTS) -k 'not uvloop'
 
 clean:
 	rm -rf $(BUILD)

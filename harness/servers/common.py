@@ -86,11 +86,15 @@ unknown or unsupported lever is a usage error); STATS reports ``diet_levers``.
 
 Threads (mul_thread)
 --------------------
-Its procs run on worker threads.  The counters are ``+=`` on int attributes and
-the connection table is a dict: under the GIL both are effectively atomic (no
-thread switch between the load and the store of an ``+=`` since CPython 3.10).
-On a free-threaded build the counts could be approximate; the client's own
-counts are the ones a benchmark trusts.
+Its procs run on worker threads.  The counters are ``+=`` on int attributes:
+under the GIL that is atomic (no thread switch between the load and the store of
+an ``+=`` since CPython 3.10), but on a free-threaded build (``make python-ft``)
+two workers finishing exchanges at once lose one of the two updates.  So a
+threaded server keeps its counters in a ``ThreadStats``: per thread, summed when
+STATS is printed; exact on any build, and each ``+=`` is still one attribute load
+and one store, with no lock (tests/test_races.py).  The connection table is a
+dict: each of its operations, and ``list(conns.values())``, is atomic on both
+builds.
 """
 
 from __future__ import annotations
@@ -103,6 +107,7 @@ import resource
 import signal
 import socket
 import sys
+import threading
 
 from harness.servers import options
 from harness.servers.options import positive_int, seconds  # noqa: F401  (argparse types)
@@ -218,6 +223,35 @@ class Stats:
                 "idle_timeouts": self.idle_timeouts, "emfile": self.emfile,
                 "diet_levers": self.diet_levers,
                 "cpu_user_s": round(ru.ru_utime, 6), "cpu_sys_s": round(ru.ru_stime, 6)}
+
+
+class ThreadStats(threading.local):
+    """``Stats`` for servers whose procs run on several threads: each thread counts in
+    its own attributes (``threading.local``); ``as_dict`` sums every thread's counts,
+    those of threads that have ended included.  See "Threads (mul_thread)" above."""
+    __slots__ = ("_counts", "_levers")   # a slot of a local is shared by all threads
+    COUNTERS = ("accepted", "served", "errors", "idle_timeouts", "emfile")
+
+    def __init__(self, diet_levers=()):
+        # Runs once in each thread, on its first use; the first run (in the thread that
+        # made the object, before any other can use it) makes the list of every thread's.
+        try:
+            counts = self._counts
+        except AttributeError:
+            counts = self._counts = []
+            self._levers = list(diet_levers)
+        self.accepted = self.served = self.errors = self.idle_timeouts = self.emfile = 0
+        counts.append(self.__dict__)    # this thread's attributes
+
+    def as_dict(self) -> dict:
+        total: dict = dict.fromkeys(self.COUNTERS, 0)
+        for counts in list(self._counts):
+            for key in self.COUNTERS:
+                total[key] += counts.get(key, 0)
+        total["diet_levers"] = self._levers
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        total.update(cpu_user_s=round(ru.ru_utime, 6), cpu_sys_s=round(ru.ru_stime, 6))
+        return total
 
 
 def say(tag: str, obj: dict):
@@ -336,6 +370,8 @@ class EchoCore:
     ``on_writable`` from its loop.
     """
 
+    stats_class: type = Stats       # ThreadStats where procs run on several threads
+
     def __init__(self, args, listener: socket.socket):
         self.listener = listener
         self.size = args.size
@@ -343,7 +379,7 @@ class EchoCore:
         self.dontwait = "dontwait" in args.diet
         self.flags = socket.MSG_DONTWAIT if self.dontwait else 0
         self.accept_bound = range(args.backlog)
-        self.stats = Stats(args.diet)
+        self.stats = self.stats_class(args.diet)
         self.conns: dict = {}      # fd -> Conn, every connection registered with the poller
         self.gen = 0               # idle-sweep generation
         self._reserve = self._open_reserve()

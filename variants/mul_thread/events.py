@@ -50,8 +50,11 @@ Why the faithful pool is slow, in numbers to measure (``count_locks=True`` and
       costs less here than the GIL and the locks do (results/profile/mul_thread.txt).
     oneshot removes the barrier and the global lock; the GIL hand-offs and one
     epoll_ctl(MOD) per event to re-arm remain, so on CPython with a GIL it beats
-    faithful but not master. A free-threaded interpreter (PYTHON=python3.13t, where
-    installed) is where a pool can overlap procs.
+    faithful but not master. Without the GIL (``make python-ft``, then
+    PYTHON=build/python-ft/bin/python3.13t) the hand-offs leave the kernel (futex calls
+    per connection 37 -> 4.5 faithful, 66 -> 0.2 oneshot) but the pool is no cheaper:
+    3.13t's unspecialized interpreter and shared refcounts cost more than the GIL did
+    (docs/performance.md, "mul_thread without the GIL").
 
 Triggering mode
     Level-triggered in faithful mode (as master). In oneshot mode level-triggered
@@ -153,7 +156,11 @@ class EventLoop:
         self._wprocs: list[Any] = [None] * setsize
         self._cdata: list[Any] = [None] * setsize
         self._busy = [False] * setsize  # oneshot: a worker owns this fd (it is disarmed)
-        self._nfds = 0                  # registered fds: no fds and no timers = no poll
+        # Registered fds, counted per stripe under that stripe's lock (faithful: the global
+        # lock): oneshot's workers register and delete fds of different stripes at once,
+        # and one shared ``+=`` would lose updates without the GIL (tests/test_races.py).
+        # No fds and no timers = no poll.
+        self._stripe_nfds = [0] * (_STRIPE + 1)
         self._timers = LockedTimers(self, self.lock)
         self._sleep_until = _AWAKE      # when the loop thread's current poll times out
         self._stop = False
@@ -194,7 +201,7 @@ class EventLoop:
                 # back a reused fd number that was closed without delete_file_event and
                 # silently dropped by the kernel. delete_file_event skips unneeded calls.
                 if not old & _POLLED:
-                    self._nfds += 1
+                    self._stripe_nfds[fd & _STRIPE] += 1
                 # A busy fd is disarmed and its worker re-arms it with the new mask:
                 # arming it now would let a second worker run it concurrently.
                 if not self._busy[fd]:
@@ -211,7 +218,7 @@ class EventLoop:
                             self._poller.modify(fd, native)
                     self._poller_changed()
             # The poller was updated first: if it raised, nothing here has changed
-            # (but _nfds, which only decides whether to poll at all).
+            # (but the fd count, which only decides whether to poll at all).
             self._masks[fd] = new
             if mask & READABLE:
                 self._rprocs[fd] = proc
@@ -244,7 +251,7 @@ class EventLoop:
                 except OSError:
                     pass                # fd closed first: the kernel dropped it already
                 if not new:
-                    self._nfds -= 1
+                    self._stripe_nfds[fd & _STRIPE] -= 1
             self._masks[fd] = new
             # Drop the procs no longer registered so that their closures can be freed.
             if not new & READABLE:
@@ -291,7 +298,8 @@ class EventLoop:
         processed = 0
         timers = self._timers
         # As ae: poll when there are fds, or to sleep until a timer is due.
-        if self._nfds or (flags & TIME_EVENTS and not flags & DONT_WAIT):
+        # (oneshot always has one: its wake-up fd.)
+        if self._oneshot or any(self._stripe_nfds) or (flags & TIME_EVENTS and not flags & DONT_WAIT):
             # As ae, the hook runs before the wait is computed: it may create (or delete)
             # timers, and the poll must not sleep past a timer the hook just created.
             if flags & CALL_BEFORE_SLEEP and self._before_sleep is not None:
@@ -442,9 +450,8 @@ class EventLoop:
             os.set_blocking(self._wake_r, False)
             os.set_blocking(self._wake_w, False)
         self._poller.register(self._wake_r, self._to_native[READABLE])
-        # The wake-up fd counts, so the loop always polls and _nfds (updated under
-        # per-fd stripe locks in this mode) never needs to be exact.
-        self._nfds += 1
+        # The wake-up fd counts (no worker runs yet: no lock needed), so the loop always polls.
+        self._stripe_nfds[self._wake_r & _STRIPE] += 1
 
     def _wakeup(self) -> None:
         """Interrupt the loop thread's poll (oneshot mode; a no-op in faithful mode)."""
@@ -561,6 +568,11 @@ class EventLoop:
         finally:
             for lock in reversed(locks):
                 lock.release()
+
+    @property
+    def _nfds(self) -> int:
+        """Registered fds (the wake-up fd included)."""
+        return sum(self._stripe_nfds)
 
     @property
     def lock_acquisitions(self) -> int:
