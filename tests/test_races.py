@@ -93,7 +93,7 @@ def test_mul_thread_server_counts_every_exchange_exactly():
     whichever worker finished the exchange; STATS must equal the client's count."""
     from harness.servers import common, mul_thread
 
-    args = argparse.Namespace(size=4, diet=False, backlog=16)
+    args = argparse.Namespace(size=4, diet=(), backlog=16)
     listener = socket.socket()
     try:
         loop = EventLoop(pool="oneshot", workers=1)
@@ -105,7 +105,7 @@ def test_mul_thread_server_counts_every_exchange_exactly():
             for _ in range(per_thread):
                 conn = common.Conn(sock, -1, 0)
                 conn.buf = b"ping"
-                server.on_writable(conn)     # sends, counts, closes (not watched: no unwatch)
+                server.on_writable(loop, -1, conn, common.WRITABLE)   # sends, counts, closes
                 conn = common.Conn(sock, -1, 0)
                 server.drop(conn)            # counts an error, closes
 
