@@ -138,7 +138,7 @@ def bar_chart(summary, df, path, *, med, lo, hi, col, ratio, ylabel, title, mark
         ax.set_xticks(list(x))
         ax.set_xticklabels(s["label"], rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{title} - link {link}\n{budget_title(s['budget'].iloc[0])}", fontsize=10)
+        ax.set_title(f"{title}\nlink {link}, {budget_title(s['budget'].iloc[0])}", fontsize=9)
         if mark_bound and s["client_bound"].any():
             ax.bar([0], [0], color="#4a7ab5", hatch="//", edgecolor="white",
                    label="has client-bound runs (lower bound)")
