@@ -17,6 +17,15 @@ def _plt():
     import matplotlib.pyplot as plt
     return plt
 
+def _link_panels(plt, summary):
+    """The headline rows (``headline``), one panel per link: (figure, [(ax, link, rows)])."""
+    summary = headline(summary)
+    links = link_order(summary["link"])
+    fig, axes = _panels(plt, len(links), bars=[int((summary["link"] == l).sum()) for l in links])
+    return fig, [(ax, link, summary[summary["link"] == link].reset_index(drop=True))
+                 for ax, link in zip(axes, links)]
+
+
 def _panels(plt, n, width=6.0, height=4.2, bars=None):
     """One row of n panels; with ``bars`` (bars per panel) each panel is as wide as its
     bars need, so a link with 13 servers is not squeezed to the width of one with 4."""
@@ -95,11 +104,8 @@ def bar_chart(summary, df, path, *, med, lo, hi, col, ratio, ylabel, title, mark
     """One panel per link: median bars, min-max whiskers, raw_epoll as a dashed line,
     each bar labelled with its paired ratio; excluded runs as red crosses."""
     plt = _plt()
-    summary = headline(summary)
-    links = link_order(summary["link"])
-    fig, axes = _panels(plt, len(links), bars=[int((summary["link"] == l).sum()) for l in links])
-    for ax, link in zip(axes, links):
-        s = summary[summary["link"] == link].reset_index(drop=True)
+    fig, panels = _link_panels(plt, summary)
+    for ax, link, s in panels:
         x = range(len(s))
         heights = s[med].fillna(0)
         lower = (s[med] - s[lo]).fillna(0)
@@ -234,11 +240,8 @@ def chart_interpreters(summary, path) -> bool:
 
 def chart_latency(summary, path):
     plt = _plt()
-    summary = headline(summary)
-    links = link_order(summary["link"])
-    fig, axes = _panels(plt, len(links), bars=[int((summary["link"] == l).sum()) for l in links])
-    for ax, link in zip(axes, links):
-        s = summary[summary["link"] == link].reset_index(drop=True)
+    fig, panels = _link_panels(plt, summary)
+    for ax, link, s in panels:
         x = range(len(s))
         ax.bar([i - 0.2 for i in x], s["p50_med"].fillna(0), 0.4, label="p50", color="#4a7ab5")
         ax.bar([i + 0.2 for i in x], s["p99_med"].fillna(0), 0.4, label="p99", color="#d08c3a")
