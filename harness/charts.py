@@ -17,6 +17,13 @@ def _plt():
     import matplotlib.pyplot as plt
     return plt
 
+def _save(plt, fig, path) -> bool:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def _link_panels(plt, summary):
     """The headline rows (``headline``), one panel per link: (figure, [(ax, link, rows)])."""
     summary = headline(summary)
@@ -96,9 +103,8 @@ def chart_cpu_split(split, path):
     ax.set_xlabel("server CPU us per connection (median of clean loopback runs)")
     ax.set_title("Where the server's CPU goes", fontsize=10)
     ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
+
 
 def bar_chart(summary, df, path, *, med, lo, hi, col, ratio, ylabel, title, mark_bound):
     """One panel per link: median bars, min-max whiskers, raw_epoll as a dashed line,
@@ -157,9 +163,8 @@ def bar_chart(summary, df, path, *, med, lo, hi, col, ratio, ylabel, title, mark
         if handles:
             uniq = dict(zip(labels, handles))
             ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="upper right", ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
+
 
 def chart_over_time(df, path):
     """conn/s per second within each closed-loop run, from its SNAPSHOT lines: one panel
@@ -194,9 +199,8 @@ def chart_over_time(df, path):
         ax.set_title(f"conn/s over time - {'soak runs, ' if is_soak else ''}link {link}",
                      fontsize=10)
         ax.legend(fontsize=6, ncol=2 if len(specs) > 6 else 1, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
+
 
 def chart_interpreters(summary, path) -> bool:
     """Paired CPU ratio to raw_epoll per design, grouped by interpreter, on loopback:
@@ -233,10 +237,7 @@ def chart_interpreters(summary, path) -> bool:
     ax.set_title("The designs' cost on each interpreter - loopback", fontsize=10)
     ax.set_ylim(0, max(s["ratio_cpu"].max() * 1.2, 1.3))
     ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, path)
 
 def chart_latency(summary, path):
     plt = _plt()
@@ -251,9 +252,8 @@ def chart_latency(summary, path):
         ax.set_title(f"latency, closed loop - link {link}, {budget_title(s['budget'].iloc[0])}",
                      fontsize=10)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
+
 
 def chart_cpu_vs_rate(df, path) -> bool:
     """Server CPU per connection against the offered rate (open-loop runs): the load
@@ -278,10 +278,7 @@ def chart_cpu_vs_rate(df, path) -> bool:
         ax.set_ylim(bottom=0)
         ax.set_title(f"CPU per connection vs offered rate (open loop) - link {link}", fontsize=10)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, path)
 
 def chart_latency_vs_rate(df, path):
     plt = _plt()
@@ -308,6 +305,4 @@ def chart_latency_vs_rate(df, path):
         handles, labels = ax.get_legend_handles_labels()
         uniq = dict(zip(labels, handles))
         ax.legend(uniq.values(), uniq.keys(), fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
