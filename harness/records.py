@@ -37,6 +37,8 @@ import tempfile
 import time
 from datetime import datetime, timezone
 
+from harness import summary
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA = 1
 
@@ -80,7 +82,9 @@ CSV_COLUMNS = (
     ("warmup", _c("warmup")),
     ("rate", _c("rate")),
     ("close_mode", _c("close_mode")),
-    ("python", _c("python")),
+    # The interpreter as a label (python3.12, python3.13t), never its path: the path is this
+    # machine's (the JSON record keeps it), the CSV is read on others. Blank = the venv's.
+    ("python", lambda r: summary.python_label(r) if (r.get("config") or {}).get("python") else None),
     ("conn_per_s", _m("conn_per_s")),
     ("server_cpu_s", _m("server_cpu_s")),
     ("server_cpu_us_per_conn", _m("server_cpu_us_per_conn")),

@@ -79,6 +79,20 @@ def test_csv_with_other_columns_is_not_rewritten(tmp_path):
         assert len(list(csv.DictReader(f))) == 1
 
 
+def test_csv_names_the_interpreter_never_its_path():
+    """runs.csv is read on other machines: the interpreter is a label there (the JSON record
+    keeps the path it ran)."""
+    col = records.CSV_HEADER.index("python")
+    r = _record()
+    r["config"]["python"] = "/root/.pyenv/versions/3.12.1/bin/python3.12"
+    r["env"] = {"server_python": {"version": "3.12.1", "implementation": "cpython"}}
+    assert records.csv_row(r)[col] == "python3.12"
+    r["env"]["server_python"]["free_threaded"] = True
+    assert records.csv_row(r)[col] == "python3.12t"
+    r["config"]["python"] = None
+    assert records.csv_row(r)[col] == ""
+
+
 def test_results_dir_override(tmp_path, monkeypatch):
     monkeypatch.setenv("EVENTS_RESULTS_DIR", str(tmp_path / "x"))
     assert records.results_dir() == str(tmp_path / "x")
