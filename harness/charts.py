@@ -33,6 +33,17 @@ def _link_panels(plt, summary):
                  for ax, link in zip(axes, links)]
 
 
+def _rate_panels(plt, sw):
+    """The open-loop charts' layout: one panel per link, one colour per spec throughout.
+    (figure, [(ax, link, that link's rows)], colour of a spec)."""
+    links = link_order(sw["link"])
+    fig, axes = _panels(plt, len(links), width=7)
+    cmap = plt.get_cmap("tab10")
+    specs = list(dict.fromkeys(sw["spec"]))
+    return (fig, [(ax, link, sw[sw["link"] == link]) for ax, link in zip(axes, links)],
+            lambda sp: cmap(specs.index(sp) % 10))
+
+
 def _panels(plt, n, width=6.0, height=4.2, bars=None):
     """One row of n panels; with ``bars`` (bars per panel) each panel is as wide as its
     bars need, so a link with 13 servers is not squeezed to the width of one with 4."""
@@ -263,16 +274,12 @@ def chart_cpu_vs_rate(df, path) -> bool:
     sw = df[df["open_loop"] & ~df["excluded"] & df["cpu_us_per_conn"].notna()]
     if sw.empty or sw.groupby(["link", "spec"])["rate"].nunique().max() < 2:
         return False
-    links = link_order(sw["link"])
-    fig, axes = _panels(plt, len(links), width=7)
-    cmap = plt.get_cmap("tab10")
-    specs = list(dict.fromkeys(sw["spec"]))
-    for ax, link in zip(axes, links):
-        d = sw[sw["link"] == link]
+    fig, panels, color_of = _rate_panels(plt, sw)
+    for ax, link, d in panels:
         for (sp, budget), runs in d.groupby(["spec", "budget"], sort=False):
             med = runs.groupby("rate")["cpu_us_per_conn"].median()
             label = sp + ("" if budget == "off" else f" [{budget} core]")
-            ax.plot(med.index, med.values, "o-", color=cmap(specs.index(sp) % 10), label=label)
+            ax.plot(med.index, med.values, "o-", color=color_of(sp), label=label)
         ax.set_xlabel("offered rate (conn/s)")
         ax.set_ylabel("server CPU us per connection (median)")
         ax.set_ylim(bottom=0)
@@ -283,14 +290,10 @@ def chart_cpu_vs_rate(df, path) -> bool:
 def chart_latency_vs_rate(df, path):
     plt = _plt()
     sw = df[df["open_loop"]]
-    links = link_order(sw["link"])
-    fig, axes = _panels(plt, len(links), width=7)
-    cmap = plt.get_cmap("tab10")
-    specs = list(dict.fromkeys(sw["spec"]))
-    for ax, link in zip(axes, links):
-        d = sw[sw["link"] == link]
+    fig, panels, color_of = _rate_panels(plt, sw)
+    for ax, link, d in panels:
         for sp, runs in d.groupby("spec", sort=False):
-            color = cmap(specs.index(sp) % 10)
+            color = color_of(sp)
             ok = runs[~runs["excluded"]].groupby("rate")[["p50_us", "p99_us"]].median()
             ax.plot(ok.index, ok["p50_us"], "o-", color=color, label=f"{sp} p50")
             ax.plot(ok.index, ok["p99_us"], "s--", color=color, label=f"{sp} p99")
