@@ -13,27 +13,32 @@ import resource
 import threading
 
 
+COUNTERS = ("accepted", "served", "errors", "idle_timeouts", "emfile")
+
+
+def _stats_line(counts: dict, diet_levers: list) -> dict:
+    """The STATS fields: the counts, the levers applied, the process's CPU (all threads)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return {**counts, "diet_levers": diet_levers,
+            "cpu_user_s": round(ru.ru_utime, 6), "cpu_sys_s": round(ru.ru_stime, 6)}
+
+
 class Stats:
-    __slots__ = ("accepted", "served", "errors", "idle_timeouts", "emfile", "diet_levers")
+    __slots__ = COUNTERS + ("diet_levers",)
 
     def __init__(self, diet_levers=()):
         self.accepted = self.served = self.errors = self.idle_timeouts = self.emfile = 0
         self.diet_levers = list(diet_levers)      # the levers applied (options.LEVERS order)
 
     def as_dict(self) -> dict:
-        ru = resource.getrusage(resource.RUSAGE_SELF)      # all threads of the process
-        return {"accepted": self.accepted, "served": self.served, "errors": self.errors,
-                "idle_timeouts": self.idle_timeouts, "emfile": self.emfile,
-                "diet_levers": self.diet_levers,
-                "cpu_user_s": round(ru.ru_utime, 6), "cpu_sys_s": round(ru.ru_stime, 6)}
+        return _stats_line({key: getattr(self, key) for key in COUNTERS}, self.diet_levers)
 
 
 class ThreadStats(threading.local):
     """``Stats`` for servers whose procs run on several threads: each thread counts in
     its own attributes (``threading.local``); ``as_dict`` sums every thread's counts,
-    those of threads that have ended included.  See "Threads (mul_thread)" above."""
+    those of threads that have ended included.  See "Threads (mul_thread)" in common.py."""
     __slots__ = ("_counts", "_levers")   # a slot of a local is shared by all threads
-    COUNTERS = ("accepted", "served", "errors", "idle_timeouts", "emfile")
 
     def __init__(self, diet_levers=()):
         # Runs once in each thread, on its first use; the first run (in the thread that
@@ -47,11 +52,8 @@ class ThreadStats(threading.local):
         counts.append(self.__dict__)    # this thread's attributes
 
     def as_dict(self) -> dict:
-        total: dict = dict.fromkeys(self.COUNTERS, 0)
+        total = dict.fromkeys(COUNTERS, 0)
         for counts in list(self._counts):
-            for key in self.COUNTERS:
+            for key in COUNTERS:
                 total[key] += counts.get(key, 0)
-        total["diet_levers"] = self._levers
-        ru = resource.getrusage(resource.RUSAGE_SELF)
-        total.update(cpu_user_s=round(ru.ru_utime, 6), cpu_sys_s=round(ru.ru_stime, 6))
-        return total
+        return _stats_line(total, self._levers)
