@@ -353,7 +353,9 @@ class EchoCore:
         raise NotImplementedError
 
     # -- accept ---------------------------------------------------------------------
-    def on_accept(self):
+    # The procs' signature, as the transitions below: a library calls it directly (no
+    # adapter frame per wake-up); raw_epoll calls ``on_accept()``.
+    def on_accept(self, loop=None, fd: int = -1, data=None, mask: int = 0):
         accept = self.listener.accept
         stats = self.stats
         for _ in self.accept_bound:
@@ -593,9 +595,6 @@ class EventsEcho(EchoCore):
     def unwatch(self, conn):
         self.loop.delete_file_event(conn.fd, READABLE | WRITABLE)
 
-    def accept_proc(self, loop, fd, data, mask):
-        self.on_accept()
-
     def sweep_proc(self, loop, id, ms):
         self.sweep()
         return ms                   # call again in as many ms
@@ -616,7 +615,7 @@ def serve_events(name: str, make_loop, add_options=None, echo_class=EventsEcho, 
     server = echo_class(args, listener, loop)
     wake = on_signals(server.stats, loop.stop)
     loop.create_file_event(wake.fileno(), READABLE, _drain_proc, wake)
-    loop.create_file_event(listener.fileno(), READABLE, server.accept_proc)
+    loop.create_file_event(listener.fileno(), READABLE, server.on_accept)
     interval = sweep_interval(args)
     if interval:
         ms = max(1, round(interval * 1000))

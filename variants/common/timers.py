@@ -70,6 +70,10 @@ class Timers:
         self._dead = 0          # entries in the heap whose event was deleted
         self._last_id = -1
         self.examined = 0
+        # When the nearest live timer is due (None: no timer), kept up to date by every
+        # change, so that the loop reads one attribute per pass instead of calling
+        # nearest(). Public and read-only by convention, as ``live``.
+        self.due: Optional[float] = None
 
     def __len__(self) -> int:
         return len(self._events)
@@ -83,6 +87,8 @@ class Timers:
                        proc, client_data, finalizer)
         self._events[ev.id] = ev
         heapq.heappush(self._heap, (ev.when, ev.id, ev))
+        if self.due is None or ev.when < self.due:
+            self.due = ev.when
         return ev.id
 
     def delete(self, id: int) -> None:
@@ -92,6 +98,9 @@ class Timers:
 
     def nearest(self) -> Optional[float]:
         """Monotonic time of the nearest live timer, or None when there is none."""
+        return self._peek()
+
+    def _peek(self) -> Optional[float]:
         heap = self._heap
         while heap:
             self.examined += 1
@@ -140,6 +149,7 @@ class Timers:
         self._heap.clear()
         self._events.clear()
         self._dead = 0
+        self.due = None
 
     # -- the state-changing primitives (LockedTimers wraps these) --------------
 
@@ -153,6 +163,8 @@ class Timers:
             self._dead += 1
             if self._dead > _COMPACT_MIN and self._dead * 2 > len(self._heap):
                 self._compact()
+        if self.due is not None and ev.when <= self.due:
+            self.due = self._peek()     # it was the nearest: the next live one is
         return ev
 
     def _pop_due(self, now: float, max_id: int, held: list[TimeEvent]) -> Optional[TimeEvent]:
@@ -176,6 +188,8 @@ class Timers:
             if not ev.deleted:
                 ev.queued = True
                 heapq.heappush(heap, (ev.when, ev.id, ev))
+        # The end of a timer pass (run_due's finally): the popped timers are back.
+        self.due = self._peek()
 
     def _drop_top(self) -> None:
         heapq.heappop(self._heap)[2].queued = False
