@@ -33,6 +33,7 @@ import os
 import select
 import socket
 import time
+import types
 
 import hypothesis
 import pytest
@@ -250,8 +251,10 @@ class ModelMachine(RuleBasedStateMachine):
         self.polls = []                 # (timeout, reported) of each real poll
         self.real_counter = 0           # cdata labels of timers created by the real side
         self.model_counter = 0
-        poller = self.loop._poller
-        real_poll = poller.poll
+        # The loop's calls reach the kernel through ``loop._kernel`` (the select.epoll
+        # itself for epoll, which cannot be patched): put a stand-in in its place.
+        kernel = self.loop._kernel
+        real_poll = kernel.poll
         wake = getattr(self.loop, "_wake_r", -1)
 
         def poll(timeout):
@@ -261,7 +264,9 @@ class ModelMachine(RuleBasedStateMachine):
             self.polls.append((timeout, [(fd, n) for fd, n in events if fd != wake], states))
             return events
 
-        poller.poll = poll
+        self.loop._kernel = types.SimpleNamespace(
+            register=kernel.register, modify=kernel.modify, unregister=kernel.unregister,
+            poll=poll)
 
     def teardown(self):
         self.loop.close()

@@ -123,6 +123,7 @@ TIMED_OUT = -1            # conn.seen of a connection the idle sweep has shut do
 # The Events variants' file-event bits (ae's values, the same in all three variants:
 # docs/architecture.md section 1); repeated here so raw_epoll need not import a variant.
 READABLE, WRITABLE = 1, 2
+BOTH = READABLE | WRITABLE    # why: one name, not an OR of two names per connection
 
 
 # --------------------------------------------------------------------------- options
@@ -593,7 +594,7 @@ class EventsEcho(EchoCore):
         self.loop.create_file_event(conn.fd, WRITABLE, self.write_proc, conn)
 
     def unwatch(self, conn):
-        self.loop.delete_file_event(conn.fd, READABLE | WRITABLE)
+        self.loop.delete_file_event(conn.fd, BOTH)
 
     def sweep_proc(self, loop, id, ms):
         self.sweep()

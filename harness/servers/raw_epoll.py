@@ -26,6 +26,7 @@ from harness.servers import common
 from harness.servers.common import READABLE, READING, WRITABLE, WRITING
 
 NAME = "raw_epoll"
+EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT    # why: one name look-up, not two
 
 
 class RawEpollEcho(common.EchoCore):
@@ -39,13 +40,13 @@ class RawEpollEcho(common.EchoCore):
 
     def watch_read(self, conn):
         conn.watched = READING
-        self.ep.register(conn.fd, select.EPOLLIN)
+        self.ep.register(conn.fd, EPOLLIN)
 
     def watch_write(self, conn):
         if conn.watched:
-            self.ep.modify(conn.fd, select.EPOLLOUT)
+            self.ep.modify(conn.fd, EPOLLOUT)
         else:                                   # diet: first registration, for writable
-            self.ep.register(conn.fd, select.EPOLLOUT)
+            self.ep.register(conn.fd, EPOLLOUT)
         conn.watched = WRITING
 
     def unwatch(self, conn):

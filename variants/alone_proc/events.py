@@ -73,13 +73,11 @@ class EventLoop:
         self.backend = module.NAME
         self._poller: Poller = module.Poller()
         poller = self._poller
-        # (For epoll, poller.register/modify/unregister/poll are select.epoll's own C
-        # methods: the loop's calls below reach epoll_ctl without a Python wrapper.)
         self._to_native = poller.to_native
-        # why: the kernel calls bound once (one attribute look-up less per call).
-        self._register = poller.register
-        self._modify = poller.modify
-        self._unregister = poller.unregister
+        # why: for epoll, the select.epoll object: the loop's register/modify/unregister/
+        # poll calls are its C methods, reached without a Python wrapper and with the
+        # interpreter's specialized method call (backends/__init__.py).
+        self._kernel = poller.kernel
         self._setsize = setsize
         # Per-fd state in parallel lists indexed by fd (ae's events[] array): a list
         # index is the cheapest lookup Python has, and nothing is allocated per fd.
@@ -122,14 +120,14 @@ class EventLoop:
             native = self._to_native[new & _POLLED]
             if old & _POLLED:
                 try:
-                    self._modify(fd, native)
+                    self._kernel.modify(fd, native)
                 except FileNotFoundError:   # that closed-and-reused number: add it
-                    self._register(fd, native)
+                    self._kernel.register(fd, native)
             else:
                 try:
-                    self._register(fd, native)
+                    self._kernel.register(fd, native)
                 except FileExistsError:     # the kernel still holds it (a dup2 case)
-                    self._modify(fd, native)
+                    self._kernel.modify(fd, native)
                 self._nfds += 1
         # The poller was updated first: if it raised, nothing here has changed.
         masks[fd] = new
@@ -152,7 +150,7 @@ class EventLoop:
             # and its proc goes, so that its closure can be freed.
             if old & _POLLED:
                 try:
-                    self._unregister(fd)
+                    self._kernel.unregister(fd)
                 except OSError:
                     pass                # fd closed first: the kernel dropped it already
                 self._nfds -= 1
@@ -164,7 +162,7 @@ class EventLoop:
             new &= ~BARRIER             # BARRIER means nothing without WRITABLE (as ae)
         if (new ^ old) & _POLLED:      # why: no epoll_ctl when the kernel's mask stays
             try:
-                self._modify(fd, self._to_native[new & _POLLED])
+                self._kernel.modify(fd, self._to_native[new & _POLLED])
             except OSError:
                 pass                    # fd closed first: the kernel dropped it already
         masks[fd] = new
@@ -221,7 +219,7 @@ class EventLoop:
                     timeout = due - monotonic()
                     if timeout < 0.0:
                         timeout = 0.0
-            events = self._poller.poll(timeout)
+            events = self._kernel.poll(timeout)
             if after and self._after_sleep is not None:
                 self._after_sleep(self)
             if events and file_events:

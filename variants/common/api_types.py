@@ -30,10 +30,23 @@ class Lock(Protocol):
     def __exit__(self, *exc: Any) -> Optional[bool]: ...
 
 
+class Kernel(Protocol):
+    """The object whose methods reach the kernel (``Poller.kernel``)."""
+
+    def register(self, fd: int, native: int) -> None: ...
+
+    def modify(self, fd: int, native: int) -> None: ...
+
+    def unregister(self, fd: int) -> None: ...
+
+    def poll(self, timeout: Optional[float]) -> Events: ...
+
+
 class Poller(Protocol):
     """A backend's Poller (see backends/__init__.py for the contract)."""
 
     needs_wakeup: bool
+    kernel: Kernel
     to_native: tuple[int, ...]
     to_ae: tuple[int, ...]
 

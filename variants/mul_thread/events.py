@@ -133,9 +133,11 @@ class EventLoop:
         self._oneshot = oneshot = pool == "oneshot"
         self._poller: Poller = module.Poller(oneshot=oneshot)
         poller = self._poller
-        # (For epoll, poller.register/modify/unregister/poll are select.epoll's own C
-        # methods: the loop's calls below reach epoll_ctl without a Python wrapper.)
         self._to_native = poller.to_native
+        # why: for epoll, the select.epoll object: the loop's register/modify/unregister/
+        # poll calls are its C methods, reached without a Python wrapper and with the
+        # interpreter's specialized method call (backends/__init__.py).
+        self._kernel = poller.kernel
         self._to_ae = poller.to_ae
         # The global lock; an RLock so that nesting (resize, the timers) can never
         # deadlock: no user code runs under it, procs and finalizers run outside.
@@ -208,14 +210,14 @@ class EventLoop:
                     native = self._to_native[new & _POLLED]
                     if old & _POLLED:
                         try:
-                            self._poller.modify(fd, native)
+                            self._kernel.modify(fd, native)
                         except FileNotFoundError:   # that closed-and-reused number
-                            self._poller.register(fd, native)
+                            self._kernel.register(fd, native)
                     else:
                         try:
-                            self._poller.register(fd, native)
+                            self._kernel.register(fd, native)
                         except FileExistsError:     # the kernel still holds it (dup2)
-                            self._poller.modify(fd, native)
+                            self._kernel.modify(fd, native)
                     self._poller_changed()
             # The poller was updated first: if it raised, nothing here has changed
             # (but the fd count, which only decides whether to poll at all).
@@ -244,9 +246,9 @@ class EventLoop:
                 try:
                     if not new:
                         # Unregistering is safe even while a worker owns the fd.
-                        self._poller.unregister(fd)
+                        self._kernel.unregister(fd)
                     elif not self._busy[fd]:   # a busy fd gets its new mask at re-arm
-                        self._poller.modify(fd, self._to_native[new & _POLLED])
+                        self._kernel.modify(fd, self._to_native[new & _POLLED])
                         self._poller_changed()
                 except OSError:
                     pass                # fd closed first: the kernel dropped it already
@@ -317,7 +319,7 @@ class EventLoop:
                         timeout = max(0.0, due - monotonic())
                         self._sleep_until = due
             try:
-                events = self._poller.poll(timeout)
+                events = self._kernel.poll(timeout)
             finally:
                 self._sleep_until = _AWAKE
             if flags & CALL_AFTER_SLEEP and self._after_sleep is not None:
@@ -449,7 +451,7 @@ class EventLoop:
             self._wake_r, self._wake_w = os.pipe()
             os.set_blocking(self._wake_r, False)
             os.set_blocking(self._wake_w, False)
-        self._poller.register(self._wake_r, self._to_native[READABLE])
+        self._kernel.register(self._wake_r, self._to_native[READABLE])
         # The wake-up fd counts (no worker runs yet: no lock needed), so the loop always polls.
         self._stripe_nfds[self._wake_r & _STRIPE] += 1
 

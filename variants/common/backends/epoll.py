@@ -33,6 +33,7 @@ class Poller:
         self.to_ae = translation_table(select.EPOLLIN, select.EPOLLOUT,
                                        select.EPOLLERR | select.EPOLLHUP)
         # why: no wrappers, the loop calls epoll_ctl/epoll_wait through the C methods.
+        self.kernel = ep                # the loop's hot path calls ep's methods directly
         self.register = ep.register
         self.modify = ep.modify
         self.unregister = ep.unregister

@@ -32,6 +32,7 @@ class Poller:
         p = self._p
         self._oneshot = oneshot
         self.to_native = native_masks(select.POLLIN, select.POLLOUT)
+        self.kernel = self              # no C object does what these methods do
         self.to_ae = translation_table(select.POLLIN, select.POLLOUT,
                                        select.POLLERR | select.POLLHUP)
         # select.poll's register() adds or overwrites (never fails on a reused number);

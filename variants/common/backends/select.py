@@ -34,6 +34,7 @@ class Poller:
         self._oneshot = oneshot
         # Native words are ae masks already: READABLE=1, WRITABLE=2.
         self.to_native = (0, 1, 2, 3)
+        self.kernel = self              # no C object does what these methods do
         self.to_ae = translation_table(1, 2, 0)
 
     def register(self, fd: int, mask: int) -> None:
