@@ -47,7 +47,7 @@ RUN_ARGS = $(if $(LINK),--link $(LINK)) $(if $(REPEAT),--repeat $(REPEAT)) \
 
 C_BINS := $(BUILD)/loadgen $(BUILD)/c_epoll $(BUILD)/delayline
 
-.PHONY: all venv build test bench compare twohost-serve twohost-load serve load sweep soak report profile syscalls reproduce clean help python-ft test-ft icount
+.PHONY: all venv build test bench compare twohost-serve twohost-load serve load sweep soak report profile syscalls reproduce clean help python-ft test-ft icount icount-parts
 
 all: venv build
 
@@ -60,6 +60,7 @@ help:
 	@echo "make twohost-serve VARIANT=x PORT=p    make twohost-load HOST=h PORT=p    (two-host runs)"
 	@echo "make python-ft (free-threaded CPython 3.13 in build/python-ft/)   make test-ft   PYTHON=build/python-ft/bin/python3.13t"
 	@echo "make icount [SERVERS=\"raw_epoll alone_proc\"]   (user-space instructions per connection, callgrind)"
+	@echo "make icount-parts [VARIANT=alone_proc]   (the library's fd calls and one loop pass, in instructions)"
 
 venv: $(STAMP)-core
 
@@ -88,6 +89,7 @@ TAKES_profile  := VARIANT CONNECTIONS
 TAKES_syscalls := VARIANT CONNECTIONS DIET
 TAKES_reproduce := SERVER_CPU
 TAKES_icount := VARIANT SERVERS PYTHON
+TAKES_icount-parts := VARIANT PYTHON
 knobs-%:
 	@bad="$(strip $(foreach v,$(filter-out $(TAKES_$*),$(KNOBS)),$(if $(filter command line,$(origin $(v))),$(v))))"; \
 	if [ -n "$$bad" ]; then echo "error: make $* does not use $$bad; it takes: $(or $(strip $(TAKES_$*)),no variables)" >&2; exit 2; fi; \
@@ -240,3 +242,8 @@ redis_ae: venv
 # repeats whatever the machine does, for library changes too small for a timed batch.
 icount: knobs-icount venv build
 	$(PY) tools/icount.py $(if $(SERVERS),$(SERVERS),$(if $(VARIANT),$(VARIANT),raw_epoll alone_proc master)) $(if $(PYTHON),--python $(PYTHON))
+
+# The same count split into the library's two parts, each against raw epoll doing the same
+# work: a connection's create/create/delete, and one pass of main() (tools/icount_parts.py).
+icount-parts: knobs-icount-parts venv
+	$(PY) tools/icount_parts.py $(if $(VARIANT),$(VARIANT),alone_proc master) $(if $(PYTHON),--python $(PYTHON))

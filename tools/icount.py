@@ -36,12 +36,29 @@ from harness import servers as srv  # noqa: E402
 _TOTAL = re.compile(r"^(?:summary|totals):\s+(\d+)", re.M)
 
 
-def instructions(spec: str, count: int, concurrency: int, python: str | None) -> tuple[int, int]:
-    """Run ``spec`` under callgrind for ``count`` connections: (instructions, served)."""
+def callgrind(out: str) -> list[str]:
+    """The command prefix that runs a program under callgrind, its output to ``out``."""
+    return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+
+
+def total(out: str, what: str) -> int:
+    """The instructions counted in callgrind's output file ``out``."""
+    with open(out) as f:
+        m = _TOTAL.search(f.read())
+    if m is None:
+        raise RuntimeError(f"{what}: no total in callgrind's output")
+    return int(m.group(1))
+
+
+def instructions(spec: str, count: int, concurrency: int, python: str | None,
+                 keep: str | None = None) -> tuple[int, int]:
+    """Run ``spec`` under callgrind for ``count`` connections: (instructions, served).
+    With ``keep``, callgrind's output is kept there as ``SPEC.COUNT.callgrind``."""
     with tempfile.TemporaryDirectory(prefix="events-icount-") as tmp:
         out = os.path.join(tmp, "callgrind.out")
-        prefix = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
-        server = srv.start(spec, prefix=prefix, python=python, ready_timeout=180)
+        if keep:
+            out = os.path.join(keep, f"{re.sub(r'[^A-Za-z0-9_.=+-]', '_', spec)}.{count}.callgrind")
+        server = srv.start(spec, prefix=callgrind(out), python=python, ready_timeout=180)
         try:
             client = subprocess.run(
                 [procs.check_loadgen(), "--host", server.host, "--port", str(server.port),
@@ -51,11 +68,7 @@ def instructions(spec: str, count: int, concurrency: int, python: str | None) ->
             stats = server.stop(timeout=120) or {}
         if client.returncode != 0:
             raise RuntimeError(f"{spec}: the load client failed: {client.stderr.strip()[-300:]}")
-        with open(out) as f:
-            m = _TOTAL.search(f.read())
-        if m is None:
-            raise RuntimeError(f"{spec}: no total in callgrind's output")
-        return int(m.group(1)), int(stats.get("served") or count)
+        return total(out, spec), int(stats.get("served") or count)
 
 
 def main(argv=None) -> int:
@@ -65,9 +78,14 @@ def main(argv=None) -> int:
     ap.add_argument("--large", type=int, default=8000, help="connections of the long run")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--python", help="interpreter for Python servers")
+    ap.add_argument("--keep", metavar="DIR", help="keep callgrind's outputs in DIR, for "
+                    "callgrind_annotate (a per-C-function split of the difference)")
     a = ap.parse_args(argv)
     if shutil.which("valgrind") is None:
         print("error: valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
+        return 2
+    if a.keep and not os.path.isdir(a.keep):
+        print(f"error: --keep {a.keep}: no such directory", file=sys.stderr)
         return 2
     if not 0 < a.small < a.large:
         print("error: need 0 < --small < --large", file=sys.stderr)
@@ -85,8 +103,8 @@ def main(argv=None) -> int:
           f"{a.small} and {a.large} connections, {a.concurrency} in flight)")
     for spec in specs:
         try:
-            i1, n1 = instructions(spec.text, a.small, a.concurrency, a.python)
-            i2, n2 = instructions(spec.text, a.large, a.concurrency, a.python)
+            i1, n1 = instructions(spec.text, a.small, a.concurrency, a.python, a.keep)
+            i2, n2 = instructions(spec.text, a.large, a.concurrency, a.python, a.keep)
         except (srv.ServerError, RuntimeError, subprocess.TimeoutExpired) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1

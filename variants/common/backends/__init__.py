@@ -29,8 +29,8 @@ epoll, ``register``, ``modify``, ``unregister`` and ``poll`` *are* the C methods
 call, three calls per connection). The loop calls them as ``kernel.register(...)`` on
 the select.epoll object itself: CPython 3.11 specializes a method call on a C type
 (``LOAD_METHOD``), but not the call of a bound method kept in an instance attribute,
-which takes the generic look-up every time (callgrind: 3,740 instructions for a
-register, a modify and an unregister that way, 3,330 on the epoll object). The loop
+which takes the generic look-up every time (about 420 user-space instructions per
+connection of an echo server: `make icount`, docs/performance.md). The loop
 translates masks with one tuple index and handles the two errors that mean "closed fd"
 in a ``try`` that costs nothing until raised. ``poll`` returns the kernel's own list of
 ``(fd, events)`` tuples for the same reason: translating in the backend would build a
