@@ -195,7 +195,7 @@ python-ft: knobs-python-ft
 # PYTHON_GIL=0: an extension module that does not declare itself free-threading safe
 # would otherwise turn the GIL back on at import (and the servers inherit it).
 VENV_FT  := $(BUILD)/venv-ft
-FT_TESTS := tests/test_conformance.py tests/test_variant_master.py tests/test_variant_mul_thread.py \
+FT_TESTS := tests/test_conformance.py tests/test_timers.py tests/test_variant_master.py tests/test_variant_mul_thread.py \
   tests/test_variant_alone_proc.py tests/test_races.py tests/test_servers.py tests/test_server_faults.py
 $(VENV_FT)/.installed: $(CONSTRAINTS)
 	@test -x $(PYTHON_FT) || { echo "error: $(PYTHON_FT) not found: run make python-ft"; exit 1; }
