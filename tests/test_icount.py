@@ -1,5 +1,6 @@
 """tools/icount.py: user-space instructions per connection under callgrind."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -26,11 +27,17 @@ def test_bad_input_is_a_clear_error():
 
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
 @pytest.mark.timeout(300)
-def test_counts_a_python_server():
-    r = run("raw_epoll", "--small", "100", "--large", "300", "--concurrency", "4")
+def test_counts_a_python_server(tmp_path):
+    r = run("raw_epoll", "--small", "100", "--large", "300", "--concurrency", "4",
+            "--results-dir", str(tmp_path))
     assert r.returncode == 0, r.stderr
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("raw_epoll")][0]
-    per_conn = int(line.split()[-1].replace(",", ""))
+    per_conn = int(line.split()[1].replace(",", ""))
+    # The count is recorded beside its method and environment.
+    with open(tmp_path / "icount" / "raw_epoll.json") as f:
+        rec = json.load(f)
+    assert rec["kind"] == "icount" and rec["rows"][0]["instructions_per_connection"] == per_conn
+    assert rec["method"]["small"] == 100 and rec["env"]["git_commit"]
     # A Python server executes tens of thousands of instructions per connection (44,000
     # for raw_epoll on CPython 3.11); the bounds only say the difference method worked.
     assert 5_000 < per_conn < 1_000_000
@@ -80,3 +87,23 @@ def test_parts_counts_a_lifecycle():
     # Three library calls and three epoll calls: thousands of instructions, not millions;
     # the bounds only say that the difference method worked.
     assert 1_000 < per < 100_000
+
+
+def test_parts_record_names_the_interpreter(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    try:
+        import icount
+    finally:
+        sys.path.pop(0)
+    rows = {"raw_calls": 2207, "loop_calls": 8463}
+    path = icount.record("icount_parts", "parts_alone_proc", rows, {"n1": 1, "n2": 2}, None,
+                         str(tmp_path))
+    assert path == str(tmp_path / "icount" / "parts_alone_proc.json")
+    with open(path) as f:
+        rec = json.load(f)
+    assert rec["rows"] == rows and rec["kind"] == "icount_parts" and rec["env"]["python"]
+    # A named interpreter gets its own file: counts of two Pythons never overwrite each other.
+    path = icount.record("icount_parts", "parts_alone_proc", rows, {}, sys.executable,
+                         str(tmp_path))
+    v = sys.version_info
+    assert os.path.basename(path) == f"parts_alone_proc@python{v.major}.{v.minor}.json"

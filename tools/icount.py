@@ -16,6 +16,8 @@ are the same in both runs, so (Ir(LARGE) - Ir(SMALL)) / (LARGE - SMALL) is the c
 one connection.  Under valgrind the server runs about 50 times slower, so every
 ``epoll_wait`` returns many events: per-pass costs weigh less here than in a real run.
 A count, never a timing; docs/performance.md ("The last percent") has the figures.
+Each spec's count is recorded in results/icount/SPEC[@pythonX.Y].json with the method and
+the environment (the latest count of a spec replaces the previous one).
 """
 
 from __future__ import annotations
@@ -71,6 +73,48 @@ def instructions(spec: str, count: int, concurrency: int, python: str | None,
         return total(out, spec), int(stats.get("served") or count)
 
 
+def valgrind_version() -> str | None:
+    try:
+        r = subprocess.run(["valgrind", "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return r.stdout.strip() or None
+
+
+def python_label(python: str | None) -> str:
+    """"" for the venv's interpreter, else ``@pythonX.Y[t]`` (a file-name suffix)."""
+    if not python:
+        return ""
+    from harness import environment
+    facts = environment.interpreter(python) or {}
+    ver = str(facts.get("version") or "")
+    if ver.count(".") >= 1:
+        return "@python" + ".".join(ver.split(".")[:2]) + ("t" if facts.get("free_threaded") else "")
+    return "@" + os.path.basename(python)
+
+
+def record(kind: str, name: str, rows, method: dict, python: str | None,
+           results_dir: str | None) -> str:
+    """Write ``results/icount/NAME.json``: the counts, how they were made and the
+    environment.  The latest count of a name replaces the previous one (git keeps the
+    history), as ``make syscalls`` does for its files."""
+    import json
+
+    from harness import environment, records
+    from harness.syscalls import safe_name
+    d = os.path.join(records.results_dir(results_dir), "icount")
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, safe_name(name) + python_label(python) + ".json")
+    doc = {"schema": 1, "kind": kind, "time_utc": records.utc_now(), "method": method,
+           "valgrind": valgrind_version(), "rows": rows,
+           "env": environment.capture(python=python)}
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(doc, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="tools/icount.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("specs", nargs="+", metavar="SPEC", help="server specs, e.g. alone_proc master:diet")
@@ -80,6 +124,7 @@ def main(argv=None) -> int:
     ap.add_argument("--python", help="interpreter for Python servers")
     ap.add_argument("--keep", metavar="DIR", help="keep callgrind's outputs in DIR, for "
                     "callgrind_annotate (a per-C-function split of the difference)")
+    ap.add_argument("--results-dir", help="where results/icount/SPEC.json goes (default: results)")
     a = ap.parse_args(argv)
     if shutil.which("valgrind") is None:
         print("error: valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
@@ -108,7 +153,15 @@ def main(argv=None) -> int:
         except (srv.ServerError, RuntimeError, subprocess.TimeoutExpired) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
-        print(f"{spec.text:<36} {(i2 - i1) / (n2 - n1):>12,.0f}", flush=True)
+        per = (i2 - i1) / (n2 - n1)
+        path = record("icount", spec.text, [{
+            "spec": spec.text, "instructions_per_connection": round(per),
+            "small": {"instructions": i1, "served": n1},
+            "large": {"instructions": i2, "served": n2}}],
+            {"tool": "tools/icount.py", "small": a.small, "large": a.large,
+             "concurrency": a.concurrency, "pythonhashseed": os.environ["PYTHONHASHSEED"]},
+            a.python, a.results_dir)
+        print(f"{spec.text:<36} {per:>12,.0f}   {os.path.relpath(path)}", flush=True)
     return 0
 
 

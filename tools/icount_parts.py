@@ -21,7 +21,9 @@ raw way:
 Method: each workload runs under callgrind twice, N1 and N2 times; (Ir(N2) - Ir(N1)) /
 (N2 - N1) is one iteration, start-up cancelled.  PYTHONHASHSEED=0.  Counts repeat to a
 few instructions; they are counts, never timings (docs/performance.md, "The last
-percent", has the figures and what they explain).
+percent", has the figures and what they explain).  Each variant's counts, with the shared
+raw-epoll rows, the method and the environment, are recorded in
+results/icount/parts_VARIANT[@pythonX.Y].json.
 """
 
 from __future__ import annotations
@@ -225,22 +227,27 @@ def child(name: str, n: int, variant: str) -> None:
 # --------------------------------------------------------------------------- counting
 
 def count(name: str, n: int, variant: str, python: str) -> int:
-    # tools/icount.py: the same callgrind run (imported here: the children stay lean).
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from icount import callgrind, total
+    icount = _icount()                           # the same callgrind run as tools/icount.py
     with tempfile.TemporaryDirectory(prefix="events-parts-") as tmp:
         out = os.path.join(tmp, "callgrind.out")
-        r = subprocess.run(callgrind(out) + [python, os.path.abspath(__file__), "--child", name,
+        r = subprocess.run(icount.callgrind(out) + [python, os.path.abspath(__file__), "--child", name,
                                              str(n), variant],
                            capture_output=True, text=True, timeout=600,
                            env={**os.environ, "PYTHONHASHSEED": "0"})
         if r.returncode != 0:
             raise RuntimeError(f"{name} ({variant}) failed: {r.stderr.strip()[-300:]}")
-        return total(out, name)
+        return icount.total(out, name)
 
 
 def per_iteration(name: str, variant: str, python: str, n1: int, n2: int) -> float:
     return (count(name, n2, variant, python) - count(name, n1, variant, python)) / (n2 - n1)
+
+
+def _icount():
+    """tools/icount.py, beside this file (imported on use: the children stay lean)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import icount
+    return icount
 
 
 def main(argv=None) -> int:
@@ -249,7 +256,9 @@ def main(argv=None) -> int:
                     help=f"one or more of {', '.join(VARIANTS)} (default: alone_proc master)")
     ap.add_argument("--n1", type=int, default=2000, help="iterations of the short run")
     ap.add_argument("--n2", type=int, default=12000, help="iterations of the long run")
-    ap.add_argument("--python", default=sys.executable, help="the interpreter to count")
+    ap.add_argument("--python", help="the interpreter to count (default: this one)")
+    ap.add_argument("--results-dir", help="where results/icount/parts_VARIANT.json goes "
+                    "(default: results)")
     ap.add_argument("--child", nargs=3, metavar=("WORKLOAD", "N", "VARIANT"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
@@ -265,32 +274,51 @@ def main(argv=None) -> int:
     if shutil.which("valgrind") is None:
         print("error: valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
         return 2
+    python = a.python or sys.executable
+
+    def it(name: str, variant: str = "master") -> float:
+        return per_iteration(name, variant, python, a.n1, a.n2)
+
     try:
-        base = per_iteration("empty", "master", a.python, a.n1, a.n2)     # the for loop itself
-        raw = per_iteration("raw_calls", "master", a.python, a.n1, a.n2) - base
-        wrapped = per_iteration("wrapped_calls", "master", a.python, a.n1, a.n2) - base
+        base = it("empty")                              # the for loop itself
+        shared = {"raw_calls": it("raw_calls") - base, "wrapped_calls": it("wrapped_calls") - base,
+                  "bare_calls": it("bare_calls") - base,
+                  "raw_pass": it("raw_pass"), "raw_pass10": it("raw_pass10")}
         print(f"instructions per iteration (callgrind, user space; {a.n1} and {a.n2} iterations)")
-        print(f"{'fd lifecycle: epoll register + modify + unregister, direct':<64} {raw:>8,.0f}")
-        print(f"{'  the same three calls through three Python methods':<64} {wrapped:>8,.0f}")
-        bare = per_iteration("bare_calls", "master", a.python, a.n1, a.n2) - base
-        print(f"{'  the floor: those methods with bare bookkeeping (three lists)':<64} {bare:>8,.0f}")
+        print(f"{'fd lifecycle: epoll register + modify + unregister, direct':<64} "
+              f"{shared['raw_calls']:>8,.0f}")
+        print(f"{'  the same three calls through three Python methods':<64} "
+              f"{shared['wrapped_calls']:>8,.0f}")
+        print(f"{'  the floor: those methods with bare bookkeeping (three lists)':<64} "
+              f"{shared['bare_calls']:>8,.0f}")
+        own: dict[str, dict[str, float]] = {}
         for v in a.variants:
-            calls = per_iteration("loop_calls", v, a.python, a.n1, a.n2) - base
-            print(f"{f'  {v}: create R + create W + delete':<64} {calls:>8,.0f}"
-                  f"   (+{calls - raw:,.0f} on the direct calls)", flush=True)
+            own[v] = {"loop_calls": it("loop_calls", v) - base}
+            if v != "mul_thread":           # it hands fds to threads: icount.py counts it whole
+                own[v].update(loop_pass=it("loop_pass", v), loop_pass10=it("loop_pass10", v))
+            print(f"{f'  {v}: create R + create W + delete':<64} {own[v]['loop_calls']:>8,.0f}"
+                  f"   (+{own[v]['loop_calls'] - shared['raw_calls']:,.0f} on the direct calls)",
+                  flush=True)
         for suffix, what in (("", "one ready fd"), ("10", "ten ready fds")):
-            raw_p = per_iteration("raw_pass" + suffix, "master", a.python, a.n1, a.n2)
+            raw_p = shared["raw_pass" + suffix]
             print(f"{f'pass with {what}: raw_epoll loop':<64} {raw_p:>8,.0f}")
             for v in a.variants:
-                if v == "mul_thread":
-                    print(f"{'  mul_thread: main() pass':<64} {'n/a':>8}   (it hands fds to "
-                          "threads; tools/icount.py counts it whole)")
-                    continue
-                p = per_iteration("loop_pass" + suffix, v, a.python, a.n1, a.n2)
-                print(f"{f'  {v}: main() pass':<64} {p:>8,.0f}   ({p - raw_p:+,.0f})", flush=True)
+                p = own[v].get("loop_pass" + suffix)
+                if p is None:
+                    print(f"{f'  {v}: main() pass':<64} {'n/a':>8}   (it hands fds to threads; "
+                          "tools/icount.py counts it whole)")
+                else:
+                    print(f"{f'  {v}: main() pass':<64} {p:>8,.0f}   ({p - raw_p:+,.0f})")
     except (RuntimeError, subprocess.TimeoutExpired) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    method = {"tool": "tools/icount_parts.py", "n1": a.n1, "n2": a.n2, "pythonhashseed": "0",
+              "empty_loop": round(base)}
+    for v in a.variants:
+        rows = {k: round(x) for k, x in {**shared, **own[v]}.items()}
+        path = _icount().record("icount_parts", "parts_" + v, rows, method, a.python,
+                                a.results_dir)
+        print(f"wrote {os.path.relpath(path)}")
     return 0
 
 
