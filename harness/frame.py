@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 
 from harness import records as _records
 from harness import summary as _summary
@@ -244,21 +243,11 @@ def ratio_ci(row, which: str = "conn") -> str:
     return _summary.ratio_text(None if r is None or r != r else float(r),
                                ci if isinstance(ci, (tuple, list)) else None)
 
-_ABS_PATH = re.compile(r"(?<![\w.:/~-])/(?:[\w.+@-]+/)+[\w.+@-]*")
 
 def shown_path(text: str) -> str:
-    """Absolute paths in ``text`` as a report shows them: inside the repository relative to
-    it, elsewhere (an interpreter under a home directory) by their last component only, so a
+    """Absolute paths in ``text`` as a report shows them (records.shown_path), so a
     generated report names no path outside the repository."""
-    root = _records.ROOT.rstrip("/") + "/"
-
-    def one(m: re.Match) -> str:
-        p = m.group(0)
-        if p.startswith(root):
-            return p[len(root):]
-        return os.path.basename(p) or p
-
-    return _ABS_PATH.sub(one, text)
+    return _records.ABS_PATH.sub(lambda m: _records.shown_path(m.group(0)), text)
 
 def environment_md(records) -> str:
     """Each environment field with its distinct values and how many runs had each."""

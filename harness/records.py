@@ -32,6 +32,7 @@ import fcntl
 import io
 import json
 import os
+import re
 import secrets
 import tempfile
 import time
@@ -115,6 +116,45 @@ def results_dir(override: str | None = None) -> str:
     return os.path.abspath(path)
 
 
+def shown_path(path: str) -> str:
+    """An absolute path as results/ shows it: inside the repository relative to it,
+    elsewhere (an interpreter under a home directory) by its last component only, so that
+    nothing in results/ names a path of this machine."""
+    if path == ROOT or path.startswith(ROOT + os.sep):
+        return os.path.relpath(path, ROOT)
+    return os.path.basename(path.rstrip("/")) or path
+
+
+# An absolute path inside a text (not the tail of a relative path or of a URL).
+ABS_PATH = re.compile(r"(?<![\w.:/~-])/(?:[\w.+@-]+/)+[\w.+@-]*")
+# Absolute paths that name the system, not this machine's files: kept as they are.
+_SYSTEM_DIRS = ("/bin/", "/dev/", "/etc/", "/lib", "/opt/", "/proc/", "/run/", "/sbin/",
+                "/sys/", "/usr/", "/var/")
+
+
+def portable(obj):
+    """``obj`` with every string that is a path of this machine (the repository, a home
+    directory, another checkout, a temporary directory) written as :func:`shown_path`
+    shows it: ``.venv/bin/python``, ``python3.13t``.  Everything written to results/ goes
+    through it; other strings, and system paths such as /sys/fs/cgroup/..., are kept."""
+    if isinstance(obj, dict):
+        return {k: portable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [portable(v) for v in obj]
+    if isinstance(obj, str) and "/" in obj:
+        # Whole values (an executable) and paths inside text (another process's command
+        # line, as the noise guard records it) alike.
+        return ABS_PATH.sub(lambda m: m.group(0) if m.group(0).startswith(_SYSTEM_DIRS)
+                            else shown_path(m.group(0)), obj)
+    return obj
+
+
+def write_json(path: str, obj) -> None:
+    """``obj`` as results/ keeps JSON: portable paths, indent 1, written atomically;
+    FileExistsError rather than replacing ``path``."""
+    _atomic_write(path, json.dumps(portable(obj), indent=1, default=str) + "\n")
+
+
 def utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -164,7 +204,7 @@ def write_record(record: dict, root: str | None = None) -> str:
     while True:
         path = os.path.join(runs, f"{record['run_id']}.json")
         try:
-            _atomic_write(path, json.dumps(record, indent=1, sort_keys=False, default=str) + "\n")
+            write_json(path, record)
             break
         except FileExistsError:
             record["run_id"] = new_id()
@@ -273,6 +313,6 @@ def write_batch(batch_id: str, summary: dict, table_md: str, root: str | None = 
     """results/batches/<batch_id>.json (the summary) and .md (the table)."""
     d = os.path.join(results_dir(root), "batches")
     jpath, mpath = os.path.join(d, f"{batch_id}.json"), os.path.join(d, f"{batch_id}.md")
-    _atomic_write(jpath, json.dumps(summary, indent=1, default=str) + "\n")
+    write_json(jpath, summary)
     _atomic_write(mpath, table_md)
     return jpath, mpath

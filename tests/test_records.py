@@ -61,6 +61,33 @@ def test_write_record_json_and_csv(tmp_path):
     assert [n for n in os.listdir(tmp_path / "runs") if not n.endswith(".json")] == []
 
 
+def test_records_name_no_machine_path(tmp_path):
+    """What results/ keeps names paths relative to the repository, or by their last
+    component, never this machine's: a clone elsewhere reads the same records."""
+    home = os.path.expanduser("~")
+    r = _record()
+    r["env"] = {"python_executable": os.path.join(records.ROOT, ".venv", "bin", "python"),
+                "server_python": {"executable": os.path.join(home, ".pyenv", "bin", "python3.12")},
+                "system": "/usr/bin/python3", "note": "not a path", "list": [records.ROOT],
+                "checkout": "/elsewhere/events/build/loadgen",
+                "cgroup": "/sys/fs/cgroup/cpu/events-1",
+                "cmdline": "/opt/x/bin/python -c import sys; sys.path = ['/tmp/tmpab12/site']"}
+    path = records.write_record(r, str(tmp_path))
+    with open(path) as f:
+        env = json.load(f)["env"]
+    assert env["python_executable"] == os.path.join(".venv", "bin", "python")
+    assert env["server_python"]["executable"] == "python3.12"
+    assert env["system"] == "/usr/bin/python3" and env["note"] == "not a path"
+    assert env["list"] == ["."] and env["checkout"] == "loadgen"
+    assert env["cgroup"] == "/sys/fs/cgroup/cpu/events-1"
+    assert env["cmdline"] == "/opt/x/bin/python -c import sys; sys.path = ['site']"
+    with open(path) as f:
+        text = f.read()
+    assert records.ROOT not in text and home + "/" not in text
+    # the record in memory is left as it was
+    assert r["env"]["python_executable"].startswith(records.ROOT)
+
+
 def test_write_record_never_overwrites(tmp_path):
     r = _record(run_id="fixed-id")
     records.write_record(r, str(tmp_path))

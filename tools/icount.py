@@ -105,9 +105,9 @@ def record(kind: str, name: str, rows, method: dict, python: str | None,
     d = os.path.join(records.results_dir(results_dir), "icount")
     os.makedirs(d, exist_ok=True)
     path = os.path.join(d, safe_name(name) + python_label(python) + ".json")
-    doc = {"schema": 1, "kind": kind, "time_utc": records.utc_now(), "method": method,
-           "valgrind": valgrind_version(), "rows": rows,
-           "env": environment.capture(python=python)}
+    doc = records.portable({"schema": 1, "kind": kind, "time_utc": records.utc_now(),
+                            "method": method, "valgrind": valgrind_version(), "rows": rows,
+                            "env": environment.capture(python=python)})
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(json.dumps(doc, indent=1) + "\n")
