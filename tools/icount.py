@@ -23,6 +23,7 @@ the environment (the latest count of a spec replaces the previous one).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -98,8 +99,6 @@ def record(kind: str, name: str, rows, method: dict, python: str | None,
     """Write ``results/icount/NAME.json``: the counts, how they were made and the
     environment.  The latest count of a name replaces the previous one (git keeps the
     history), as ``make syscalls`` does for its files."""
-    import json
-
     from harness import environment, records
     from harness.syscalls import safe_name
     d = os.path.join(records.results_dir(results_dir), "icount")

@@ -245,7 +245,9 @@ def per_iteration(name: str, variant: str, python: str, n1: int, n2: int) -> flo
 
 def _icount():
     """tools/icount.py, beside this file (imported on use: the children stay lean)."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:
+        sys.path.insert(0, here)
     import icount
     return icount
 

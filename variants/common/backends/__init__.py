@@ -7,20 +7,19 @@ Every backend module has the same shape::
     Poller(oneshot=False)
         to_native            tuple: ae mask (0..3) -> the native word register/modify take
         to_ae                tuple: native events -> ae mask (to_ae[native_events])
-        register(fd, native) start watching fd; FileExistsError if the poller holds it
-        modify(fd, native)   change what fd is watched for; FileNotFoundError if the
-                             poller does not hold fd (e.g. it dropped a closed fd)
-        unregister(fd)       stop watching fd; may raise OSError for an fd the poller
-                             does not hold, or a closed one (callers ignore it)
+        kernel               what the loop calls to reach the kernel: the select.epoll
+                             itself for epoll, the Poller for the others (see below)
+            register(fd, native) start watching fd; FileExistsError if it is watched
+            modify(fd, native)   change what fd is watched for; FileNotFoundError if the
+                                 poller does not hold fd (e.g. it dropped a closed fd)
+            unregister(fd)       stop watching fd; may raise OSError for an fd the poller
+                                 does not hold, or a closed one (callers ignore it)
+            poll(timeout)        wait up to timeout seconds (None: forever, 0: do not
+                                 block) and return a list of (fd, native_events)
         rearm(fd, native)    oneshot mode: watch fd again after it was reported (adds it
                              back if the poller dropped it; OSError for a closed fd)
-        poll(timeout)        wait up to timeout seconds (None: forever, 0: do not block)
-                             and return a list of (fd, native_events)
         needs_wakeup         True when a change made by another thread does not reach a
                              poll() already in progress (the loop must be woken)
-        kernel               the object the loop calls register/modify/unregister/poll
-                             on, with the same contract: the select.epoll itself for
-                             epoll, the Poller for the others (see below)
         fileno(), close()
 
 Why native words and raised errors instead of ae masks and tolerant wrappers: for
