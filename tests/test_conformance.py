@@ -391,6 +391,27 @@ def test_setsize_errors_name_the_setsize(cfg, pair):
         make_loop(cfg[0], cfg[1], setsize=0)
 
 
+def test_a_mask_above_barrier_is_refused_and_changes_nothing(loop, pair):
+    """The loops index a table by the mask (variants/common/masks.py): a bit above BARRIER
+    must be a clear ValueError, not an IndexError, and leave the fd as it was."""
+    a, b = pair
+    fd = a.fileno()
+    for bad in (8, R | 16, 1 << 40):
+        with pytest.raises(ValueError, match="mask %d is not a combination" % bad):
+            loop.create_file_event(fd, bad, lambda *args: None)
+        assert loop.get_file_events(fd) == 0
+    got = []
+    loop.create_file_event(fd, R, lambda lp, fd_, d, m: got.append(m))
+    with pytest.raises(ValueError, match="mask 9"):
+        loop.create_file_event(fd, 9, lambda *args: None)
+    assert loop.get_file_events(fd) == R
+    b.send(b"x")
+    pump(loop, lambda: got)
+    assert got[0] == R
+    loop.create_file_event(fd, W | BARRIER, lambda *args: None)   # the largest valid mask
+    assert loop.get_file_events(fd) == R | W | BARRIER
+
+
 def test_resize(loop, pair):
     a, b = pair
     fd = a.fileno()

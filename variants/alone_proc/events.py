@@ -51,12 +51,10 @@ from typing import Any, Callable, Literal, Optional
 
 from ..common import backends
 from ..common.constants import (ALL_EVENTS, BARRIER, CALL_AFTER_SLEEP, CALL_BEFORE_SLEEP,
-                                DONT_WAIT, FILE_EVENTS, NONE, READABLE, TIME_EVENTS, WRITABLE)
+                                DONT_WAIT, FILE_EVENTS, NONE, TIME_EVENTS, WRITABLE)
 from ..common.api_types import ErrorHandler, Finalizer, Poller, TimeProc
+from ..common.masks import POLLED_BITS, bad_event
 from ..common.timers import Timers
-
-# The bits the poller sees (BARRIER is the loop's own, never the kernel's).
-_POLLED = READABLE | WRITABLE
 
 # The callbacks, with this variant's loop as their first argument.
 FileProc = Callable[["EventLoop", int, Any, int], object]   # proc(loop, fd, data, fired)
@@ -100,25 +98,28 @@ class EventLoop:
                           client_data: Any = None) -> None:
         """Add ``mask`` to fd's events and make ``proc`` fd's only proc (the last one
         given wins); ``proc(loop, fd, client_data, fired_mask)`` is called once per pass
-        when any of them fires. Raises ValueError for an fd outside the setsize."""
+        when any of them fires. Raises ValueError for an fd outside the setsize or a
+        mask with a bit above BARRIER."""
         masks = self._masks
-        # why: the list does the upper range check (IndexError) for free; only a
-        # negative fd, which would index from the end, needs a test of its own.
+        polled = POLLED_BITS            # why: tuple indexes, not int &: common/masks.py
+        # why: the list and the table do the upper range checks (IndexError) for free;
+        # only a negative fd, which would index from the end, needs a test of its own (a
+        # negative mask, all bits set in Python's ints, is taken as ae takes it in C).
         try:
             if fd < 0:
                 raise IndexError
             old = masks[fd]
+            watched = polled[mask]
         except IndexError:
-            raise ValueError("fd %r is out of range: setsize is %d"
-                             % (fd, self._setsize)) from None
+            raise ValueError(bad_event(fd, mask, self._setsize)) from None
         new = old | mask
-        if mask & _POLLED:
+        if watched:
             # Even when these bits are set already: re-asserting them (one epoll_ctl, off
             # the hot path: servers change masks, they do not repeat them) puts back a
             # reused fd number that was closed without delete_file_event and silently
             # dropped by the kernel. delete_file_event skips unneeded calls instead.
-            native = self._to_native[new & _POLLED]
-            if old & _POLLED:
+            native = self._to_native[new]
+            if polled[old]:
                 try:
                     self._kernel.modify(fd, native)
                 except FileNotFoundError:   # that closed-and-reused number: add it
@@ -145,10 +146,11 @@ class EventLoop:
         if not old:
             return
         new = old & ~mask
-        if not new & _POLLED:
+        polled = POLLED_BITS
+        if not polled[new]:
             # Nothing the kernel watches is left (the close path): fd leaves the poller,
             # and its proc goes, so that its closure can be freed.
-            if old & _POLLED:
+            if polled[old]:
                 try:
                     self._kernel.unregister(fd)
                 except OSError:
@@ -160,9 +162,9 @@ class EventLoop:
             return
         if not new & WRITABLE:
             new &= ~BARRIER             # BARRIER means nothing without WRITABLE (as ae)
-        if (new ^ old) & _POLLED:      # why: no epoll_ctl when the kernel's mask stays
+        if polled[new] != polled[old]:  # why: no epoll_ctl when the kernel's mask stays
             try:
-                self._kernel.modify(fd, self._to_native[new & _POLLED])
+                self._kernel.modify(fd, self._to_native[new])
             except OSError:
                 pass                    # fd closed first: the kernel dropped it already
         masks[fd] = new

@@ -99,10 +99,9 @@ from ..common.constants import (ALL_EVENTS, BARRIER, CALL_AFTER_SLEEP, CALL_BEFO
                                 DONT_WAIT, FILE_EVENTS, NONE, READABLE, TIME_EVENTS, WRITABLE)
 from ..common.locks import CountingLock
 from ..common.api_types import ErrorHandler, Events, Finalizer, Poller, TimeProc
+from ..common.masks import POLLED_BITS, bad_event
 from ..common.timers import LockedTimers
 
-# The bits the poller sees (BARRIER is the loop's own, never the kernel's).
-_POLLED = READABLE | WRITABLE
 # fd -> stripe lock: fd & _STRIPE picks one of _STRIPE + 1 locks (oneshot mode).
 _STRIPE = 63
 POOLS = ("faithful", "oneshot")
@@ -191,24 +190,26 @@ class EventLoop:
     def create_file_event(self, fd: int, mask: int, proc: FileProc,
                           client_data: Any = None) -> None:
         """Add ``mask`` to fd's events; ``proc(loop, fd, client_data, mask)`` is called
-        when one of them fires. Raises ValueError for an fd outside the setsize."""
-        if not 0 <= fd < self._setsize:
-            raise ValueError("fd %r is out of range: setsize is %d" % (fd, self._setsize))
+        when one of them fires. Raises ValueError for an fd outside the setsize or a
+        mask with a bit above BARRIER."""
+        polled = POLLED_BITS            # why: tuple indexes, not int &: common/masks.py
+        if not 0 <= fd < self._setsize or mask >= len(polled):
+            raise ValueError(bad_event(fd, mask, self._setsize))
         with self._fd_locks[fd & _STRIPE]:
             old = self._masks[fd]
             new = old | mask
-            if mask & _POLLED:
+            if polled[mask]:
                 # Even when these bits are set already: re-asserting them (one epoll_ctl,
                 # off the hot path: servers change masks, they do not repeat them) puts
                 # back a reused fd number that was closed without delete_file_event and
                 # silently dropped by the kernel. delete_file_event skips unneeded calls.
-                if not old & _POLLED:
+                if not polled[old]:
                     self._stripe_nfds[fd & _STRIPE] += 1
                 # A busy fd is disarmed and its worker re-arms it with the new mask:
                 # arming it now would let a second worker run it concurrently.
                 if not self._busy[fd]:
-                    native = self._to_native[new & _POLLED]
-                    if old & _POLLED:
+                    native = self._to_native[new]
+                    if polled[old]:
                         try:
                             self._kernel.modify(fd, native)
                         except FileNotFoundError:   # that closed-and-reused number
@@ -240,15 +241,16 @@ class EventLoop:
             if mask & WRITABLE:
                 mask |= BARRIER         # BARRIER means nothing without WRITABLE (as ae)
             new = old & ~mask
-            if not new & _POLLED:
+            polled = POLLED_BITS
+            if not polled[new]:
                 new = NONE
-            if (new ^ old) & _POLLED:  # why: no epoll_ctl when the kernel's mask stays
+            if polled[new] != polled[old]:  # why: no epoll_ctl when the kernel's mask stays
                 try:
                     if not new:
                         # Unregistering is safe even while a worker owns the fd.
                         self._kernel.unregister(fd)
                     elif not self._busy[fd]:   # a busy fd gets its new mask at re-arm
-                        self._kernel.modify(fd, self._to_native[new & _POLLED])
+                        self._kernel.modify(fd, self._to_native[new])
                         self._poller_changed()
                 except OSError:
                     pass                # fd closed first: the kernel dropped it already
@@ -425,7 +427,7 @@ class EventLoop:
         """A worker is done with fd: arm it again with its current mask."""
         with self._fd_locks[fd & _STRIPE]:
             self._busy[fd] = False
-            mask = self._masks[fd] & _POLLED
+            mask = POLLED_BITS[self._masks[fd]]
             if mask:
                 try:
                     self._poller.rearm(fd, self._to_native[mask])

@@ -5,7 +5,8 @@ Every backend module has the same shape::
     NAME            the name ``loop.backend`` reports
     available()     True when this platform has the underlying call
     Poller(oneshot=False)
-        to_native            tuple: ae mask (0..3) -> the native word register/modify take
+        to_native            tuple: ae mask (0..7; BARRIER, 4, is ignored) -> the native
+                             word register/modify take
         to_ae                tuple: native events -> ae mask (to_ae[native_events])
         kernel               what the loop calls to reach the kernel: the select.epoll
                              itself for epoll, the Poller for the others (see below)
@@ -102,5 +103,9 @@ def translation_table(native_in: int, native_out: int, native_error: int) -> tup
 
 
 def native_masks(native_in: int, native_out: int, extra: int = 0) -> tuple[int, ...]:
-    """Build ``to_native``: ae mask (0..3) -> native registration word, as a tuple."""
-    return (extra, native_in | extra, native_out | extra, native_in | native_out | extra)
+    """Build ``to_native``: ae mask -> native registration word, as a tuple indexed by
+    any mask 0..7. BARRIER (4) is the loop's own bit: the upper half repeats the lower,
+    so the loop indexes by a stored mask without masking BARRIER off first (an int
+    ``&`` less per call: variants/common/masks.py)."""
+    four = (extra, native_in | extra, native_out | extra, native_in | native_out | extra)
+    return four * 2

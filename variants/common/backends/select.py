@@ -15,7 +15,7 @@ import select as _select
 from typing import Optional
 
 from ..api_types import Events
-from . import translation_table
+from . import native_masks, translation_table
 
 NAME = "select"
 FD_SETSIZE = 1024
@@ -32,8 +32,8 @@ class Poller:
         self._r: set[int] = set()
         self._w: set[int] = set()
         self._oneshot = oneshot
-        # Native words are ae masks already: READABLE=1, WRITABLE=2.
-        self.to_native = (0, 1, 2, 3)
+        # Native words are ae masks already: READABLE=1, WRITABLE=2 (BARRIER ignored).
+        self.to_native = native_masks(1, 2)
         self.kernel = self              # no C object does what these methods do
         self.to_ae = translation_table(1, 2, 0)
 
