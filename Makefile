@@ -47,7 +47,7 @@ RUN_ARGS = $(if $(LINK),--link $(LINK)) $(if $(REPEAT),--repeat $(REPEAT)) \
 
 C_BINS := $(BUILD)/loadgen $(BUILD)/c_epoll $(BUILD)/delayline
 
-.PHONY: all venv build test bench compare twohost-serve twohost-load serve load sweep soak report profile syscalls reproduce clean help python-ft test-ft icount icount-parts
+.PHONY: all venv build test bench compare twohost-serve twohost-load serve load sweep soak report profile syscalls reproduce clean help python-ft test-ft icount icount-parts combine
 
 all: venv build
 
@@ -61,6 +61,7 @@ help:
 	@echo "make python-ft (free-threaded CPython 3.13 in build/python-ft/)   make test-ft   PYTHON=build/python-ft/bin/python3.13t"
 	@echo "make icount [SERVERS=\"raw_epoll alone_proc\"]   (user-space instructions per connection, callgrind)"
 	@echo "make icount-parts [VARIANT=alone_proc]   (the library's fd calls and one loop pass, in instructions)"
+	@echo "make combine BATCHES=\"ID1 ID2\"   (one table over several recorded batches, paired within each round)"
 
 venv: $(STAMP)-core
 
@@ -76,7 +77,7 @@ $(STAMP)-%: pyproject.toml $(CONSTRAINTS)
 # prerequisite of each target, stops with exit 2 (before any set-up) when a knob that TARGET
 # does not take was set on the command line. TAKES_<target> lists the knobs each one takes.
 RUN_KNOBS := LINK REPEAT DURATION WARMUP CONCURRENCY SIZE RATE DELAY LOSS PYTHON DIET POOL SERVER_CPU
-KNOBS     := VARIANT SERVERS HOST PORT RUN_ID CONNECTIONS RATES LOOP SERVER_CMD MODEL_EXAMPLES MODEL_SEED MODEL_STEPS $(RUN_KNOBS)
+KNOBS     := VARIANT SERVERS HOST PORT RUN_ID CONNECTIONS RATES LOOP SERVER_CMD MODEL_EXAMPLES MODEL_SEED MODEL_STEPS BATCHES $(RUN_KNOBS)
 TAKES_bench    := VARIANT $(RUN_KNOBS)
 TAKES_compare  := SERVERS LOOP SERVER_CMD $(RUN_KNOBS)
 TAKES_sweep    := VARIANT RATES $(RUN_KNOBS)
@@ -90,6 +91,7 @@ TAKES_syscalls := VARIANT CONNECTIONS DIET
 TAKES_reproduce := SERVER_CPU
 TAKES_icount := VARIANT SERVERS PYTHON
 TAKES_icount-parts := VARIANT PYTHON
+TAKES_combine := BATCHES
 knobs-%:
 	@bad="$(strip $(foreach v,$(filter-out $(TAKES_$*),$(KNOBS)),$(if $(filter command line,$(origin $(v))),$(v))))"; \
 	if [ -n "$$bad" ]; then echo "error: make $* does not use $$bad; it takes: $(or $(strip $(TAKES_$*)),no variables)" >&2; exit 2; fi; \
@@ -170,6 +172,12 @@ serve load: %: knobs-%
 
 report: knobs-report $(STAMP)-report
 	$(PY) -m harness report
+
+# One batch table over several recorded batches (each run paired within its own round):
+# more rounds for one question without picking the batch that suits (harness/combine.py).
+combine: knobs-combine venv
+	@test -n "$(BATCHES)" || { echo 'error: give the batches: make combine BATCHES="b2026... b2026..." (ids from results/batches/)' >&2; exit 2; }
+	$(PY) -m harness combine $(BATCHES)
 
 profile: knobs-profile $(STAMP)-profile build
 	$(PY) -m harness profile $(if $(VARIANT),--variant $(VARIANT)) $(if $(CONNECTIONS),--connections $(CONNECTIONS))

@@ -36,6 +36,7 @@ DISPATCH = {
     "profile": ("harness.profile", [], "line_profiler run of a variant's server"),
     "syscalls": ("harness.syscalls", [], "system calls per connection (strace -c)"),
     "reproduce": ("harness.reproduce", [], "rerun the study's comparisons, write REPRODUCTION.md"),
+    "combine": ("harness.combine", [], "one batch table from several recorded batches"),
     "twohost-serve": ("harness.twohost", ["serve"],
                       "two-host mode, server machine: a server until Ctrl-C (make twohost-serve)"),
     "twohost-load": ("harness.twohost", ["load"],

@@ -14,7 +14,6 @@ Makefile passes a flag only when its variable is set).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 
@@ -33,19 +32,10 @@ def die(msg: str, code: int) -> int:
     return code
 
 
-def positive_float(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0: {text!r}")
-    return v
-
-
-# The servers' argparse types, written once (a finite number of seconds >= 0; int >= 1).
-nonneg_float = _server_options.seconds
-positive_int = _server_options.positive_int
+# The argparse types, written once with the servers' spec checks (harness/servers/options.py).
+positive_float = _server_options.positive_number     # a finite number > 0
+nonneg_float = _server_options.seconds               # a finite number of seconds >= 0
+positive_int = _server_options.positive_int          # an integer >= 1
 
 
 def diet_levers(text):
@@ -79,9 +69,13 @@ DEFAULT_SERVER_CPU = 0.4
 
 
 def rate_value(text):
-    text = text.strip().lower()
-    mult = 1000 if text.endswith("k") else 1
-    return positive_float(text[:-1] if mult > 1 else text) * mult
+    """argparse type: connections per second, ``5000`` or ``5k``."""
+    t = text.strip().lower()
+    mult = 1000 if t.endswith("k") else 1
+    try:
+        return _server_options.check_positive_number(t[:-1] if mult > 1 else t) * mult
+    except _server_options.OptionError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} {e}") from None
 
 
 def link_value(parser_name: str):

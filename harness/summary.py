@@ -77,14 +77,21 @@ def counts(run: dict) -> bool:
 
 def python_label(run: dict) -> str:
     """The interpreter the user named (PYTHON=...) as pythonX.Y[t], from the version the
-    server recorded; "default" is the venv's."""
+    server recorded; "default" is the venv's.  pythonX.Y.Z when the venv's is another
+    X.Y.Z of the same X.Y (Debian's 3.11.2 beside the venv's 3.11.7): two builds of one
+    version are two experiments, not one row."""
     named = (run.get("config") or {}).get("python")
     if not named:
         return "default"
-    sp = (run.get("env") or {}).get("server_python") or {}
+    env = run.get("env") or {}
+    sp = env.get("server_python") or {}
     ver = str(sp.get("version") or "")
     if ver.count(".") >= 1 and sp.get("implementation", "cpython") == "cpython":
-        return "python" + ".".join(ver.split(".")[:2]) + ("t" if sp.get("free_threaded") else "")
+        short = ".".join(ver.split(".")[:2])
+        default = str(env.get("python") or "")
+        if ver != default and ".".join(default.split(".")[:2]) == short:
+            short = ver
+        return "python" + short + ("t" if sp.get("free_threaded") else "")
     return os.path.basename(str(named))
 
 

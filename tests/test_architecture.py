@@ -233,7 +233,7 @@ def test_allowed_exceptions_name_existing_files():
 LAYERS = [
     ("commands", ["harness", "harness.__main__", "harness.cli"]),
     ("subcommands", ["harness.report", "harness.reproduce", "harness.profile", "harness.syscalls",
-                     "harness.twohost"]),
+                     "harness.twohost", "harness.combine"]),
     ("command line", ["harness.cmdline"]),
     ("writers", ["harness.charts", "harness.reproduction", "harness.frame", "harness.study"]),
     ("batches", ["harness.runner", "harness.soak", "harness.tables"]),

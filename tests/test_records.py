@@ -118,6 +118,12 @@ def test_csv_names_the_interpreter_never_its_path():
     assert records.csv_row(r)[col] == "python3.12t"
     r["config"]["python"] = None
     assert records.csv_row(r)[col] == ""
+    # Another build of the venv's own X.Y is told apart by its full version.
+    r["config"]["python"] = "/usr/bin/python3.11"
+    r["env"] = {"python": "3.11.7", "server_python": {"version": "3.11.2", "implementation": "cpython"}}
+    assert records.csv_row(r)[col] == "python3.11.2"
+    r["env"]["server_python"]["version"] = "3.11.7"
+    assert records.csv_row(r)[col] == "python3.11"
 
 
 def test_results_dir_override(tmp_path, monkeypatch):

@@ -83,14 +83,19 @@ def valgrind_version() -> str | None:
 
 
 def python_label(python: str | None) -> str:
-    """"" for the venv's interpreter, else ``@pythonX.Y[t]`` (a file-name suffix)."""
+    """"" for the venv's interpreter, else ``@pythonX.Y[t]`` (a file-name suffix), or
+    ``@pythonX.Y.Z[t]`` for another build of the venv's own X.Y (as harness/summary.py)."""
     if not python:
         return ""
     from harness import environment
     facts = environment.interpreter(python) or {}
     ver = str(facts.get("version") or "")
     if ver.count(".") >= 1:
-        return "@python" + ".".join(ver.split(".")[:2]) + ("t" if facts.get("free_threaded") else "")
+        short = ".".join(ver.split(".")[:2])
+        own = "%d.%d.%d" % sys.version_info[:3]
+        if ver != own and own.startswith(short + "."):
+            short = ver
+        return "@python" + short + ("t" if facts.get("free_threaded") else "")
     return "@" + os.path.basename(python)
 
 

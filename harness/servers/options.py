@@ -75,6 +75,11 @@ class OptionError(ValueError):
     """A value an option does not accept; the message says what it accepts."""
 
 
+# The number checks, written once for both places a value arrives: a spec (``mul_thread:
+# workers=0`` -> "mul_thread: workers=0 must be an integer >= 1") and a command line
+# (``--repeat 0`` -> "--repeat: '0' must be an integer >= 1"). Each raises OptionError
+# with the reason; ``argparse_type`` turns it into argparse's error.
+
 def _int_at_least_1(text: str) -> int:
     try:
         value = int(text)
@@ -95,28 +100,31 @@ def _seconds(text: str) -> float:
     return value
 
 
-def positive_int(text):
-    """argparse type: an integer >= 1 (the harness's and the servers' options)."""
-    import argparse
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
-
-
-def seconds(text):
-    """argparse type: a finite number of seconds >= 0."""
-    import argparse
+def check_positive_number(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0: {text!r}")
+        raise OptionError("is not a number") from None
+    if not value > 0 or not math.isfinite(value):
+        raise OptionError("must be a finite number > 0")
     return value
+
+
+def argparse_type(check: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type=`` from a check above: its reason, after the value given."""
+    def convert(text):
+        import argparse
+        try:
+            return check(text)
+        except OptionError as e:
+            raise argparse.ArgumentTypeError(f"{text!r} {e}") from None
+    convert.__name__ = check.__name__.lstrip("_").replace("check_", "")   # argparse names it
+    return convert
+
+
+positive_int = argparse_type(_int_at_least_1)      # an integer >= 1
+seconds = argparse_type(_seconds)                  # a finite number of seconds >= 0
+positive_number = argparse_type(check_positive_number)  # a finite number > 0
 
 
 def format_value(value: Any) -> str:
