@@ -68,14 +68,14 @@ def server_cpu_value(text):
 DEFAULT_SERVER_CPU = 0.4
 
 
-def rate_value(text):
-    """argparse type: connections per second, ``5000`` or ``5k``."""
+def _rate(text: str) -> float:
+    """Connections per second, ``5000`` or ``5k``."""
     t = text.strip().lower()
     mult = 1000 if t.endswith("k") else 1
-    try:
-        return _server_options.check_positive_number(t[:-1] if mult > 1 else t) * mult
-    except _server_options.OptionError as e:
-        raise argparse.ArgumentTypeError(f"{text!r} {e}") from None
+    return _server_options.check_positive_number(t[:-1] if mult > 1 else t) * mult
+
+
+rate_value = _server_options.argparse_type(_rate)    # argparse type: conn/s, 5000 or 5k
 
 
 def link_value(parser_name: str):

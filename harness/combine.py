@@ -50,9 +50,10 @@ def code_warnings(runs: list[dict]) -> list[str]:
     seen: dict[str, set] = {}
     for r in runs:
         env = r.get("env") or {}
-        commit = (r.get("config") or {}).get("variant_commit") or env.get("git_commit")
-        code = (str(commit or "?")[:12], bool(env.get("git_dirty")) and not
-                (r.get("config") or {}).get("variant_commit"))
+        # A NAME@REV spec runs its library from that commit: the tree's state does not count.
+        pinned = (r.get("config") or {}).get("variant_commit")
+        code = (str(pinned or env.get("git_commit") or "?")[:12],
+                not pinned and bool(env.get("git_dirty")))
         seen.setdefault(r.get("spec") or "?", set()).add(code)
     out = []
     for spec, codes in seen.items():

@@ -149,10 +149,11 @@ def portable(obj):
     return obj
 
 
-def write_json(path: str, obj) -> None:
+def write_json(path: str, obj, replace: bool = False) -> None:
     """``obj`` as results/ keeps JSON: portable paths, indent 1, written atomically;
-    FileExistsError rather than replacing ``path``."""
-    _atomic_write(path, json.dumps(portable(obj), indent=1, default=str) + "\n")
+    FileExistsError rather than replacing ``path``, unless ``replace`` (a file that holds
+    the latest count of something, as results/icount/)."""
+    _atomic_write(path, json.dumps(portable(obj), indent=1, default=str) + "\n", replace)
 
 
 def utc_now() -> str:
@@ -167,9 +168,9 @@ def new_id(prefix: str = "") -> str:
     return f"{prefix}{stamp}-{os.getpid()}-{secrets.token_hex(5)}"
 
 
-def _atomic_write(path: str, text: str) -> None:
+def _atomic_write(path: str, text: str, replace: bool = False) -> None:
     """Write ``text`` to ``path`` through a temp file in the same directory;
-    raise FileExistsError rather than replace an existing ``path``."""
+    raise FileExistsError rather than replace an existing ``path``, unless ``replace``."""
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
@@ -178,6 +179,9 @@ def _atomic_write(path: str, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        if replace:
+            os.replace(tmp, path)
+            return
         try:
             os.link(tmp, path)    # atomic, and EEXIST instead of an overwrite
         except FileExistsError:

@@ -85,14 +85,24 @@ def python_label(run: dict) -> str:
         return "default"
     env = run.get("env") or {}
     sp = env.get("server_python") or {}
-    ver = str(sp.get("version") or "")
-    if ver.count(".") >= 1 and sp.get("implementation", "cpython") == "cpython":
-        short = ".".join(ver.split(".")[:2])
-        default = str(env.get("python") or "")
-        if ver != default and ".".join(default.split(".")[:2]) == short:
-            short = ver
-        return "python" + short + ("t" if sp.get("free_threaded") else "")
+    if sp.get("implementation", "cpython") == "cpython":
+        label = interpreter_label(sp.get("version"), sp.get("free_threaded"), env.get("python"))
+        if label:
+            return label
     return os.path.basename(str(named))
+
+
+def interpreter_label(version, free_threaded, default_version) -> str | None:
+    """``pythonX.Y[t]`` for a CPython ``version``, or ``pythonX.Y.Z[t]`` when it is another
+    build of the default interpreter's X.Y; None without a version."""
+    ver = str(version or "")
+    if ver.count(".") < 1:
+        return None
+    short = ".".join(ver.split(".")[:2])
+    default = str(default_version or "")
+    if ver != default and ".".join(default.split(".")[:2]) == short:
+        short = ver
+    return "python" + short + ("t" if free_threaded else "")
 
 
 def budget_label(cores) -> str:

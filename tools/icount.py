@@ -23,7 +23,6 @@ the environment (the latest count of a spec replaces the previous one).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -35,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from harness import procs  # noqa: E402
 from harness import servers as srv  # noqa: E402
+from harness.syscalls import safe_name  # noqa: E402
 
 _TOTAL = re.compile(r"^(?:summary|totals):\s+(\d+)", re.M)
 
@@ -60,7 +60,7 @@ def instructions(spec: str, count: int, concurrency: int, python: str | None,
     with tempfile.TemporaryDirectory(prefix="events-icount-") as tmp:
         out = os.path.join(tmp, "callgrind.out")
         if keep:
-            out = os.path.join(keep, f"{re.sub(r'[^A-Za-z0-9_.=+-]', '_', spec)}.{count}.callgrind")
+            out = os.path.join(keep, f"{safe_name(spec)}.{count}.callgrind")
         server = srv.start(spec, prefix=callgrind(out), python=python, ready_timeout=180)
         try:
             client = subprocess.run(
@@ -87,16 +87,11 @@ def python_label(python: str | None) -> str:
     ``@pythonX.Y.Z[t]`` for another build of the venv's own X.Y (as harness/summary.py)."""
     if not python:
         return ""
-    from harness import environment
+    from harness import environment, summary
     facts = environment.interpreter(python) or {}
-    ver = str(facts.get("version") or "")
-    if ver.count(".") >= 1:
-        short = ".".join(ver.split(".")[:2])
-        own = "%d.%d.%d" % sys.version_info[:3]
-        if ver != own and own.startswith(short + "."):
-            short = ver
-        return "@python" + short + ("t" if facts.get("free_threaded") else "")
-    return "@" + os.path.basename(python)
+    label = summary.interpreter_label(facts.get("version"), facts.get("free_threaded"),
+                                      "%d.%d.%d" % sys.version_info[:3])
+    return "@" + (label or os.path.basename(python))
 
 
 def record(kind: str, name: str, rows, method: dict, python: str | None,
@@ -105,17 +100,11 @@ def record(kind: str, name: str, rows, method: dict, python: str | None,
     environment.  The latest count of a name replaces the previous one (git keeps the
     history), as ``make syscalls`` does for its files."""
     from harness import environment, records
-    from harness.syscalls import safe_name
-    d = os.path.join(records.results_dir(results_dir), "icount")
-    os.makedirs(d, exist_ok=True)
-    path = os.path.join(d, safe_name(name) + python_label(python) + ".json")
-    doc = records.portable({"schema": 1, "kind": kind, "time_utc": records.utc_now(),
-                            "method": method, "valgrind": valgrind_version(), "rows": rows,
-                            "env": environment.capture(python=python)})
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(json.dumps(doc, indent=1) + "\n")
-    os.replace(tmp, path)
+    path = os.path.join(records.results_dir(results_dir), "icount",
+                        safe_name(name) + python_label(python) + ".json")
+    records.write_json(path, {"schema": 1, "kind": kind, "time_utc": records.utc_now(),
+                              "method": method, "valgrind": valgrind_version(), "rows": rows,
+                              "env": environment.capture(python=python)}, replace=True)
     return path
 
 

@@ -118,7 +118,6 @@ def argparse_type(check: Callable[[str], Any]) -> Callable[[str], Any]:
             return check(text)
         except OptionError as e:
             raise argparse.ArgumentTypeError(f"{text!r} {e}") from None
-    convert.__name__ = check.__name__.lstrip("_").replace("check_", "")   # argparse names it
     return convert
 
 
