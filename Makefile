@@ -47,7 +47,7 @@ RUN_ARGS = $(if $(LINK),--link $(LINK)) $(if $(REPEAT),--repeat $(REPEAT)) \
 
 C_BINS := $(BUILD)/loadgen $(BUILD)/c_epoll $(BUILD)/delayline
 
-.PHONY: all venv build test bench compare twohost-serve twohost-load serve load sweep soak report profile syscalls reproduce clean help python-ft test-ft icount icount-parts combine
+.PHONY: all venv build test bench compare twohost-serve twohost-load serve load sweep soak report profile syscalls reproduce clean help python-ft test-ft pypy test-pypy icount icount-parts combine
 
 all: venv build
 
@@ -59,6 +59,7 @@ help:
 	@echo "make syscalls VARIANT=x   make reproduce   make soak VARIANT=x   make sweep VARIANT=x [RATES=2000,5000]"
 	@echo "make twohost-serve VARIANT=x PORT=p    make twohost-load HOST=h PORT=p    (two-host runs)"
 	@echo "make python-ft (free-threaded CPython 3.13 in build/python-ft/)   make test-ft   PYTHON=build/python-ft/bin/python3.13t"
+	@echo "make pypy (Debian's pypy3, apt-get)   make test-pypy   PYTHON=pypy3"
 	@echo "make icount [SERVERS=\"raw_epoll alone_proc\"]   (user-space instructions per connection, callgrind)"
 	@echo "make icount-parts [VARIANT=alone_proc]   (the library's fd calls and one loop pass, in instructions)"
 	@echo "make combine BATCHES=\"ID1 ID2\"   (one table over several recorded batches, paired within each round)"
@@ -214,6 +215,34 @@ test-ft: knobs-test-ft python-ft build
 	@$(MAKE) --no-print-directory $(VENV_FT)/.installed
 	$(VENV_FT)/bin/python -c 'import sys; assert not sys._is_gil_enabled(), "the GIL is enabled"'
 	PYTHON_GIL=0 $(VENV_FT)/bin/python -m pytest -q $(FT_TESTS) -k 'not uvloop'
+
+# PyPy (Debian's pypy3 package: PyPy 7.3.11, Python 3.9), installed by `make pypy` with
+# apt-get (root); never part of `make test`. PYTHON=pypy3 then runs the Python servers on its
+# JIT (uvloop has no PyPy build: that server is refused with a one-line note).
+PYPY := $(shell command -v pypy3 2>/dev/null)
+.PHONY: pypy test-pypy
+pypy: knobs-pypy
+	@command -v pypy3 >/dev/null && { pypy3 --version; exit 0; }; \
+	  test "$$(id -u)" = 0 || { echo "error: pypy3 is not installed and installing it needs root: apt-get install pypy3" >&2; exit 2; }; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q pypy3 >/dev/null || \
+	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pypy3 >/dev/null; } || \
+	    { echo "error: apt-get install pypy3 failed" >&2; exit 1; }; \
+	  pypy3 --version
+
+# The variants' conformance, timer, variant, race and fault tests on PyPy, from a virtualenv
+# of its own (build/venv-pypy: pytest pinned by requirements/pypy.txt, nothing else). The
+# server tests stay on CPython: they drive the harness, which needs Python >= 3.11.
+VENV_PYPY  := $(BUILD)/venv-pypy
+PYPY_TESTS := tests/test_conformance.py tests/test_timers.py tests/test_variant_master.py \
+  tests/test_variant_mul_thread.py tests/test_variant_alone_proc.py tests/test_races.py tests/test_library_faults.py
+$(VENV_PYPY)/.installed: requirements/pypy.txt
+	@command -v pypy3 >/dev/null || { echo "error: pypy3 not found: run make pypy"; exit 1; }
+	@test -x $(VENV_PYPY)/bin/python || pypy3 -m venv $(VENV_PYPY)
+	$(VENV_PYPY)/bin/pip install -q --disable-pip-version-check -r requirements/pypy.txt
+	@touch $@
+test-pypy: knobs-test-pypy pypy
+	@$(MAKE) --no-print-directory $(VENV_PYPY)/.installed
+	$(VENV_PYPY)/bin/python -m pytest -q -p no:cacheprovider $(PYPY_TESTS)
 
 clean:
 	rm -rf $(BUILD)

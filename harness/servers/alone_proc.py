@@ -10,6 +10,7 @@ idiom, one ``epoll_ctl MOD``), and when only READABLE fires while we wait to wri
 ``on_writable`` sees a mask without WRITABLE and drops READABLE.  No adapter proc sits
 between the loop and the state machine: the library calls the transitions directly.
 """
+from __future__ import annotations
 
 from variants.alone_proc import EventLoop
 

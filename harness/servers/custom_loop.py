@@ -12,6 +12,7 @@ variants' like for like.  The module must be importable from where you run the h
 (the working directory is put on the server's PYTHONPATH) or from PYTHONPATH.
 README.md, "Bring your own loop", has a worked example (examples/tinyloop.py).
 """
+from __future__ import annotations
 
 import importlib
 import inspect

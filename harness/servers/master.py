@@ -16,6 +16,7 @@ per pass cannot make up for the wait.  (Measured here with build/loadgen -c 64 a
 0.1 s: 192 conn/s against a bound of 213; with ``--diet``, one pass per connection,
 673.)
 """
+from __future__ import annotations
 
 import time
 

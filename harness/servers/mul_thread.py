@@ -8,6 +8,7 @@ loop waits for all of it) or ``--pool oneshot`` (the improved design of issue 7)
 Procs on worker threads touch only their own connection plus the shared counters (kept
 per thread: ``common.ThreadStats``) and the connection table (see common.py, "Threads").
 """
+from __future__ import annotations
 
 from variants.mul_thread import EventLoop
 

@@ -3,6 +3,7 @@
 One file per server keeps the table simple; the code is asyncio_server.py's so the
 two differ only in the event loop (libuv instead of asyncio's selector loop).
 """
+from __future__ import annotations
 
 from harness.servers import asyncio_server, common
 

@@ -3,6 +3,7 @@
 A loop is passed to every callback as its first argument; here it is ``Any`` because
 each variant has its own EventLoop class (events.py narrows these aliases to it).
 """
+from __future__ import annotations
 
 from typing import Any, Callable, Optional, Protocol
 

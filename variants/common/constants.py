@@ -3,6 +3,7 @@
 Flags are plain ints (not ``enum.IntFlag``): they are tested on every event in the
 dispatch loop, and an int ``&`` is the cheapest operation Python has for that.
 """
+from __future__ import annotations
 
 NONE = 0          # no events registered
 READABLE = 1      # fire when the fd is readable

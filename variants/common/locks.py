@@ -6,6 +6,7 @@ of a send"). To report lock operations per connection, build the loop with
 ``CountingLock`` and ``loop.lock_acquisitions`` sums them. The wrapper costs a Python
 call per acquisition, so it is off by default and never used in timed runs.
 """
+from __future__ import annotations
 
 from typing import Any, Literal
 

@@ -11,6 +11,7 @@ bits, what C's ``&`` would take; ae does not check masks at all.) ``make icount-
 counts what this saves (docs/performance.md, "The last percent"); the trade-off is one
 table to read where an ``&`` was plain.
 """
+from __future__ import annotations
 
 from .constants import BARRIER, READABLE, WRITABLE
 

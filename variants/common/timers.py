@@ -32,6 +32,7 @@ tests use to check that a pass does not scan all pending timers.
 Thread safety: none here. ``LockedTimers`` wraps the few state-changing primitives in
 a lock for the mul_thread variant; procs and finalizers always run outside the lock.
 """
+from __future__ import annotations
 
 import heapq
 from time import monotonic

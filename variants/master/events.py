@@ -49,6 +49,7 @@ Closed fds
     files). Registering a reused number works, as create_file_event always tells the
     kernel (see there).
 """
+from __future__ import annotations
 
 from time import monotonic
 from typing import Any, Callable, Literal, Optional

@@ -2,6 +2,7 @@
 
 See events.py for the design essay and docs/variants.md for the three variants.
 """
+from __future__ import annotations
 
 from ..common.constants import *  # noqa: F401,F403
 from ..common.constants import __all__ as _constants

@@ -86,6 +86,7 @@ Closed fds
     files). Registering a reused number works, as create_file_event always tells the
     kernel (see there).
 """
+from __future__ import annotations
 
 import os
 import queue

@@ -52,6 +52,7 @@ then behave the same: the fd vanishes from the poller without being reported, an
 later ``modify`` of its reused number raises FileNotFoundError, which the loop answers
 with ``register``.
 """
+from __future__ import annotations
 
 import importlib
 from types import ModuleType

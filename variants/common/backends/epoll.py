@@ -11,12 +11,37 @@ reports it, so a worker thread can own the fd until it calls ``rearm`` (one
 ``epoll_ctl(MOD)``). A rearm from another thread takes effect in an ``epoll_wait``
 already in progress, hence ``needs_wakeup = False``.
 """
+from __future__ import annotations
 
 import select
+import sys
+from typing import Any, Optional
 
 from . import native_masks, translation_table
 
 NAME = "epoll"
+
+
+class _PyPyEpoll:
+    """PyPy's ``epoll.poll`` refuses ``timeout=None`` (CPython reads it as "block"), and the
+    loops pass None when no timer is due. Only PyPy gets this wrapper (select.epoll is final
+    there): on CPython it would put a Python frame on every kernel call; under PyPy's JIT the
+    calls are inlined."""
+
+    def __init__(self) -> None:
+        ep = select.epoll()
+        self._ep = ep
+        self.register = ep.register
+        self.modify = ep.modify
+        self.unregister = ep.unregister
+        self.fileno = ep.fileno
+        self.close = ep.close
+
+    def poll(self, timeout: Optional[float] = None, maxevents: int = -1) -> list[tuple[int, int]]:
+        return self._ep.poll(-1 if timeout is None else timeout, maxevents)
+
+
+_EPOLL: Any = _PyPyEpoll if sys.implementation.name == "pypy" else select.epoll
 
 
 def available() -> bool:
@@ -27,7 +52,7 @@ class Poller:
     needs_wakeup = False
 
     def __init__(self, oneshot: bool = False) -> None:
-        self.kernel = select.epoll()
+        self.kernel: select.epoll = _EPOLL()
         extra = select.EPOLLONESHOT if oneshot else 0
         self.to_native = native_masks(select.EPOLLIN, select.EPOLLOUT, extra)
         self.to_ae = translation_table(select.EPOLLIN, select.EPOLLOUT,

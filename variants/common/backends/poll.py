@@ -9,6 +9,7 @@ Oneshot mode is emulated: an fd reported by poll() is unregistered at once and
 ``rearm`` registers it again. An in-progress poll() does not see a rearm made by
 another thread, hence ``needs_wakeup = True``.
 """
+from __future__ import annotations
 
 import math
 import select

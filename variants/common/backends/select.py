@@ -9,6 +9,7 @@ mul_thread variant) may change them while select() runs; such changes reach the 
 call, hence ``needs_wakeup = True``. A closed fd makes select() fail with EBADF: the
 bad fds are found with fstat() (only on that error path) and dropped.
 """
+from __future__ import annotations
 
 import os
 import select as _select
