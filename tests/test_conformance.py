@@ -215,6 +215,44 @@ def test_same_proc_for_both_is_called_once_per_pass(loop, pair):
     assert calls == [R | W]
 
 
+def test_both_procs_of_a_pass_get_the_same_fired_mask(loop, pair):
+    """Issue 24. ae's aeProcessEvents hands the same ``mask`` (the fd's fired events of
+    the pass) to rfileProc and wfileProc; re-reading fe->mask after the first call only
+    decides *whether* the second runs. Here the first proc deletes its own event (a
+    server's read-then-write transition) and gives the fd new client data: the second
+    proc sees the new data and still the pass's fired mask READABLE|WRITABLE."""
+    if alone(loop):
+        pytest.skip("alone_proc: one proc per fd; see test_variant_alone_proc")
+    a, b = pair
+    fd = a.fileno()
+    calls = []
+
+    def on_read(lp, fd_, d, m):
+        calls.append(("r", d, m))
+        a.recv(100)
+        lp.delete_file_event(fd_, R)
+        if lp.get_file_events(fd_) & W:
+            lp.create_file_event(fd_, W, on_write, "new")
+
+    def on_write(lp, fd_, d, m):
+        calls.append(("w", d, m))
+        lp.delete_file_event(fd_, W)
+        if lp.get_file_events(fd_) & R:
+            lp.create_file_event(fd_, R, on_read, "new")
+
+    for extra in (0, BARRIER):
+        calls.clear()
+        loop.create_file_event(fd, R, on_read, "old")
+        loop.create_file_event(fd, W | extra, on_write, "old")
+        b.send(b"x")
+        time.sleep(0.01)                          # readable and writable in one poll
+        pump(loop, lambda: len(calls) >= 2)
+        settle(loop)
+        first, second = ("w", "r") if extra else ("r", "w")
+        assert calls == [(first, "old", R | W), (second, "new", R | W)]
+        assert loop.get_file_events(fd) == 0
+
+
 def test_proc_deletes_the_other_event(loop, pair):
     a, b = pair
     fd = a.fileno()

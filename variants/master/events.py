@@ -269,17 +269,22 @@ class EventLoop:
                             called(self, fd, cdata[fd], fired)
                             # Re-check the mask after each call (ae's fe->mask & mask):
                             # the proc may have deleted the other event or the whole fd.
+                            # The re-check decides only WHETHER the next proc runs; it is
+                            # given the pass's fired mask, as ae gives both procs `mask`
+                            # (reported & mask: mask is fd's mask at its dispatch).
+                            # why: recomputed there, not kept in a second local, so that
+                            # a plain read (no second proc) pays nothing for it.
                             fired = reported & masks[fd]
                         if fired & WRITABLE:
                             proc = wprocs[fd]
                             if proc != called:  # one proc for both: call it once
                                 called = proc
-                                proc(self, fd, cdata[fd], fired)
+                                proc(self, fd, cdata[fd], reported & mask)
                                 fired = reported & masks[fd]
                         if invert and fired & READABLE:
                             proc = rprocs[fd]
                             if proc != called:
-                                proc(self, fd, cdata[fd], fired)
+                                proc(self, fd, cdata[fd], reported & mask)
                     except Exception as exc:
                         # why: try costs nothing in CPython 3.11+ until something raises.
                         if self._error_handler is None:

@@ -508,16 +508,18 @@ class EventLoop:
                     fired = reported & self._masks[fd]
                     wproc = self._wprocs[fd]
                     data = self._cdata[fd]
+        # The re-check decides only WHETHER the next proc runs: it is given the pass's
+        # fired mask (reported & mask), as ae gives rfileProc and wfileProc the same mask.
         if fired & WRITABLE and wproc != called:   # one proc for both: call it once
             called = wproc
-            wproc(self, fd, data, fired)
+            wproc(self, fd, data, reported & mask)
             if invert:
                 with lock:
                     fired = reported & self._masks[fd]
                     rproc = self._rprocs[fd]
                     data = self._cdata[fd]
         if invert and fired & READABLE and rproc != called:
-            rproc(self, fd, data, fired)
+            rproc(self, fd, data, reported & mask)
 
     def main(self) -> None:
         """Run until stop(): process every kind of event, calling the sleep hooks."""
