@@ -38,16 +38,18 @@ SERVER_CPU  ?=
 LOOP        ?=
 SERVER_CMD  ?=
 
-RUN_ARGS = $(if $(LINK),--link $(LINK)) $(if $(REPEAT),--repeat $(REPEAT)) \
+RUN_ARGS = $(RUN_ARGS_NC) $(if $(CONCURRENCY),--concurrency $(CONCURRENCY))
+# RUN_ARGS but CONCURRENCY, which sweep-concurrency takes as a list of levels.
+RUN_ARGS_NC = $(if $(LINK),--link $(LINK)) $(if $(REPEAT),--repeat $(REPEAT)) \
   $(if $(DURATION),--duration $(DURATION)) $(if $(WARMUP),--warmup $(WARMUP)) \
-  $(if $(CONCURRENCY),--concurrency $(CONCURRENCY)) $(if $(SIZE),--size $(SIZE)) \
+  $(if $(SIZE),--size $(SIZE)) \
   $(if $(RATE),--rate $(RATE)) $(if $(DELAY),--delay $(DELAY)) $(if $(LOSS),--loss $(LOSS)) \
   $(if $(PYTHON),--python $(PYTHON)) $(if $(DIET),$(if $(filter 1,$(DIET)),--diet,--diet=$(DIET))) $(if $(POOL),--pool $(POOL)) \
   $(if $(SERVER_CPU),--server-cpu $(SERVER_CPU))
 
 C_BINS := $(BUILD)/loadgen $(BUILD)/c_epoll $(BUILD)/delayline
 
-.PHONY: all venv build test bench compare twohost-serve twohost-load serve load sweep soak report profile syscalls reproduce clean help python-ft test-ft pypy test-pypy icount icount-parts combine
+.PHONY: all venv build test bench compare twohost-serve twohost-load serve load sweep soak report profile syscalls reproduce clean help python-ft test-ft pypy test-pypy icount icount-parts combine sweep-concurrency
 
 all: venv build
 
@@ -63,6 +65,7 @@ help:
 	@echo "make icount [SERVERS=\"raw_epoll alone_proc\"]   (user-space instructions per connection, callgrind)"
 	@echo "make icount-parts [VARIANT=alone_proc]   (the library's fd calls and one loop pass, in instructions)"
 	@echo "make combine BATCHES=\"ID1 ID2\"   (one table over several recorded batches, paired within each round)"
+	@echo "make sweep-concurrency [SERVERS=...] [CONCURRENCY=\"1 2 4 8 16 64 256\"]   (CPU per connection against connections in flight)"
 
 venv: $(STAMP)-core
 
@@ -93,6 +96,7 @@ TAKES_reproduce := SERVER_CPU
 TAKES_icount := VARIANT SERVERS PYTHON
 TAKES_icount-parts := VARIANT PYTHON
 TAKES_combine := BATCHES
+TAKES_sweep-concurrency := SERVERS $(RUN_KNOBS)
 knobs-%:
 	@bad="$(strip $(foreach v,$(filter-out $(TAKES_$*),$(KNOBS)),$(if $(filter command line,$(origin $(v))),$(v))))"; \
 	if [ -n "$$bad" ]; then echo "error: make $* does not use $$bad; it takes: $(or $(strip $(TAKES_$*)),no variables)" >&2; exit 2; fi; \
@@ -173,6 +177,12 @@ serve load: %: knobs-%
 
 report: knobs-report $(STAMP)-report
 	$(PY) -m harness report
+
+# CPU per connection against connections in flight (harness/concurrency.py): one batch,
+# paired and interleaved rounds at every level, then results/concurrency/BATCH.{png,md,json}.
+sweep-concurrency: knobs-sweep-concurrency $(STAMP)-report build
+	$(PY) -m harness sweep-concurrency $(if $(or $(SERVERS),$(filter command line,$(origin SERVERS))),--servers "$(SERVERS)") \
+	  $(if $(filter command line,$(origin CONCURRENCY)),--levels "$(CONCURRENCY)") $(RUN_ARGS_NC)
 
 # One batch table over several recorded batches (each run paired within its own round):
 # more rounds for one question without picking the batch that suits (harness/combine.py).

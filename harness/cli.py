@@ -37,6 +37,8 @@ DISPATCH = {
     "syscalls": ("harness.syscalls", [], "system calls per connection (strace -c)"),
     "reproduce": ("harness.reproduce", [], "rerun the study's comparisons, write REPRODUCTION.md"),
     "combine": ("harness.combine", [], "one batch table from several recorded batches"),
+    "sweep-concurrency": ("harness.concurrency", [],
+                          "CPU per connection against connections in flight (paired rounds)"),
     "twohost-serve": ("harness.twohost", ["serve"],
                       "two-host mode, server machine: a server until Ctrl-C (make twohost-serve)"),
     "twohost-load": ("harness.twohost", ["load"],

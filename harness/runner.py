@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from harness import cpubudget, environment, kstats, noise, records
+from harness import cpubudget, environment, kstats, noise, passes, records
 from harness import servers as srv
 from harness.client import CLIENT_BOUND_SHARE, client_argv, compute_metrics, run_client
 from harness.procs import RunnerError, Signals, check_loadgen, pinning
@@ -134,6 +134,7 @@ class Planned:
     round: int          # 0-based; round r starts at spec r mod n
     position: int       # 0-based position within the round
     rate: float | None = None
+    concurrency: int | None = None      # this run's, else the batch's (sweep-concurrency)
 
 
 class Batch:
@@ -176,10 +177,12 @@ class Batch:
         s, lk = self.s, self.link
         spec = srv.parse_spec(item.spec)          # a Spec already (a str is parsed)
         rate = item.rate if item.rate is not None else s.rate
+        conc = item.concurrency or s.concurrency
         run_id = records.new_id()
         cores = probe[0] if probe else self._cores()
         duration, warmup = (probe[1], probe[2]) if probe else (s.duration, s.warmup)
-        where = "soak" if s.kind == "soak" else f"r{item.round}" + (f" @{rate:,.0f}/s" if item.rate else "")
+        where = "soak" if s.kind == "soak" else f"r{item.round}" + (f" @{rate:,.0f}/s" if item.rate else "") \
+            + (f" c={conc}" if item.concurrency else "")
         if probe:
             where = f"calibration @{cores:g} core"
         tag = f"[{n}/{self.total} {spec.text} {where}]"
@@ -188,7 +191,7 @@ class Batch:
             "time_utc": records.utc_now(), "spec": spec.text, "server": spec.name, "link": lk.name,
             "round": item.round, "position": item.position, "status": "ok", "error": None,
             "server_stderr_tail": None,
-            "config": {"concurrency": s.concurrency, "size": s.size, "duration": duration,
+            "config": {"concurrency": conc, "size": s.size, "duration": duration,
                        "warmup": warmup, "rate": rate, "timeout_ms": s.timeout_ms,
                        "close_mode": s.close_mode, "python": s.python, "delay": s.delay,
                        "loss": s.loss,
@@ -224,7 +227,7 @@ class Batch:
                 return record if probe else self._keep(record)
             record["config"]["server_argv"] = server.argv
             record["config"]["hash_seed"] = server.hash_seed      # setup randomization (servers.random_hash_seed)
-            argv = client_argv(self.loadgen, lk.server_host, server.port, concurrency=s.concurrency,
+            argv = client_argv(self.loadgen, lk.server_host, server.port, concurrency=conc,
                                size=s.size, duration=duration, warmup=warmup, rate=rate,
                                timeout_ms=s.timeout_ms, close_mode=s.close_mode, run_id=run_id)
             record["config"]["client_argv"] = argv
@@ -271,6 +274,8 @@ class Batch:
             record.update(client=cres.final, snapshots=cres.snapshots,
                           metrics=compute_metrics(cres.final, cpu, t1 - t0, cores),
                           kernel=kstats.delta(k_server0, k_server1))
+            # Events per pass from the STATS line (None where the loop was not counted).
+            record["metrics"].update(passes.of_stats(record["server_stats"]))
             if k_client0 is not None:
                 record["kernel_client"] = kstats.delta(k_client0, k_client1)
             if group is not None:

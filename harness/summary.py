@@ -47,6 +47,8 @@ import math
 import os
 import statistics
 
+from harness import passes
+
 BASELINE = "raw_epoll"
 LEVEL = 0.95            # the interval we aim for
 MIN_COVERAGE = 0.90     # below this (n < 5 rounds) no interval is printed
@@ -336,6 +338,10 @@ def summarize(runs: list[dict], baseline: str | None = None) -> list[dict]:
             "rtt_warnings": sum(1 for r in rs if any(str(w).startswith("RTT ")
                                                      for w in r.get("warnings") or [])),
             "link_drops": _sum_known([link_drops(r) for r in ok]),
+            # Events per pass (harness/passes.py): median of the runs' means, and the
+            # runs' histograms summed; None where the server's loop was not counted.
+            "events_per_pass_median": median([passes.of_run(r)["events_per_pass"] for r in ok]),
+            "events_hist": passes.add_hists([passes.of_run(r)["events_hist"] for r in ok]),
         })
     # Per conditions (in order of appearance): the baseline first, then the specs as given.
     conds: dict = {}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from harness import summary
+from harness import passes, summary
 from harness import servers as srv
 from harness.client import CLIENT_BOUND_SHARE, SERVER_BOUND_SHARE
 
@@ -33,6 +33,8 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
     rtt = any(r.get("rtt_ms_median") is not None for r in rows)
     drops = any(r.get("rtt_expected_ms") is not None or r.get("link_drops") for r in rows)
     pythons = len({r["python"] for r in rows}) > 1
+    # Events per pass (harness/passes.py): shown when some run counted them.
+    counted = any(r.get("events_per_pass_median") is not None for r in rows)
     bases = {r["baseline"] for r in rows}
     several = len(bases) > 1
     base = "base" if several else (next(iter(bases)) or srv.BASELINE)
@@ -41,7 +43,8 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
         + (["offered/s"] if sweep else []) + (["CPU budget"] if budgeted else []) \
         + (["baseline"] if several else []) + [
         "runs clean/excl.", "conn/s median [min–max]", f"conn/s ×{base} [CI]", "verdict",
-        "server CPU µs/conn", f"CPU ×{base} [CI]", "CPU verdict", "conn/s × CPU", "pairs",
+        "server CPU µs/conn"] + (["events/pass"] if counted else []) + [
+        f"CPU ×{base} [CI]", "CPU verdict", "conn/s × CPU", "pairs",
         "p99 ms", "failed/lost", "client-bound"] \
         + (["server-bound"] if budgeted else []) + (["RTT ms"] if rtt else []) + (["pkt drops"] if drops else [])
     body = []
@@ -63,7 +66,8 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
             "1 (baseline)" if isb else summary.ratio_text(r["ratio_conn_to_baseline"],
                                                           r["ratio_conn_interval"]),
             "–" if isb else summary.verdict_text(r, "conn"),
-            "?" if cpu is None else f"{cpu:.1f}",
+            "?" if cpu is None else f"{cpu:.1f}"] + (
+            [passes.text(r.get("events_per_pass_median"), r.get("events_hist"))] if counted else []) + [
             "1 (baseline)" if isb else summary.ratio_text(r["ratio_cpu_to_baseline"],
                                                           r["ratio_cpu_interval"]),
             "–" if isb else summary.verdict_text(r, "cpu"),
@@ -89,6 +93,10 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
     notes.append(f"conn/s × CPU: the conn/s ratio times the CPU ratio, 1.00 when conn/s is what CPU per "
                  f"connection predicts; '!' marks a gap over {summary.CONSISTENCY_TOLERANCE:.0%} "
                  "(expected for client-bound runs, a warning for server-bound ones).")
+    if counted:
+        notes.append("events/pass: events the server dispatched per poll of its loop (median over "
+                     "runs); in brackets, the share of polls returning 1–3 events (the study's "
+                     "regime). n/a: the library owns the loop and it was not counted.")
     if sweep:
         notes.append(f"Open loop: 'short' marks an offered rate the server did not sustain (< "
                      f"{summary.SUSTAINED_SHARE:.0%} of it completed); CPU per connection compares servers "

@@ -233,14 +233,15 @@ def test_allowed_exceptions_name_existing_files():
 LAYERS = [
     ("commands", ["harness", "harness.__main__", "harness.cli"]),
     ("subcommands", ["harness.report", "harness.reproduce", "harness.profile", "harness.syscalls",
-                     "harness.twohost", "harness.combine"]),
+                     "harness.twohost", "harness.combine", "harness.concurrency"]),
     ("command line", ["harness.cmdline"]),
     ("writers", ["harness.charts", "harness.reproduction", "harness.frame", "harness.study"]),
     ("batches", ["harness.runner", "harness.soak", "harness.tables"]),
     ("processes", ["harness.procs", "harness.client", "harness.link", "harness.netns",
                    "harness.impairment", "harness.cpubudget", "harness.servers*"]),
     ("base", ["harness.summary", "harness.records", "harness.linkspec", "harness.environment",
-              "harness.kstats", "harness.noise", "harness.procfs", "harness.progress"]),
+              "harness.kstats", "harness.noise", "harness.procfs", "harness.progress",
+              "harness.passes"]),
 ]
 
 

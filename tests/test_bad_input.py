@@ -115,6 +115,19 @@ CASES = [
     (["twohost-load"], "needs the server machine's address"),
     (["twohost-load", "--host", "999.1.1.1"], "cannot resolve it"),
     (["twohost-serve", "master", "--host", "999.1.1.1", "--port", "0"], "cannot resolve it"),
+    # sweep-concurrency's levels (issue 28)
+    (["sweep-concurrency", "--levels", "0"], "0 connections in flight: a level must be at least 1"),
+    (["sweep-concurrency", "--levels", "-4"], "-4 connections in flight: a level must be at least 1"),
+    (["sweep-concurrency", "--levels", "2.5"], "'2.5' is not a whole number"),
+    (["sweep-concurrency", "--levels", "1,8,8"], "8 given twice"),
+    (["sweep-concurrency", "--levels", "1 8 1"], "1 given twice"),
+    (["sweep-concurrency", "--levels", " "], "no levels given"),
+    (["sweep-concurrency", "--levels", "2000000"], "2,000,000 is out of range"),
+    (["sweep-concurrency", "--concurrency", "8"], "not --concurrency"),
+    (["sweep-concurrency", "--servers", "raw_epoll nope"], "unknown server or variant 'nope'"),
+    (["sweep-concurrency", "--servers", "master master"], "master named twice"),
+    (["sweep-concurrency", "--repeat", "0"], "--repeat: '0' must be an integer >= 1"),
+    (["sweep-concurrency", "--from-batch", "bnope"], "no recorded runs of batch 'bnope'"),
     # the entry point itself
     ([], "no subcommand given"),
     (["nonsense"], "invalid choice: 'nonsense'"),
@@ -172,6 +185,7 @@ MAKE_CASES = [
     (["twohost-serve", "RATE=5"], "make twohost-serve does not use RATE"),
     (["serve", "RATE=5"], "make serve does not use RATE"),          # the old name, still checked
     (["reproduce", "LINK=100mbit"], "make reproduce does not use LINK"),
+    (["sweep-concurrency", "VARIANT=master"], "make sweep-concurrency does not use VARIANT"),
     (["bench", "DIET=0"], "DIET=0: unknown diet lever 0; use DIET=1"),
     (["compare", "DIET=yes"], "unknown diet lever yes"),
     (["compare", "DIET=cork+nope"], "unknown diet lever nope"),

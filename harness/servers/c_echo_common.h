@@ -258,7 +258,8 @@ static void echo_print_ready(const struct echo_opts *o)
 }
 
 /* The counters of c_echo_conn.c.  Extra fields beyond the contract: open_at_exit
- * (connections still open at exit) and diet_levers (the levers --diet turned on,
+ * (connections still open at exit), passes/events/events_hist (events per pass,
+ * counted by the event layer through echo_count_pass) and diet_levers (the levers --diet turned on,
  * canonical order; [] without --diet). */
 static void echo_print_stats(const struct echo_opts *o)
 {
@@ -266,11 +267,14 @@ static void echo_print_stats(const struct echo_opts *o)
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("STATS {\"accepted\": %llu, \"served\": %llu, \"errors\": %llu, \"idle_timeouts\": %llu, "
-           "\"emfile\": %llu, \"cpu_user_s\": %.6f, \"cpu_sys_s\": %.6f, \"open_at_exit\": %ld, "
-           "\"diet_levers\": [",
+           "\"emfile\": %llu, \"cpu_user_s\": %.6f, \"cpu_sys_s\": %.6f, \"open_at_exit\": %ld, ",
            s->accepted, s->served, s->errors, s->idle_timeouts, s->emfile,
            ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6, ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6,
            echo_open_count());
+    printf("\"passes\": %llu, \"events\": %llu, \"events_hist\": [", s->passes, s->events);
+    for (int k = 0; k < ECHO_EVENT_BUCKETS; k++)
+        printf("%s%llu", k ? ", " : "", s->events_hist[k]);
+    printf("], \"diet_levers\": [");
     const char *sep = "";
     for (int k = 0; k < ECHO_LEVER_COUNT; k++)
         if (o->levers & (1u << k)) {

@@ -87,6 +87,16 @@ bool echo_core_init(const struct echo_events *events, int fds, long sz, long bl,
 }
 
 const struct echo_stats *echo_stats(void) { return &stats; }
+
+void echo_count_pass(long n)
+{
+    int b = 0;
+    while (n >> b && b < ECHO_EVENT_BUCKETS - 1)   /* bucket = min(bit_length(n), 5) */
+        b++;
+    stats.passes++;
+    stats.events += (unsigned long long)(n > 0 ? n : 0);
+    stats.events_hist[b]++;
+}
 long echo_open_count(void) { return n_live; }
 long long echo_sweep_ms(void) { return sweep_ms; }
 

@@ -99,8 +99,14 @@ struct echo_conn {
     char *buf;                     /* --size bytes, kept for the slot's next connection */
 };
 
+/* Passes by events returned: 0, 1, 2-3, 4-7, 8-15, 16+ (harness/servers/counters.py). */
+#define ECHO_EVENT_BUCKETS 6
+
 struct echo_stats {
     unsigned long long accepted, served, errors, idle_timeouts, emfile;
+    /* Events per pass (issue 28): polls of the event layer, the events they returned,
+     * and the histogram of events per poll. */
+    unsigned long long passes, events, events_hist[ECHO_EVENT_BUCKETS];
 };
 
 /* What a server's event layer supplies. */
@@ -147,6 +153,9 @@ void echo_sweep(void);
 
 /* (Re)open the spare descriptor of the EMFILE policy, if it is not open. */
 void echo_spare_open(void);
+
+/* The event layer polled once and got n events (n >= 0): counted for STATS. */
+void echo_count_pass(long n);
 
 /* Connections open now (for STATS' open_at_exit). */
 long echo_open_count(void);

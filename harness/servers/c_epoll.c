@@ -135,6 +135,7 @@ int main(int argc, char **argv)
             perror("c_epoll: epoll_wait");
             return 1;
         }
+        echo_count_pass(n);
         for (int k = 0; k < n; k++) {
             int fd = evs[k].data.fd;
             if (fd == sfd) {

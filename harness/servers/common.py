@@ -109,7 +109,7 @@ import socket
 import sys
 
 from harness.servers import options
-from harness.servers.counters import Stats, ThreadStats  # noqa: F401  (the servers' counters)
+from harness.servers.counters import Stats, ThreadStats, pass_hook  # noqa: F401  (the servers' counters)
 from harness.servers.options import positive_int, seconds  # noqa: F401  (argparse types)
 
 RECV_SIZE = 65536
@@ -359,6 +359,7 @@ class EchoCore:
     def on_accept(self, loop=None, fd: int = -1, data=None, mask: int = 0):
         accept = self.listener.accept
         stats = self.stats
+        stats.accept_calls += 1             # events per pass (counters.py)
         for _ in self.accept_bound:
             try:
                 sock, _addr = accept()
@@ -384,6 +385,7 @@ class EchoCore:
             try:
                 self.watch_read(conn)
             except ValueError:             # fd beyond the loop's setsize: refuse this one
+                stats.refused += 1
                 self._refuse(conn)
 
     def _open_reserve(self):
@@ -461,6 +463,7 @@ class EchoCore:
             # Readable while waiting to write (surplus bytes or an early FIN), where the
             # library kept READABLE registered: stop listening, or a level-triggered
             # poller would report it on every pass.  (raw_epoll never gets here.)
+            self.stats.stray += 1           # rare branches are counted: counters.py
             loop.delete_file_event(fd, READABLE)
             return
         r = self.read(conn)
@@ -470,12 +473,16 @@ class EchoCore:
             else:
                 self.watch_write(conn)
         elif r < 0:
+            self.stats.reads_failed += 1
             self.drop(conn)
+        else:
+            self.stats.reads_partial += 1
 
     def on_writable(self, loop, fd: int, conn: Conn, mask: int):
         if not mask & WRITABLE:
             # Only READABLE fired while we wait to write: alone_proc's one proc per fd
             # sees it here.  Same remedy as in on_readable.
+            self.stats.stray += 1
             loop.delete_file_event(fd, READABLE)
             return
         w = self.write(conn)
@@ -483,7 +490,10 @@ class EchoCore:
             self.stats.served += 1
             self.close(conn)
         elif w < 0:
+            self.stats.writes_failed += 1
             self.drop(conn)
+        else:
+            self.stats.writes_partial += 1
 
     def diet_start(self, conn: Conn):
         """lazy_watch: the request is usually there already (TCP_DEFER_ACCEPT): read now,
@@ -495,6 +505,7 @@ class EchoCore:
             self.conns[conn.fd] = conn
             try:
                 self.watch_read(conn)
+                self.stats.waits_read += 1
             except ValueError:
                 self._refuse(conn)
         else:
@@ -510,6 +521,7 @@ class EchoCore:
             self.conns[conn.fd] = conn
             try:
                 self.watch_write(conn)
+                self.stats.waits_write += 1
             except ValueError:
                 self._refuse(conn)
         else:
@@ -558,6 +570,8 @@ class EchoCore:
     def stopped(self):
         """The loop has stopped (SIGTERM): finish the connections the sweep shut down
         but whose procs have not run yet, so STATS counts every timeout a client saw."""
+        watched = [c.watched for c in list(self.conns.values())]     # events: counters.py
+        self.stats.left = (watched.count(READING), watched.count(WRITING))
         for conn in list(self.conns.values()):
             if conn.seen == TIMED_OUT and conn.watched:
                 self.drop(conn)
@@ -615,6 +629,8 @@ def serve_events(name: str, make_loop, add_options=None, echo_class=EventsEcho, 
         die(f"{name}: cannot create the event loop: {e}")
     server = echo_class(args, listener, loop)
     wake = on_signals(server.stats, loop.stop)
+    if hasattr(loop, "set_after_sleep"):        # passes, counted by the library's own hook
+        loop.set_after_sleep(pass_hook(server.stats))
     loop.create_file_event(wake.fileno(), READABLE, _drain_proc, wake)
     loop.create_file_event(listener.fileno(), READABLE, server.on_accept)
     interval = sweep_interval(args)

@@ -15,6 +15,9 @@ Idle sweep: ``epoll.poll`` is given the time left until the next sweep as its
 timeout, and one clock read per pass decides whether the sweep is due (the same
 thing an ae loop does for its nearest timer).  With ``--idle-timeout 0`` the loop
 blocks without a timeout and reads no clock.
+
+Events per pass: the loop bumps ``polls[len(events)]`` once per pass (one list
+increment), so STATS has the exact histogram of events per poll (counters.py).
 """
 
 from __future__ import annotations
@@ -63,8 +66,11 @@ class RawEpollEcho(common.EchoCore):
         monotonic = time.monotonic
         timeout = interval or -1
         next_sweep = monotonic() + interval if interval else None
+        polls = self.stats.count_polls()        # events per pass, exact (counters.py)
         while self.running:
-            for fd, _ev in poll(timeout):
+            events = poll(timeout)
+            polls[len(events)] += 1
+            for fd, _ev in events:
                 if fd == lfd:
                     on_accept()
                     continue
