@@ -49,7 +49,7 @@ RUN_ARGS_NC = $(if $(LINK),--link $(LINK)) $(if $(REPEAT),--repeat $(REPEAT)) \
 
 C_BINS := $(BUILD)/loadgen $(BUILD)/c_epoll $(BUILD)/delayline
 
-.PHONY: all venv build test bench compare twohost-serve twohost-load serve load sweep soak report profile syscalls reproduce clean help python-ft test-ft pypy test-pypy icount icount-parts combine sweep-concurrency
+.PHONY: all venv build test bench compare twohost-serve twohost-load serve load sweep soak report profile syscalls reproduce clean help python-ft test-ft pypy test-pypy icount icount-parts combine sweep-concurrency ablation ablation-icount
 
 all: venv build
 
@@ -66,6 +66,8 @@ help:
 	@echo "make icount-parts [VARIANT=alone_proc]   (the library's fd calls and one loop pass, in instructions)"
 	@echo "make combine BATCHES=\"ID1 ID2\"   (one table over several recorded batches, paired within each round)"
 	@echo "make sweep-concurrency [SERVERS=...] [CONCURRENCY=\"1 2 4 8 16 64 256\"]   (CPU per connection against connections in flight)"
+	@echo "make ablation [LINK=1000mbit] [CONCURRENCY=4]   (the ae-literal design, step by step to master; waterfall)"
+	@echo "make ablation-icount   (instructions per connection of every spec of the ablation path)"
 
 venv: $(STAMP)-core
 
@@ -97,6 +99,8 @@ TAKES_icount := VARIANT SERVERS PYTHON
 TAKES_icount-parts := VARIANT PYTHON
 TAKES_combine := BATCHES
 TAKES_sweep-concurrency := SERVERS $(RUN_KNOBS)
+TAKES_ablation := $(RUN_KNOBS)
+TAKES_ablation-icount := PYTHON
 knobs-%:
 	@bad="$(strip $(foreach v,$(filter-out $(TAKES_$*),$(KNOBS)),$(if $(filter command line,$(origin $(v))),$(v))))"; \
 	if [ -n "$$bad" ]; then echo "error: make $* does not use $$bad; it takes: $(or $(strip $(TAKES_$*)),no variables)" >&2; exit 2; fi; \
@@ -195,6 +199,14 @@ profile: knobs-profile $(STAMP)-profile build
 
 syscalls: knobs-syscalls venv build
 	$(PY) -m harness syscalls $(if $(VARIANT),--variant $(VARIANT)) $(if $(CONNECTIONS),--connections $(CONNECTIONS)) $(if $(DIET),--diet)
+
+# The ae-literal design (variants/ablation) taken apart step by step toward master and
+# alone_proc, one interleaved batch; the path table, results/ablation/<batch>.{md,png}.
+ablation: knobs-ablation $(STAMP)-report build
+	$(PY) -m harness ablation $(RUN_ARGS)
+
+ablation-icount: knobs-ablation-icount venv build
+	$(PY) tools/icount.py $$($(PY) -m harness.ablation --specs) $(if $(PYTHON),--python $(PYTHON))
 
 reproduce: knobs-reproduce $(STAMP)-report build
 	$(PY) -m harness reproduce $(if $(SERVER_CPU),--server-cpu $(SERVER_CPU))

@@ -22,7 +22,7 @@ import json
 import os
 import sys
 
-from harness import client, cpubudget, procs, runner, soak
+from harness import ablation, client, cpubudget, procs, runner, soak
 from harness.cmdline import (DIET_HELP, EXIT_INTERRUPTED, EXIT_MISSING, EXIT_USAGE, Parser,
                              UsageError, add_common, check_common, check_host, check_range, die,
                              diet_levers, nonneg_float, positive_float, positive_int, rate_value,
@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--server-cmd", action="append", default=[], metavar="'COMMAND {port}'",
                    help="also benchmark any echo-protocol server started by this command")
     add_common(c)
+
+    ab = sub.add_parser("ablation", help="the ae-literal design and its steps toward master, "
+                                         "one batch (harness/ablation.py)")
+    add_common(ab)
 
     w = sub.add_parser("sweep", help="open-loop sweep of offered rates: latency vs rate")
     w.add_argument("--variant", default=None, help="variant spec (default master)")
@@ -350,6 +354,16 @@ def cmd_compare(a) -> int:
     return outcome(runner.run_batch(specs, kind="compare", **kw))
 
 
+def cmd_ablation(a) -> int:
+    kw = _batch_kwargs(a, budget_default=True)
+    specs = _check_applies(a, [_parse(s) for s in ablation.SPECS])
+    procs.check_loadgen()
+    _preflight(specs, kw["python"], skip=False)
+    recs = runner.run_batch(specs, kind="ablation", **kw)
+    ablation.report(recs, kw["results_dir"])
+    return outcome(recs)
+
+
 def outcome(recs: list[dict]) -> int:
     """Exit status of a batch, after its table: 1 when any run failed or lost connections
     (so scripts and CI can gate on it), else 0."""
@@ -413,6 +427,7 @@ def dispatch(name: str, argv: list[str]) -> int:
 
 
 COMMANDS = {"serve": cmd_serve, "load": cmd_load, "bench": cmd_bench, "compare": cmd_compare,
+            "ablation": cmd_ablation,
             "sweep": cmd_sweep, "soak": cmd_soak}
 
 

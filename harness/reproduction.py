@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 
-from harness import frame, study
+from harness import ablation, frame, study
 
 DELAY_100MBIT = "5ms"   # one way: RTT 10 ms, chosen as harness/reproduce.py's docstring says
 
@@ -286,6 +286,7 @@ def write_reproduction(records_: list[dict], results: str, *, link_of: dict | No
     md += findings(summary, link_of, c_spec, df) if len(df) else ["- No runs recorded."]
     md.append("")
     md += profile_findings(results)
+    md += ablation.section(results)         # issue 23: the ae-literal design, step by step
     md.append("## What differs from the study, and why\n")
     md += differences(records_, summary, link_of, c_spec, settings or {})
     md.append("\n## Environment\n")

@@ -35,6 +35,12 @@ CASES = [
      "error: mul_thread: pool=bogus is not one of faithful, oneshot"),
     (["compare", "--servers", "mul_thread:workers=abc"], "mul_thread: workers=abc is not an integer"),
     (["compare", "--servers", "master:poll_delay=-1"], "master: poll_delay=-1 must be a finite number"),
+    # the ablation's steps (variants/ablation): an unknown step, a missing value
+    (["compare", "--servers", "literal:steps=adapter+bogus"],
+     "literal: steps=adapter+bogus names an unknown step 'bogus'; the steps: adapter, locals"),
+    (["compare", "--servers", "literal:steps="], "option 'steps' of 'literal' needs a value"),
+    (["ablation", "--repeat", "0"], "--repeat: '0' must be an integer >= 1"),
+    (["ablation", "--link", "garbage"], "unknown link 'garbage'"),
     # diet levers: unknown, unsupported (with the reason), joined with ',' instead of '+'
     (["compare", "--servers", "raw_epoll:diet=bogus"], "raw_epoll: unknown diet lever 'bogus'"),
     (["compare", "--servers", "asyncio:diet=lazy_watch"],
@@ -185,6 +191,8 @@ MAKE_CASES = [
     (["twohost-serve", "RATE=5"], "make twohost-serve does not use RATE"),
     (["serve", "RATE=5"], "make serve does not use RATE"),          # the old name, still checked
     (["reproduce", "LINK=100mbit"], "make reproduce does not use LINK"),
+    (["ablation", "VARIANT=master"], "make ablation does not use VARIANT"),
+    (["ablation-icount", "LINK=100mbit"], "make ablation-icount does not use LINK"),
     (["sweep-concurrency", "VARIANT=master"], "make sweep-concurrency does not use VARIANT"),
     (["bench", "DIET=0"], "DIET=0: unknown diet lever 0; use DIET=1"),
     (["compare", "DIET=yes"], "unknown diet lever yes"),

@@ -263,6 +263,21 @@ WORKERS = Option("workers", "pool threads", _int_at_least_1, 4)
 POOL = Option("pool", "faithful: the study's batch-per-pass pool; oneshot: the improved one",
               choices=("faithful", "oneshot"), default="faithful")
 
+
+
+def _steps(text: str) -> str:
+    """The ablation's steps (variants/ablation), checked, in the path's canonical order."""
+    from variants import ablation                  # only the literal server needs it
+    try:
+        return ablation.steps_text(ablation.parse_steps(text))
+    except ValueError as e:
+        raise OptionError(str(e)) from None
+
+
+STEPS = Option("steps", "the ae-literal design's steps taken, joined with '+' (variants/ablation: "
+               "adapter, locals, fired, table, api, ctl, timers, lists, unified; all)",
+               _steps, "literal", metavar="STEP+STEP")
+
 # Who supports which lever, and why the others do not apply.
 ECHO_CORE_DIET = Diet()                # common.EchoCore: all four
 ASYNCIO_DIET = Diet(("defer_accept", "cork"), (

@@ -1,0 +1,164 @@
+"""The ae-literal design and its steps (variants/ablation) and ``make ablation``'s reading
+of a batch (harness/ablation.py).
+
+tests/test_conformance.py runs the whole ae contract on four sets of steps (the literal
+design, the whole path, the unified proc on each); tests/test_servers.py runs the echo
+protocol on the ``literal`` server. Here: every one of the 512 sets of steps compiles,
+each step changes the code it claims to change and nothing else runs a switch, a
+sample of sets serve a real socket exchange and timers, a wrong step is refused, and
+the path table is computed from run records by the summary engine."""
+
+import itertools
+import socket
+import time
+
+import pytest
+
+from harness import ablation as hab
+from harness import servers as srv
+from variants import ablation
+
+R, W = 1, 2
+NOW = 3 | 4
+
+
+def test_every_set_of_steps_compiles():
+    for n in range(len(ablation.ALL_STEPS) + 1):
+        for steps in itertools.combinations(ablation.ALL_STEPS, n):
+            cls = ablation.loop_class(steps)
+            assert cls.steps == tuple(s for s in steps if s != ablation.UNIFIED)
+            assert cls.unified == (ablation.UNIFIED in steps)
+
+
+@pytest.mark.parametrize("step,gone", [
+    ("adapter", "class Handler"), ("lists", "class FileEvent"), ("timers", "class TimeEvent"),
+    ("api", "class ApiState"), ("fired", "fired.append"), ("timers", "_aeSearchNearestTimer"),
+    ("lists", "self._maxfd"), ("table", "if native & self.native_in"),
+])
+def test_each_step_removes_its_construct(step, gone):
+    assert gone in ablation.source(())
+    assert gone not in ablation.source((step,))
+
+
+def test_the_compiled_code_has_no_step_switch():
+    """A step is code that is there or not, never a flag tested at run time."""
+    for steps in [(), ablation.STEPS, ablation.ALL_STEPS]:
+        text = ablation.source(steps)
+        assert "#if" not in text and "$" not in text and "CALL(" not in text
+        for name in ablation.ALL_STEPS:
+            assert f'"{name}" in' not in text
+
+
+def test_the_whole_path_is_masters_structure():
+    text = ablation.source("all")
+    for absent in ("class Handler", "class FileEvent", "class TimeEvent", "class ApiState",
+                   "self._events", ".handle("):
+        assert absent not in text
+    for present in ("masks = self._masks", "self._timers.due", "self._kernel.poll(timeout)",
+                    "to_ae[native]"):
+        assert present in text
+
+
+def test_parse_steps_orders_and_refuses():
+    assert ablation.parse_steps("locals+adapter") == ("adapter", "locals")
+    assert ablation.parse_steps("all") == ablation.STEPS
+    assert ablation.parse_steps("all+unified") == ablation.ALL_STEPS
+    assert ablation.parse_steps("literal") == ()
+    with pytest.raises(ValueError, match="unknown step 'nope'; the steps: adapter, locals"):
+        ablation.parse_steps("adapter+nope")
+
+
+def test_a_spec_names_its_steps_canonically_and_refuses_a_wrong_one():
+    spec = srv.parse_spec("literal:steps=locals+adapter")
+    assert spec.text == "literal:steps=adapter+locals"
+    assert "--steps" in srv.command(spec)
+    with pytest.raises(srv.ServerError, match="literal: steps=fast names an unknown step 'fast'"):
+        srv.parse_spec("literal:steps=fast")
+
+
+SAMPLE = [(), ablation.STEPS, ablation.ALL_STEPS, ("unified",)] + \
+    [(s,) for s in ablation.STEPS] + [ablation.STEPS[:i] for i in range(1, len(ablation.STEPS))] + \
+    [tuple(x for x in ablation.STEPS if x != s) for s in ablation.STEPS]
+
+
+@pytest.mark.parametrize("steps", SAMPLE, ids=[ablation.steps_text(s) for s in SAMPLE])
+def test_an_echo_exchange_and_a_timer(steps):
+    """Each sampled set serves the echo server's pattern (accept-like register, read,
+    switch to write keeping READABLE, close) and runs a periodic timer."""
+    loop = ablation.loop_class(steps)(setsize=1024)
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    got, ticks, done = [], [], []
+
+    def on_write(lp, fd, data, mask):
+        if not mask & W:
+            lp.delete_file_event(fd, R)
+            return
+        a.send(data[0])
+        lp.delete_file_event(fd, R | W)
+        done.append(mask)
+
+    def on_read(lp, fd, data, mask):
+        data.append(a.recv(100))
+        got.append(mask)
+        lp.create_file_event(fd, W, on_write, data)
+
+    def tick(lp, id, d):
+        ticks.append(id)
+        return 1 if len(ticks) < 3 else -1
+    try:
+        loop.create_file_event(a.fileno(), R, on_read, [])
+        loop.create_time_event(1, tick)
+        b.send(b"ping")
+        deadline = time.monotonic() + 2
+        while (not done or len(ticks) < 3) and time.monotonic() < deadline:
+            loop.process_events(NOW)
+            time.sleep(0.001)
+        assert got == [R] and done and done[0] & W
+        assert b.recv(100) == b"ping"
+        assert loop.get_file_events(a.fileno()) == 0
+        assert len(ticks) == 3
+    finally:
+        loop.close()
+        a.close()
+        b.close()
+
+
+# --------------------------------------------------------------------------- the path table
+
+def _run(spec, rnd, cpu, conn, batch="b1"):
+    return {"batch_id": batch, "round": rnd, "spec": spec, "server": spec.split(":")[0],
+            "status": "ok", "link": "loopback", "time_utc": "2026-12-06T00:00:00Z",
+            "config": {"concurrency": 64, "size": 100, "server_cpu": 0.4, "duration": 4},
+            "metrics": {"conn_per_s": conn, "server_cpu_us_per_conn": cpu, "lost": 0,
+                        "server_bound": True}}
+
+
+def test_path_rows_levels_and_own_effects():
+    """Levels against raw epoll and each step's own effect against the previous spec,
+    both paired per round (the summary engine)."""
+    runs = []
+    for rnd in range(6):
+        jitter = 1 + 0.01 * rnd
+        runs.append(_run("raw_epoll", rnd, 30 * jitter, 1000 / jitter))
+        runs.append(_run("literal", rnd, 45 * jitter, 667 / jitter))
+        runs.append(_run("literal:steps=adapter", rnd, 42 * jitter, 714 / jitter))
+    rows = {r["label"]: r for r in hab.rows(runs)}
+    assert rows["literal"]["cpu"] == pytest.approx(1.5)
+    assert rows["+adapter"]["cpu"] == pytest.approx(1.4)
+    assert rows["+adapter"]["own_cpu"] == pytest.approx(42 / 45)
+    assert rows["+adapter"]["own_cpu_verdict"] == "less CPU"
+    assert "+locals" not in rows                   # not run: no row, no figure
+    assert "handler object" in rows["+adapter"]["removes"]
+    text = hab.table_md(hab.rows(runs), {"raw_epoll": 10000, "literal": 15000})
+    assert "15,000 (+5,000), 1.50×" in text
+
+
+def test_the_path_is_the_steps_in_order():
+    specs = hab.SPECS
+    assert specs[:2] == ["raw_epoll", "literal"]
+    assert specs[2] == "literal:steps=" + ablation.STEPS[0]
+    assert hab.END == "literal:steps=" + "+".join(ablation.STEPS)
+    for s in specs:
+        srv.parse_spec(s)                           # every one is a valid spec
+    assert len(set(specs)) == len(specs)
