@@ -93,8 +93,9 @@ def test_derived_events_match_the_events_raw_epoll_polled(spec):
         s.close()
     assert stats["served"] == 405 and stats["idle_timeouts"] == 2
     assert stats["passes"] == sum(stats["events_hist"])
-    # The polls returned the derived events plus the wake-up socket's one at SIGTERM.
-    assert stats["events"] == stats["events_polled"] - 1
+    # The polls returned the derived events, plus the wake-up socket's one when SIGTERM
+    # found the loop in its poll (when it came mid-pass, the loop ends without polling it).
+    assert stats["events_polled"] - stats["events"] in (0, 1)
     assert stats["events"] >= 2 * stats["served"] - stats["served"] * ("lazy" in spec)
 
 
