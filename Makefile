@@ -202,11 +202,13 @@ syscalls: knobs-syscalls venv build
 
 # The ae-literal design (variants/ablation) taken apart step by step toward master and
 # alone_proc, one interleaved batch; the path table, results/ablation/<batch>.{md,png}.
+# ablation-icount: every spec of the path under callgrind, into results/ablation/icount/
+# (its own files: results/icount/ keeps the counts the docs cite).
 ablation: knobs-ablation $(STAMP)-report build
 	$(PY) -m harness ablation $(RUN_ARGS)
 
 ablation-icount: knobs-ablation-icount venv build
-	$(PY) tools/icount.py $$($(PY) -m harness.ablation --specs) $(if $(PYTHON),--python $(PYTHON))
+	$(PY) tools/icount.py $$($(PY) -m harness.ablation --specs) --results-dir results/ablation $(if $(PYTHON),--python $(PYTHON))
 
 reproduce: knobs-reproduce $(STAMP)-report build
 	$(PY) -m harness reproduce $(if $(SERVER_CPU),--server-cpu $(SERVER_CPU))

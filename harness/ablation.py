@@ -39,6 +39,8 @@ from variants.ablation import STEPS, UNIFIED
 
 # What each step removes from the literal design: the ae.c / ae_epoll.c construct.
 REMOVES = {
+    "switch": "(the echo app) read -> write by delete READABLE + create WRITABLE: DEL + ADD, "
+              "two epoll_ctl where the Redis idiom makes one MOD",
     "adapter": "procs reached through a handler object (aeFileProc as an object): a frame per call",
     "locals": "attribute reads in the dispatch loop; flags tested per pass (aeMain, aeProcessEvents)",
     "fired": "eventLoop->fired: a list of (fd, mask) built per pass by aeApiPoll",
@@ -96,13 +98,15 @@ def batch_runs(batch_id: str, results: str | None = None) -> list[dict]:
     return runs
 
 
-def icounts(results: str | None = None) -> dict[str, int]:
-    """spec -> instructions per connection, from results/icount/ (tools/icount.py's files
-    for the venv's interpreter: the names without ``@python...``)."""
+def icounts(results: str | None = None, python: str = "") -> dict[str, int]:
+    """spec -> instructions per connection, from results/ablation/icount/ (``make
+    ablation-icount``: tools/icount.py's files, those of the venv's interpreter without
+    ``@python...`` in their names, or those of ``python``, e.g. ``python3.9``)."""
     out = {}
-    d = os.path.join(records.results_dir(results), "icount")
+    d = os.path.join(records.results_dir(results), "ablation", "icount")
     for name in sorted(os.listdir(d)) if os.path.isdir(d) else []:
-        if not name.endswith(".json") or "@" in name or name.startswith("parts_"):
+        label = name[:-5].partition("@")[2]
+        if not name.endswith(".json") or label != python:
             continue
         try:
             with open(os.path.join(d, name)) as f:
@@ -153,7 +157,7 @@ def conditions(runs: list[dict]) -> dict:
     return {"batch_id": r0.get("batch_id"), "link": r0.get("link") or "loopback",
             "concurrency": c.get("concurrency"), "server_cpu": c.get("server_cpu"),
             "duration": c.get("duration"), "rounds": len(rounds),
-            "python": summary.python_label(r0) or "venv", "time_utc": r0.get("time_utc")}
+            "python": summary.python_label(r0), "time_utc": r0.get("time_utc")}
 
 
 # --------------------------------------------------------------------------- text
@@ -264,10 +268,12 @@ def chart(rs: list[dict], cond: dict, path: str) -> None:
     top.axhline(STUDY_ALONE, color="#2e8b57", ls="--", lw=1, label="the study's alone_proc (0.90)")
     top.plot([], [], "o", color="black", ms=3.5, label="measured level [95 % interval]")
     top.legend(loc="lower center", fontsize=8, ncol=3, framealpha=0.9)
-    conn = [x for x in df["conn"] if known(x)]
-    top.set_ylim(min([STUDY_MASTER] + conn) - 0.12, max([1.05] + conn) + 0.06)
-    cpu = [x for x in df["cpu"] if known(x)]
-    bottom.set_ylim(min([0.9] + cpu) - 0.1, max([1.2] + cpu) + 0.08)
+    def ends(col, ci):                  # the levels and their intervals' ends
+        xs = [x for x in df[col] if known(x)]
+        return xs + [e for iv in df[ci] if iv for e in iv[:2]]
+    conn, cpu = ends("conn", "conn_ci"), ends("cpu", "cpu_ci")
+    top.set_ylim(max(0.0, min([STUDY_MASTER] + conn) - 0.12), min(2.0, max([1.05] + conn) + 0.05))
+    bottom.set_ylim(max(0.0, min([0.9] + cpu) - 0.1), min(3.0, max([1.2] + cpu) + 0.05))
     bottom.set_xticks(range(len(df)))
     bottom.set_xticklabels(df["label"], rotation=35, ha="right")
     top.set_title(f"The ae-literal design taken apart, step by step (batch {cond['batch_id']})\n"
@@ -289,7 +295,7 @@ def report(runs: list[dict], results: str | None = None, out=sys.stdout) -> str 
         return None
     cond = conditions(runs)
     bid = cond["batch_id"]
-    counts = icounts(results)
+    counts = icounts(results, "" if cond["python"] in ("default", "venv") else cond["python"])
     out.write(f"\nablation path, batch {bid} ({_cond_text(cond)}):\n")
     out.write(table_text(rs))
     d = os.path.join(records.results_dir(results), "ablation")
@@ -305,7 +311,8 @@ def report(runs: list[dict], results: str | None = None, out=sys.stdout) -> str 
           f" CONCURRENCY={cond['concurrency']} REPEAT={cond['rounds']} DURATION={cond['duration']:g}`; "
           f"the steps: variants/ablation (docs/variants.md). Ratios: median over paired rounds "
           f"[95 % interval, or its coverage]; instructions: `make ablation-icount` "
-          f"(results/icount/, callgrind, 16 connections in flight), Δ against the previous row.\n\n"
+          f"(results/ablation/icount/, callgrind, 16 connections in flight), Δ against the previous "
+          f"row's spec.\n\n"
           + table_md(rs, counts)
           + (f"\n![waterfall]({bid}.png)\n" if drawn else "\n(no chart: matplotlib/pandas missing)\n"))
     mpath = os.path.join(d, bid + ".md")

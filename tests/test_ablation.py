@@ -49,6 +49,37 @@ def test_the_compiled_code_has_no_step_switch():
             assert f'"{name}" in' not in text
 
 
+def test_the_app_step_leaves_the_loop_as_it_is():
+    assert ablation.APP_STEPS == ("switch",)
+    assert ablation.source(("switch",)) == ablation.source(())
+
+
+def test_without_switch_the_server_switches_by_delete_and_create():
+    """literal's echo app without the switch step: READABLE deleted, then WRITABLE
+    created (the fd leaves the kernel and comes back); with it, master's server."""
+    from harness.servers import common, literal
+
+    calls = []
+
+    class Loop:
+        def delete_file_event(self, fd, mask):
+            calls.append(("delete", fd, mask))
+
+        def create_file_event(self, fd, mask, proc, data=None):
+            calls.append(("create", fd, mask))
+
+    args = common.parse_args("literal", ["--steps", "adapter"])
+    with socket.socket() as listener:
+        echo = literal.make_echo(args, listener, Loop())
+        conn = common.Conn(None, 7, 0)
+        echo.watch_write(conn)
+        assert calls == [("delete", 7, R), ("create", 7, W)] and conn.watched == common.WRITING
+        calls.clear()
+        args = common.parse_args("literal", ["--steps", "switch+adapter"])
+        literal.make_echo(args, listener, Loop()).watch_write(conn)
+        assert calls == [("create", 7, W)]
+
+
 def test_the_whole_path_is_masters_structure():
     text = ablation.source("all")
     for absent in ("class Handler", "class FileEvent", "class TimeEvent", "class ApiState",
@@ -61,10 +92,11 @@ def test_the_whole_path_is_masters_structure():
 
 def test_parse_steps_orders_and_refuses():
     assert ablation.parse_steps("locals+adapter") == ("adapter", "locals")
+    assert ablation.parse_steps("adapter+switch") == ("switch", "adapter")
     assert ablation.parse_steps("all") == ablation.STEPS
     assert ablation.parse_steps("all+unified") == ablation.ALL_STEPS
     assert ablation.parse_steps("literal") == ()
-    with pytest.raises(ValueError, match="unknown step 'nope'; the steps: adapter, locals"):
+    with pytest.raises(ValueError, match="unknown step 'nope'; the steps: switch, adapter, locals"):
         ablation.parse_steps("adapter+nope")
 
 
@@ -142,14 +174,14 @@ def test_path_rows_levels_and_own_effects():
         jitter = 1 + 0.01 * rnd
         runs.append(_run("raw_epoll", rnd, 30 * jitter, 1000 / jitter))
         runs.append(_run("literal", rnd, 45 * jitter, 667 / jitter))
-        runs.append(_run("literal:steps=adapter", rnd, 42 * jitter, 714 / jitter))
+        runs.append(_run("literal:steps=switch", rnd, 42 * jitter, 714 / jitter))
     rows = {r["label"]: r for r in hab.rows(runs)}
     assert rows["literal"]["cpu"] == pytest.approx(1.5)
-    assert rows["+adapter"]["cpu"] == pytest.approx(1.4)
-    assert rows["+adapter"]["own_cpu"] == pytest.approx(42 / 45)
-    assert rows["+adapter"]["own_cpu_verdict"] == "less CPU"
-    assert "+locals" not in rows                   # not run: no row, no figure
-    assert "handler object" in rows["+adapter"]["removes"]
+    assert rows["+switch"]["cpu"] == pytest.approx(1.4)
+    assert rows["+switch"]["own_cpu"] == pytest.approx(42 / 45)
+    assert rows["+switch"]["own_cpu_verdict"] == "less CPU"
+    assert "+adapter" not in rows                   # not run: no row, no figure
+    assert "delete READABLE" in rows["+switch"]["removes"]
     text = hab.table_md(hab.rows(runs), {"raw_epoll": 10000, "literal": 15000})
     assert "15,000 (+5,000), 1.50×" in text
 

@@ -37,7 +37,7 @@ CASES = [
     (["compare", "--servers", "master:poll_delay=-1"], "master: poll_delay=-1 must be a finite number"),
     # the ablation's steps (variants/ablation): an unknown step, a missing value
     (["compare", "--servers", "literal:steps=adapter+bogus"],
-     "literal: steps=adapter+bogus names an unknown step 'bogus'; the steps: adapter, locals"),
+     "literal: steps=adapter+bogus names an unknown step 'bogus'; the steps: switch, adapter, locals"),
     (["compare", "--servers", "literal:steps="], "option 'steps' of 'literal' needs a value"),
     (["ablation", "--repeat", "0"], "--repeat: '0' must be an integer >= 1"),
     (["ablation", "--link", "garbage"], "unknown link 'garbage'"),

@@ -275,7 +275,7 @@ def _steps(text: str) -> str:
 
 
 STEPS = Option("steps", "the ae-literal design's steps taken, joined with '+' (variants/ablation: "
-               "adapter, locals, fired, table, api, ctl, timers, lists, unified; all)",
+               "switch, adapter, locals, fired, table, api, ctl, timers, lists, unified; all)",
                _steps, "literal", metavar="STEP+STEP")
 
 # Who supports which lever, and why the others do not apply.

@@ -11,6 +11,11 @@ Why this package exists
     effect (``make ablation``, harness/ablation.py; docs/variants.md).
 
 The literal design (what each step removes, in the order of the path)
+    switch    (the echo app on the loop, not the loop) a connection switched from reading
+              to writing by delete_file_event(fd, READABLE) + create_file_event(fd,
+              WRITABLE), as a server written against a two-proc API without the Redis
+              idiom would: two epoll_ctl (DEL, ADD) where adding WRITABLE and keeping
+              READABLE makes one (MOD); harness/servers/literal.py applies it
     adapter   procs reached through a handler object: ``handler.handle(...)`` calls the
               proc (a 2016 port's aeFileProc pointer as an object) -- a Python frame
               more per proc call
@@ -62,12 +67,15 @@ from ..common.masks import ALL_BITS, POLLED_BITS, bad_event
 from ..common.timers import Timers
 
 # The path from the literal design toward master, in order; then alone_proc's step.
-STEPS = ("adapter", "locals", "fired", "table", "api", "ctl", "timers", "lists")
+STEPS = ("switch", "adapter", "locals", "fired", "table", "api", "ctl", "timers", "lists")
+# Steps of the echo app that runs on the loop, not of the loop: the loop's code is the same
+# with or without them (harness/servers/literal.py applies them).
+APP_STEPS = ("switch",)
 UNIFIED = "unified"
 ALL_STEPS = STEPS + (UNIFIED,)
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ae.pyt")
 
-__all__ = ["EventLoop", "loop_class", "parse_steps", "steps_text", "source", "STEPS",
+__all__ = ["EventLoop", "loop_class", "parse_steps", "steps_text", "source", "STEPS", "APP_STEPS",
            "UNIFIED", "ALL_STEPS"] + _constants
 
 
