@@ -1,31 +1,54 @@
-"""A model-based test: every variant x poller against a small reference model of ae.
+"""A model-based test: every loop x poller against a reference model written from ae.c.
 
-A hypothesis ``RuleBasedStateMachine`` drives one real loop with real fds (socketpairs
-and both ends of a pipe: data sent and drained, buffers filled and drained, peers hung
-up, channels reopened), registers random masks, and runs passes with random flags.
-The procs it registers carry scripts drawn at the start: delete or add events of their
-own fd or of another fd, drain their fd, create timers (periodic, NOMORE, with or
-without a finalizer), delete any live timer (their own included). Time is a fake clock
-the rules advance, so the timer semantics are exact; the wrapped poller never blocks
-and records the timeout the loop asked for.
+The reference
+    ``Model`` below is Redis ae's aeProcessEvents/processTimeEvents re-read from the C
+    (redis/redis at 4f8cdc2a, src/ae.c, src/ae_epoll.c, src/ae_select.c; each method
+    cites the lines it mirrors), not from the libraries in variants/. Where the
+    libraries differ from ae on purpose (docs/variants.md, "Where the variants differ
+    from ae"), the model says so at that line, as a named difference:
+    D1 the fired mask a proc receives is the poll's report ANDed with the fd's mask at
+       its dispatch (ae: the raw report); D2 due timers run in (when, id) order (ae:
+       newest first); D3 a finalizer runs when its event ends (ae: on the next timer
+       pass); D4 "call it once" compares with the proc already called in this pass
+       (ae: compares the fd's current read and write procs).
+    Everything else is ae's: the same mask to both procs of a pass, the re-check
+    ``fe->mask & mask`` deciding only whether the next proc runs, BARRIER read at the
+    fd's dispatch, client data read at each call, hang-ups reported readable and
+    writable, every reported fd counted, timers created by a time proc waiting for a
+    later pass. (Issue 24: the model used to pass the re-checked mask to the second
+    proc, i.e. it encoded the library's behaviour, and so missed that regression.)
 
-After each pass the model replays it from what the poller really reported (checked
-first against what the fds' states say must or must not be reported) and compares:
-the poll timeout, every call made (hooks, file procs with fd, client data and fired
-mask, timer procs with id and client data, finalizers) in order, the return count, the
-registered masks and the live timers. The model is the contract of docs/variants.md:
-ae's aeProcessEvents/processTimeEvents, with the library's documented differences
-(fired mask ANDed with the fd's mask, due timers in (when, id) order, finalizer run
-when the event ends).
+The real side
+    A hypothesis ``RuleBasedStateMachine`` drives one real loop with real fds
+    (socketpairs and both ends of a pipe: data sent and drained, buffers filled and
+    drained, peers hung up, channels reopened), registers random masks with one of five
+    procs for each direction, and runs passes with random flags. The procs carry
+    scripts drawn at the start: delete or add events of their own fd or of another fd
+    (an add gives the fd new client data), drain their fd, create timers (periodic,
+    NOMORE, with or without a finalizer), delete any live timer (their own included).
+    Time is a fake clock the rules advance, so the timer semantics are exact; the
+    wrapped poller never blocks and records the timeout the loop asked for. After each
+    pass the model replays it from what the poller really reported (checked first
+    against what the fds' states say must or must not be reported) and compares: the
+    poll timeout, every call made (hooks; file procs with fd, client data and the mask
+    received; timer procs with id and client data; finalizers) in order, the return
+    count, the registered masks and the live timers. ``SCENARIOS`` are fixed scripts
+    for the cases a random run may reach late (two procs firing together, BARRIER,
+    hang-ups, a proc changing another fd, timers ending themselves): each runs on every
+    configuration, seed-independent.
 
-Configurations: master, alone_proc, mul_thread faithful with one worker (ae's pass,
-one proc at a time in the poll's order), mul_thread oneshot with one worker (its
-file and time passes are run separately: it overlaps them on purpose).
+The loops: ``LOOPS``, a list of (name, factory). factory(backend) returns a
+``LoopUnderTest`` (or None: this backend does not apply); append to the list to put
+another loop under the model. ``LoopUnderTest`` reaches the few internals the test needs
+(the kernel's poll, the live timer ids, the modules whose clock is faked) through
+methods a loop built differently overrides.
 
 Budget: a fixed seed and a bounded number of examples in ``make test``. For a longer
 random run set EVENTS_MODEL_EXAMPLES (examples per configuration, default 16),
 EVENTS_MODEL_STEPS (steps per example, default 30) and EVENTS_MODEL_SEED (an int:
-that seed instead of the fixed one; "random": a new seed each run, printed on failure).
+that seed instead of the fixed one; "random": a new seed each run, printed on failure);
+EVENTS_MODEL_SHRINK=0 reports a failure unshrunk, EVENTS_MODEL_SHRINK_S bounds the
+shrinking (seconds per configuration, default 20).
 """
 
 import importlib
@@ -36,6 +59,7 @@ import time
 import types
 
 import hypothesis
+import hypothesis.internal.conjecture.engine
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
@@ -47,10 +71,147 @@ from variants.common import backends
 R, W, BARRIER, NOMORE = 1, 2, 4, -1
 FILE, TIME, DONT_WAIT, BEFORE, AFTER = 1, 2, 4, 8, 16
 
-MODEL_VARIANTS = ("master", "alone_proc", "mul_thread", "mul_thread_oneshot")
-CONFIGS = [(v, b) for v in MODEL_VARIANTS for b in backends.available()]
-MODULES = ("variants.common.timers", "variants.master.events",
-           "variants.alone_proc.events", "variants.mul_thread.events")
+
+# -- the loops under test -----------------------------------------------------------------
+
+class LoopUnderTest:
+    """One loop and what the model test needs of it beyond the public API.
+
+    ``procs``: "two" (a read and a write proc per fd, ae's rfileProc/wfileProc) or "one"
+    (one proc per fd, called once per pass: alone_proc). ``oneshot``: the loop overlaps
+    file and time procs (the test runs its file and time passes apart) and dispatches
+    asynchronously (``settle`` waits for its workers). ``same_proc_rule``: D4 of the
+    module docstring, "called" (the libraries) or "ae"."""
+
+    procs = "two"
+    oneshot = False
+    same_proc_rule = "called"
+    # Modules whose module-level ``monotonic`` the fake clock replaces.
+    clock_modules = ("variants.common.timers",)
+
+    def __init__(self, loop):
+        self.loop = loop
+
+    @property
+    def backend(self):
+        return self.loop.backend
+
+    def wrap_poll(self, spy):
+        """Route the loop's polls through ``spy(real_poll, timeout)``. The variants call
+        the kernel through ``loop._kernel`` (the select.epoll itself for epoll, which
+        cannot be patched): a stand-in takes its place. (Before b2a9bd4 they called
+        ``loop._poller.poll``: patched instead, so that the test runs on older commits.)"""
+        if not hasattr(self.loop, "_kernel"):
+            real_poll = self.loop._poller.poll
+            self.loop._poller.poll = lambda timeout: spy(real_poll, timeout)
+            return
+        kernel = self.loop._kernel
+        self.loop._kernel = types.SimpleNamespace(
+            register=kernel.register, modify=kernel.modify, unregister=kernel.unregister,
+            poll=lambda timeout: spy(kernel.poll, timeout))
+
+    def live_timers(self):
+        return sorted(self.loop._timers.live)
+
+    def internal_fds(self):
+        """fds the loop polls for itself (not reported to the model)."""
+        return ()
+
+    def settle(self):
+        """Wait until every proc of the last pass has run (asynchronous loops)."""
+
+    def close(self):
+        self.loop.close()
+
+
+class OneshotLoop(LoopUnderTest):
+    oneshot = True
+
+    def internal_fds(self):
+        return (self.loop._wake_r,)
+
+    def settle(self):
+        deadline = time.monotonic() + 5
+        while any(self.loop._busy):
+            assert time.monotonic() < deadline, "oneshot worker did not finish"
+            time.sleep(0.0005)
+        for lock in {id(lk): lk for lk in self.loop._fd_locks}.values():
+            with lock:                  # the worker's re-arm is done under this lock
+                pass
+
+
+def variant_loop(package, adapter=LoopUnderTest, procs="two", **kw):
+    """A factory for one of variants/: EventLoop(backend=..., **kw) in ``adapter``."""
+    def factory(backend):
+        module = importlib.import_module("variants." + package)
+        spec = adapter(module.EventLoop(backend=backend, **kw))
+        spec.procs = procs
+        spec.clock_modules = LoopUnderTest.clock_modules + ("variants.%s.events" % package,)
+        return spec
+    return factory
+
+
+class AblationLoop(LoopUnderTest):
+    """variants/ablation's loops (issue 23): without the ``api`` step the kernel is reached
+    through ae_epoll.c's aeApiState (``loop._apidata.kernel``); without ``timers`` the
+    timers would be ae's linked list (``loop._timeEventHead``, LOOPS says why none is here)."""
+
+    def wrap_poll(self, spy):
+        if hasattr(self.loop, "_kernel"):
+            return super().wrap_poll(spy)
+        state = self.loop._apidata
+        kernel = state.kernel
+        state.kernel = types.SimpleNamespace(
+            register=kernel.register, modify=kernel.modify, unregister=kernel.unregister,
+            poll=lambda timeout: spy(kernel.poll, timeout))
+
+    def live_timers(self):
+        if hasattr(self.loop, "_timers"):
+            return super().live_timers()
+        ids, te = [], self.loop._timeEventHead
+        while te is not None:
+            if te.id != -1:                 # AE_DELETED_EVENT_ID: freed by the next scan
+                ids.append(te.id)
+            te = te.next
+        return sorted(ids)
+
+
+def ablation_loop(steps):
+    """A factory for variants/ablation's loop with these steps taken."""
+    def factory(backend):
+        from variants import ablation
+        cls = ablation.loop_class(steps)
+        spec = AblationLoop(cls(backend=backend))
+        spec.procs = "one" if cls.unified else "two"
+        spec.clock_modules = LoopUnderTest.clock_modules + (cls.__module__,)
+        return spec
+    return factory
+
+
+# mul_thread runs with one worker: ae's pass, one proc at a time in the poll's order.
+LOOPS = [
+    ("master", variant_loop("master")),
+    ("alone_proc", variant_loop("alone_proc", procs="one")),
+    ("mul_thread", variant_loop("mul_thread", workers=1, pool="faithful")),
+    ("mul_thread_oneshot", variant_loop("mul_thread", OneshotLoop, workers=1, pool="oneshot")),
+    # The ae-literal design's file events (every step but ``timers`` left out), the whole
+    # path to master, the unified proc on each. Without the ``timers`` step the timers are
+    # ae's list: due ones run in list order and a finalizer runs at the next scan (ae's
+    # AE_DELETED_EVENT_ID), not the model's time order; tests/test_conformance.py covers them.
+    ("literal_timers", ablation_loop("timers")),
+    ("literal_all", ablation_loop("all")),
+    ("literal_timers_unified", ablation_loop("timers+unified")),
+    ("literal_all_unified", ablation_loop("all+unified")),
+]
+
+
+def configs():
+    return [(name, b) for name, _ in LOOPS for b in backends.available()]
+
+
+def _factory(name):
+    return dict(LOOPS)[name]
+
 
 # Times are multiples of 125 ms so that ms / 1000.0 and their sums are exact floats:
 # the model compares due times with ==, as the loop does with its clock.
@@ -58,7 +219,6 @@ DELAYS = (0, 125, 250, 500)
 N_FILE_PROCS = 5
 N_TIMER_PROCS = 3
 KINDS = ("sock", "sock", "pipe_r", "pipe_w")   # the loop's end of each channel
-
 
 # A pass that makes more calls than this is a runaway (e.g. a timer created in a pass
 # running in that same pass, which creates another): fail instead of looping forever.
@@ -163,28 +323,45 @@ class FakeClock:
         return self.ms / 1000.0
 
 
-# -- the reference model ----------------------------------------------------------------
+# -- the reference model: ae.c on plain data ----------------------------------------------
+
+def ae_mask(backend, native):
+    """aeApiPoll's translation of the kernel's report into ae's bits. ae_epoll.c L102-105:
+    EPOLLIN -> READABLE, EPOLLOUT -> WRITABLE, EPOLLERR and EPOLLHUP -> READABLE|WRITABLE
+    (a hung-up fd fires both procs). The poll backend (ae has none) follows the epoll
+    rule for POLLERR/POLLHUP. ae_select.c L72-75: an fd is readable (writable) only if it
+    was in the read (write) set; the select backend reports ae's bits already."""
+    if backend == "select":
+        return native
+    if backend == "epoll":
+        rd, wr, err = select.EPOLLIN, select.EPOLLOUT, select.EPOLLERR | select.EPOLLHUP
+    else:
+        rd, wr, err = select.POLLIN, select.POLLOUT, select.POLLERR | select.POLLHUP
+    mask = (R if native & rd else 0) | (W if native & wr else 0)
+    return mask | (R | W if native & err else 0)
+
 
 class Model:
-    """ae's contract on plain data. Keys: fds (the real numbers), timer ids."""
+    """ae's event loop state (aeEventLoop) as dicts. Keys: fds, timer ids. Procs are
+    their numbers; ``log`` collects every call in order."""
 
-    def __init__(self, kind, oneshot):
-        self.kind = kind                # "two" (read + write proc) or "one" (alone_proc)
-        self.oneshot = oneshot
-        self.masks = {}                 # fd -> mask
-        self.rproc = {}                 # fd -> proc name ("two")
-        self.wproc = {}
-        self.proc = {}                  # fd -> proc name ("one")
-        self.cdata = {}
-        self.timers = {}                # id -> [when_ms, tproc name, cdata, finalizer]
-        self.next_id = 0
+    def __init__(self, procs, same_proc_rule):
+        self.procs = procs              # "two" or "one" (LoopUnderTest.procs)
+        self.same_proc_rule = same_proc_rule
+        self.masks = {}                 # fd -> fe->mask
+        self.rproc = {}                 # fd -> fe->rfileProc ("two")
+        self.wproc = {}                 # fd -> fe->wfileProc ("two")
+        self.proc = {}                  # fd -> the one proc ("one")
+        self.cdata = {}                 # fd -> fe->clientData
+        self.timers = {}                # id -> [when_ms, tproc, cdata, has_finalizer]
+        self.next_id = 0                # eventLoop->timeEventNextId
         self.log = []
 
-    # API, as the loop documents it
     def create_file_event(self, fd, mask, proc, cdata):
+        """ae.c L154-157: fe->mask |= mask; the proc of each bit given; clientData."""
         self.masks[fd] = self.masks.get(fd, 0) | mask
-        if self.kind == "one":
-            self.proc[fd] = proc
+        if self.procs == "one":
+            self.proc[fd] = proc        # alone_proc: one proc per fd, the last one given
         else:
             if mask & R:
                 self.rproc[fd] = proc
@@ -193,6 +370,9 @@ class Model:
         self.cdata[fd] = cdata
 
     def delete_file_event(self, fd, mask):
+        """ae.c L167-174: no-op on AE_NONE; deleting WRITABLE deletes BARRIER too;
+        fe->mask &= ~mask. (Library: BARRIER alone, or BARRIER without WRITABLE, is
+        dropped: it means nothing then.)"""
         old = self.masks.get(fd, 0)
         if not old:
             return
@@ -201,24 +381,22 @@ class Model:
         new = old & ~mask
         if not new & (R | W):
             new = 0
+        elif not new & W:
+            new &= ~BARRIER
         self.masks[fd] = new
-        if self.kind == "two":
-            if not new & R:
-                self.rproc.pop(fd, None)
-            if not new & W:
-                self.wproc.pop(fd, None)
-        elif not new:
-            self.proc.pop(fd, None)
         if not new:
             self.cdata.pop(fd, None)
 
     def create_time_event(self, now, ms, tproc, cdata, fin):
+        """ae.c L204-210: id = timeEventNextId++, when = now + ms."""
         tid = self.next_id
         self.next_id += 1
         self.timers[tid] = [now + ms, tproc, cdata, fin]
         return tid
 
     def delete_time_event(self, tid):
+        """ae.c L223-229 marks it deleted; D3: its finalizer runs now (ae: L273-289,
+        when the next timer pass unlinks it)."""
         when, tproc, cdata, fin = self.timers.pop(tid)
         if fin:
             self.log.append(("fin", cdata))
@@ -228,58 +406,54 @@ class Model:
 
 
 class ModelMachine(RuleBasedStateMachine):
-    """Set up by ``configure`` before hypothesis creates instances (see run_model)."""
+    """Set up by ``run_model`` before hypothesis creates instances."""
 
     cfg = None
     clock = None
+    monkeypatch = None
 
     def __init__(self):
         super().__init__()
-        variant, backend = self.cfg
-        self.variant = variant
-        self.oneshot = variant == "mul_thread_oneshot"
-        pkg = importlib.import_module("variants." + variant.replace("_oneshot", ""))
-        kw = {}
-        if variant.startswith("mul_thread"):
-            kw = dict(workers=1, pool="oneshot" if self.oneshot else "faithful")
-        self.loop = pkg.EventLoop(backend=backend, **kw)
+        name, backend = self.cfg
+        self.lut = _factory(name)(backend)
+        self.loop = self.lut.loop
+        for module in self.lut.clock_modules:
+            self.monkeypatch.setattr(importlib.import_module(module), "monotonic", self.clock)
+        self.oneshot = self.lut.oneshot
         self.clock.ms = 0
         self.channels = [Channel(kind) for kind in KINDS]
-        self.kind = "one" if variant == "alone_proc" else "two"
-        self.model = Model(self.kind, self.oneshot)
+        self.model = Model(self.lut.procs, self.lut.same_proc_rule)
         self.log = []                   # what really happened
-        self.polls = []                 # (timeout, reported) of each real poll
+        self.polls = []                 # (timeout, reported, states) of each real poll
         self.real_counter = 0           # cdata labels of timers created by the real side
         self.model_counter = 0
-        # The loop's calls reach the kernel through ``loop._kernel`` (the select.epoll
-        # itself for epoll, which cannot be patched): put a stand-in in its place.
-        kernel = self.loop._kernel
-        real_poll = kernel.poll
-        wake = getattr(self.loop, "_wake_r", -1)
+        internal = set(self.lut.internal_fds())
 
-        def poll(timeout):
+        def spy(real_poll, timeout):
             events = real_poll(0)       # the fake clock: never block
             # What the fds' states were at the poll (procs of the pass may change them).
             states = [(ch.fd, ch.kind, ch.pending, ch.full, ch.hup) for ch in self.channels]
-            self.polls.append((timeout, [(fd, n) for fd, n in events if fd != wake], states))
+            self.polls.append((timeout, [(fd, n) for fd, n in events if fd not in internal],
+                               states))
             return events
 
-        self.loop._kernel = types.SimpleNamespace(
-            register=kernel.register, modify=kernel.modify, unregister=kernel.unregister,
-            poll=poll)
+        self.lut.wrap_poll(spy)
 
     def teardown(self):
-        self.loop.close()
+        self.lut.close()
         for ch in self.channels:
             ch.close()
 
     # -- scripts: drawn once per example, shared by the real procs and the model ----
 
     def draw_scripts(self, data):
-        target = st.sampled_from(["self", 0, 1, 2, 3])
+        # "self" most often: a proc changing its own fd's events between its two procs
+        # of a pass is where ae's dispatch is subtle (a server's read-then-write).
+        target = st.sampled_from(["self", "self", "self", 0, 1, 2, 3])
         masks = st.sampled_from([R, W, R | W, W | BARRIER, R | W | BARRIER])
         op = st.one_of(
             st.tuples(st.just("del"), target, masks),
+            st.tuples(st.just("del"), st.just("self"), st.sampled_from([R, W])),
             st.tuples(st.just("add"), target, masks, st.integers(0, N_FILE_PROCS - 1)),
             st.just(("drain",)),
             st.tuples(st.just("deltimer"), st.integers(0, 3)),
@@ -294,12 +468,21 @@ class ModelMachine(RuleBasedStateMachine):
             st.tuples(st.just("timer"), st.sampled_from((0, 0, 125)),
                       st.integers(0, N_TIMER_PROCS - 1), st.booleans()),
             st.tuples(st.just("deltimer"), st.integers(0, 3)))
-        self.fscripts = [data.draw(ops) for _ in range(N_FILE_PROCS)]
-        self.tscripts = [(data.draw(st.lists(timer_op, max_size=3)), data.draw(
-            st.sampled_from([NOMORE, None, 0, 125, 250]))) for _ in range(N_TIMER_PROCS)]
-        self.hscript = data.draw(ops)
-        self.fprocs = [self._file_proc(i) for i in range(N_FILE_PROCS)]
-        self.tprocs = [self._timer_proc(i) for i in range(N_TIMER_PROCS)]
+        self.set_scripts(
+            [data.draw(ops) for _ in range(N_FILE_PROCS)],
+            [(data.draw(st.lists(timer_op, max_size=3)),
+              data.draw(st.sampled_from([NOMORE, None, 0, 125, 250])))
+             for _ in range(N_TIMER_PROCS)],
+            data.draw(ops))
+
+    def set_scripts(self, fscripts, tscripts, hscript=()):
+        """fscripts[i]: the ops of file proc i; tscripts[i]: (ops, return value) of timer
+        proc i; hscript: the ops of the before-sleep hook."""
+        self.fscripts = list(fscripts)
+        self.tscripts = list(tscripts)
+        self.hscript = list(hscript)
+        self.fprocs = [self._file_proc(i) for i in range(len(self.fscripts))]
+        self.tprocs = [self._timer_proc(i) for i in range(len(self.tscripts))]
 
     calls = 0
 
@@ -356,10 +539,10 @@ class ModelMachine(RuleBasedStateMachine):
                 if ch is not None:
                     ch.drain()
             elif op[0] == "deltimer":
-                live = sorted(loop._timers.live)
+                live = self.lut.live_timers()
                 if live:
                     loop.delete_time_event(live[op[1] % len(live)])
-            elif op[0] == "timer" and len(loop._timers.live) < MAX_TIMERS:
+            elif op[0] == "timer" and len(self.lut.live_timers()) < MAX_TIMERS:
                 self.real_counter += 1
                 loop.create_time_event(op[1], self.tprocs[op[2]], "t%d" % self.real_counter,
                                        self._fin if op[3] else None)
@@ -480,10 +663,14 @@ class ModelMachine(RuleBasedStateMachine):
     @initialize(data=st.data(), changes=st.lists(CHANGES, min_size=2, max_size=8))
     def setup(self, data, changes):
         self.draw_scripts(data)
-        # Every channel starts registered (most often for both directions) so that
-        # passes report several fds from the first step on.
+        # Every channel starts registered, most often for both directions and with two
+        # different procs, so that passes report several fds with two procs each from
+        # the first step on.
         for ch in range(len(self.channels)):
             mask = data.draw(st.sampled_from([R | W, R | W, R | W | BARRIER, R, W]))
+            if mask & R and mask & W and data.draw(st.booleans()):
+                self.create_file_event(ch, R, data.draw(st.integers(0, N_FILE_PROCS - 1)))
+                mask &= ~R
             self.create_file_event(ch, mask, data.draw(st.integers(0, N_FILE_PROCS - 1)))
         self._apply(changes)
 
@@ -502,31 +689,29 @@ class ModelMachine(RuleBasedStateMachine):
         self.polls.clear()
         self.calls = 0
         n = self.loop.process_events(flags)
-        self._settle()
+        self.lut.settle()
         expected_n = self._replay(flags)
         assert n == expected_n, "process_events returned %d, ae's count is %d" % (
             n, expected_n)
         self._compare_logs()
 
-    def _settle(self):
-        if not self.oneshot:
-            return
-        deadline = time.monotonic() + 5
-        while any(self.loop._busy):
-            assert time.monotonic() < deadline, "oneshot worker did not finish"
-            time.sleep(0.0005)
-        for lock in {id(lk): lk for lk in self.loop._fd_locks}.values():
-            with lock:                  # the worker's re-arm is done under this lock
-                pass
-
     def _replay(self, flags):
+        """ae.c aeProcessEvents, L342-451, on the model."""
         m = self.model
         processed = 0
+        # L347: nothing to do without FILE_EVENTS or TIME_EVENTS.
+        if not flags & (FILE | TIME):
+            assert self.polls == [], "no poll expected"
+            return 0
+        # L353-354: poll when an fd is registered, or to sleep until a timer. (oneshot
+        # always polls: its wake-up fd is registered.)
         polls = bool(m.nfds() or self.oneshot or (flags & TIME and not flags & DONT_WAIT))
         if polls:
+            # L359-360: the before-sleep hook runs first, then the wait is computed.
             if flags & BEFORE and self.hooks_on:
                 m.log.append(("before",))
                 self._run_ops_model(self.hscript, None)
+            # L367-377: 0 with DONT_WAIT; else until the earliest timer; else no limit.
             if flags & DONT_WAIT:
                 timeout = 0.0
             elif flags & TIME and m.timers:
@@ -538,30 +723,22 @@ class ModelMachine(RuleBasedStateMachine):
             got_timeout, reported, states = self.polls[0]
             assert got_timeout == timeout, "poll timeout %r, ae's is %r" % (
                 got_timeout, timeout)
-            reported = [(fd, self._to_ae(native)) for fd, native in reported]
+            reported = [(fd, ae_mask(self.lut.backend, native)) for fd, native in reported]
             self._check_report(reported, states)
+            # L388-389: the after-sleep hook, with or without FILE_EVENTS.
             if flags & AFTER and self.hooks_on:
                 m.log.append(("after",))
-            if reported and flags & FILE:
-                processed = len(reported)
-                self._dispatch(reported)
+            # L383-385, L391-443: file events only when asked.
+            if flags & FILE:
+                for fd, mask in reported:
+                    self._dispatch(fd, mask)
+                    processed += 1      # L442: every reported fd counts
         else:
             assert self.polls == [], "no poll expected"
-        if flags & TIME and m.timers:
+        # L446-447
+        if flags & TIME:
             processed += self._time_pass()
         return processed
-
-    def _to_ae(self, native):
-        """The poller's report in ae's bits, written here independently of backends/."""
-        backend = self.loop.backend
-        if backend == "select":
-            return native
-        if backend == "epoll":
-            rd, wr, err = select.EPOLLIN, select.EPOLLOUT, select.EPOLLERR | select.EPOLLHUP
-        else:
-            rd, wr, err = select.POLLIN, select.POLLOUT, select.POLLERR | select.POLLHUP
-        mask = (R if native & rd else 0) | (W if native & wr else 0)
-        return mask | (R | W if native & err else 0)
 
     def _check_report(self, reported, states):
         """What the fds' states say the poll must (not) report, given the masks."""
@@ -575,7 +752,7 @@ class ModelMachine(RuleBasedStateMachine):
                 continue
             if hup:
                 # A hang-up or error is reported whatever was asked (select: to readers).
-                if mask & R or self.loop.backend != "select":
+                if mask & R or self.lut.backend != "select":
                     assert bits, "hung-up fd %d (mask %d) not reported" % (fd, mask)
                 continue
             if mask & R:
@@ -588,44 +765,65 @@ class ModelMachine(RuleBasedStateMachine):
                     "fd %d (%s) writable=%s, expected %s" % (fd, kind, bits & W, writable))
         assert not got, "unknown fds reported: %r" % (got,)
 
-    def _call(self, proc, fd, fired):
+    def _call(self, proc, fd, mask):
+        """fe->xfileProc(eventLoop, fd, fe->clientData, mask): client data read now."""
         m = self.model
-        m.log.append(("file", proc, fd, m.cdata.get(fd), fired))
+        m.log.append(("file", proc, fd, m.cdata.get(fd), mask))
         self._run_ops_model(self.fscripts[proc], fd)
 
-    def _dispatch(self, reported):
-        """ae's aeProcessEvents inner loop (fired mask: the report ANDed with the mask)."""
+    def _dispatch(self, fd, raw):
+        """One fd of ae.c's aeProcessEvents loop, L392-443; ``raw`` is fired[j].mask."""
         m = self.model
-        for fd, rep in reported:
-            mask = m.masks.get(fd, 0)
-            fired = rep & mask
-            if not fired:
-                continue
-            if self.kind == "one":
-                self._call(m.proc[fd], fd, fired)
-                continue
-            invert = mask & BARRIER
-            called = None
-            if not invert and fired & R:
-                called = m.rproc[fd]
-                self._call(called, fd, fired)
-                fired = rep & m.masks.get(fd, 0)
-            if fired & W and m.wproc[fd] != called:
+        fe_mask = m.masks.get(fd, 0)
+        # D1: the mask the procs receive is the report ANDed with fe->mask at the fd's
+        # dispatch (ae passes ``raw``). The SAME value goes to every proc of this fd in
+        # this pass (L417, L425, L437 all pass ``mask``).
+        mask = raw & fe_mask
+        if self.model.procs == "one":
+            if mask:                    # alone_proc: one call with everything that fired
+                self._call(m.proc[fd], fd, mask)
+            return
+        invert = fe_mask & BARRIER      # L408: BARRIER read at the fd's dispatch
+        fired = 0                       # L395: procs called for this fd
+        called = None                   # D4: the proc called (the libraries' rule)
+        # L416-420: the read proc first, unless inverted. "fe->mask & mask": re-read.
+        if not invert and m.masks.get(fd, 0) & raw & R:
+            called = m.rproc[fd]
+            self._call(called, fd, mask)
+            fired += 1
+        # L423-428: the write proc, if still registered, and not the same proc again.
+        if m.masks.get(fd, 0) & raw & W:
+            if self._not_again(fd, fired, called, m.wproc[fd]):
                 called = m.wproc[fd]
-                self._call(called, fd, fired)
-                fired = rep & m.masks.get(fd, 0)
-            if invert and fired & R and m.rproc[fd] != called:
-                self._call(m.rproc[fd], fd, fired)
+                self._call(called, fd, mask)
+                fired += 1
+        # L432-440: inverted: the read proc after the write proc.
+        if invert and m.masks.get(fd, 0) & raw & R:
+            if self._not_again(fd, fired, called, m.rproc[fd]):
+                self._call(m.rproc[fd], fd, mask)
+
+    def _not_again(self, fd, fired, called, proc):
+        """L424/L435: ``!fired || fe->wfileProc != fe->rfileProc`` (ae); D4: the proc
+        about to run is not the one already called in this pass."""
+        m = self.model
+        if self.model.same_proc_rule == "ae":
+            return not fired or m.wproc.get(fd) != m.rproc.get(fd)
+        return proc != called
 
     def _time_pass(self):
-        """ae's processTimeEvents: the timers due now that existed when it started (a
-        timer created by a time proc waits for a later pass), in (when, id) order."""
+        """ae.c processTimeEvents, L261-322."""
         m = self.model
-        now = self.clock.ms
-        max_id = m.next_id - 1
-        ran = set()
+        if not m.timers:
+            return 0
+        now = self.clock.ms             # L268 (ae refreshes it after each proc, L315:
+        #                                 with the fake clock it does not move)
+        max_id = m.next_id - 1          # L267: timers created during the pass wait
+        ran = set()                     # each timer at most once per pass (a list walk)
         processed = 0
         while True:
+            # L273-275: deleted events are skipped (D3: already gone from the model).
+            # L291-294: id > maxId skipped. L296: due when when <= now.
+            # D2: (when, id) order; ae walks its list head first, newest first.
             due = sorted((t[0], tid) for tid, t in m.timers.items()
                          if t[0] <= now and tid <= max_id and tid not in ran)
             if not due:
@@ -633,16 +831,16 @@ class ModelMachine(RuleBasedStateMachine):
             tid = due[0][1]
             ran.add(tid)
             when, tproc, cdata, fin = m.timers[tid]
-            m.log.append(("timer", tproc, tid, cdata))
+            m.log.append(("timer", tproc, tid, cdata))     # L300-302
             ops, ret = self.tscripts[tproc]
             self._run_ops_model(ops, None)
-            processed += 1
+            processed += 1              # L304
             if tid not in m.timers:
-                continue                # deleted by its own proc: finalizer ran
+                continue                # deleted by a proc of the pass: finalizer ran
             if ret is None or ret == NOMORE:
-                m.delete_time_event(tid)
+                m.delete_time_event(tid)                   # L318-319 (None: library)
             else:
-                m.timers[tid][0] = now + ret
+                m.timers[tid][0] = now + ret               # L316-317
 
     def _compare_logs(self):
         assert self.log == self.model.log, "calls differ:\n real  %r\n model %r" % (
@@ -655,15 +853,25 @@ class ModelMachine(RuleBasedStateMachine):
         for ch in self.channels:
             assert self.loop.get_file_events(ch.fd) == self.model.masks.get(ch.fd, 0), (
                 "mask of fd %d" % ch.fd)
-        assert sorted(self.loop._timers.live) == sorted(self.model.timers)
+        assert self.lut.live_timers() == sorted(self.model.timers)
+
+
+def _machine_class(cfg, monkeypatch, machine=ModelMachine):
+    return type("Machine", (machine,), {"cfg": cfg, "clock": FakeClock(),
+                                        "monkeypatch": monkeypatch})
+
+
+def _skip_unsupported(cfg):
+    probe = _factory(cfg[0])(cfg[1])
+    if probe is None:
+        pytest.skip("%s does not run on %s" % cfg)
+    probe.close()
 
 
 def run_model(cfg, monkeypatch, machine=ModelMachine, examples=None, steps=None):
     """Run the state machine for one configuration; raise on the first disagreement."""
-    clock = FakeClock()
-    for name in MODULES:
-        monkeypatch.setattr(importlib.import_module(name), "monotonic", clock)
-    factory = type("Machine", (machine,), {"cfg": cfg, "clock": clock})
+    _skip_unsupported(cfg)
+    factory = _machine_class(cfg, monkeypatch, machine)
     seed_env = os.environ.get("EVENTS_MODEL_SEED", "").strip()
     conf = settings(
         max_examples=examples or _env_int("EVENTS_MODEL_EXAMPLES", 16),
@@ -673,12 +881,89 @@ def run_model(cfg, monkeypatch, machine=ModelMachine, examples=None, steps=None)
         # EVENTS_MODEL_SHRINK=0: report the first failing run as found (faster, longer).
         phases=[p for p in Phase
                 if p is not Phase.shrink or _env_int("EVENTS_MODEL_SHRINK", 1)])
+    # A failure is shrunk for at most EVENTS_MODEL_SHRINK_S seconds (hypothesis's own bound
+    # is 5 minutes, and pytest-timeout cannot stop it: hypothesis catches the timeout as
+    # one more failure to shrink).
+    monkeypatch.setattr(hypothesis.internal.conjecture.engine, "MAX_SHRINKING_SECONDS",
+                        _env_int("EVENTS_MODEL_SHRINK_S", 20), raising=False)
     test = get_state_machine_test(factory, settings=conf)
     if seed_env and seed_env != "random":
         test = hypothesis.seed(int(seed_env))(test)
     test()
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=["%s-%s" % c for c in CONFIGS])
+# -- fixed scenarios: the cases the contract is about, on every configuration ---------------
+# Each: file proc scripts, timer proc scripts, then the steps: ("register", channel, mask,
+# proc), a world change (as in CHANGES), or ("pass", flags). Channels 0, 1: socketpairs;
+# 2: a pipe's read end; 3: a pipe's write end. Every pass is replayed in the model.
+
+SCENARIOS = {
+    # Issue 24: both procs fire in one pass; the first deletes its own event and gives
+    # the fd new client data; the second gets the new data and the pass's mask R|W.
+    "two_procs_same_mask": (
+        [[("del", "self", R), ("add", "self", W, 1)], [("del", "self", W)]], [],
+        [("register", 0, R, 0), ("register", 0, W, 1), ("send", 0, 1),
+         ("pass", FILE | DONT_WAIT)]),
+    # BARRIER: the write proc first, then the read proc, both with R|W.
+    "barrier_write_first": (
+        [[("del", "self", R)], [("del", "self", W), ("add", "self", R, 0)]], [],
+        [("register", 0, R, 0), ("register", 0, W | BARRIER, 1), ("send", 0, 1),
+         ("pass", FILE | DONT_WAIT), ("pass", FILE | DONT_WAIT)]),
+    # The first proc deletes the other event: the second does not run.
+    "recheck_prevents": (
+        [[("del", "self", W)], []], [],
+        [("register", 0, R, 0), ("register", 0, W, 1), ("send", 0, 1),
+         ("pass", FILE | DONT_WAIT)]),
+    # One proc for both directions: called once.
+    "same_proc_once": (
+        [[("drain",)]], [],
+        [("register", 0, R | W, 0), ("send", 0, 1), ("pass", FILE | DONT_WAIT)]),
+    # A hung-up fd registered for reading: its read proc adds a write proc, which runs in
+    # the same pass where the poll reported the hang-up as READABLE|WRITABLE (epoll, poll).
+    "hangup_adds_writer": (
+        [[("add", "self", W, 1)], [("del", "self", R | W)]], [],
+        [("register", 0, R, 0), ("hang_up", 0), ("pass", FILE | DONT_WAIT)]),
+    # A proc deletes a later fd of the pass (never called, still counted) and adds an
+    # event, with new client data, to another.
+    "other_fds": (
+        [[("del", 1, R | W), ("add", 3, W, 2)], [], [("del", "self", W)]], [],
+        [("register", 0, R, 0), ("register", 1, R | W, 1), ("register", 3, W, 1),
+         ("send", 0, 1), ("send", 1, 1), ("pass", FILE | DONT_WAIT),
+         ("pass", FILE | DONT_WAIT)]),
+    # Timers: due ones in (when, id) order; one deletes itself (its finalizer runs once,
+    # it is not rescheduled), one ends with NOMORE, one periodic creates a due timer that
+    # waits for the next pass; a TIME pass without DONT_WAIT polls with the wait until it.
+    "timers": (
+        [], [([("timer", 0, 2, True)], 250), ([("deltimer", 1)], 0), ([], NOMORE)],
+        [("create_time_event", 125, 0, True), ("create_time_event", 0, 1, True),
+         ("create_time_event", 0, 2, False), ("advance", 125),
+         ("pass", TIME | DONT_WAIT), ("pass", TIME | DONT_WAIT), ("advance", 250),
+         ("pass", TIME | DONT_WAIT), ("pass", TIME)]),
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+@pytest.mark.parametrize("cfg", configs(), ids=["%s-%s" % c for c in configs()])
+def test_scenarios_follow_the_ae_model(cfg, scenario, monkeypatch):
+    _skip_unsupported(cfg)
+    fscripts, tscripts, steps = SCENARIOS[scenario]
+    machine = _machine_class(cfg, monkeypatch)()
+    try:
+        machine.set_scripts(fscripts, tscripts)
+        for step in steps:
+            if step[0] == "register":
+                machine.create_file_event(*step[1:])
+            elif step[0] == "pass":
+                time.sleep(0.002)       # socket data and hang-ups reach the peer
+                machine.step([], step[1], False)
+            else:
+                machine._apply([step])
+            machine.state_agrees()
+        assert machine.log, "the scenario made no call"
+    finally:
+        machine.teardown()
+
+
+@pytest.mark.parametrize("cfg", configs(), ids=["%s-%s" % c for c in configs()])
 def test_variants_follow_the_ae_model(cfg, monkeypatch):
     run_model(cfg, monkeypatch)
