@@ -49,7 +49,7 @@ RUN_ARGS_NC = $(if $(LINK),--link $(LINK)) $(if $(REPEAT),--repeat $(REPEAT)) \
 
 C_BINS := $(BUILD)/loadgen $(BUILD)/c_epoll $(BUILD)/delayline
 
-.PHONY: all venv build test bench compare twohost-serve twohost-load serve load sweep soak report profile syscalls reproduce clean help python-ft test-ft pypy test-pypy icount icount-parts combine sweep-concurrency ablation ablation-icount
+.PHONY: all venv build test bench compare chart twohost-serve twohost-load serve load sweep soak report profile syscalls reproduce clean help python-ft test-ft pypy test-pypy icount icount-parts combine sweep-concurrency ablation ablation-icount
 
 all: venv build
 
@@ -65,6 +65,7 @@ help:
 	@echo "make icount [SERVERS=\"raw_epoll alone_proc\"]   (user-space instructions per connection, callgrind)"
 	@echo "make icount-parts [VARIANT=alone_proc]   (the library's fd calls and one loop pass, in instructions)"
 	@echo "make combine BATCHES=\"ID1 ID2\"   (one table over several recorded batches, paired within each round)"
+	@echo "make chart BATCH=ID|latest   (redraw a batch's chart, results/batches/ID.png)"
 	@echo "make sweep-concurrency [SERVERS=...] [CONCURRENCY=\"1 2 4 8 16 64 256\"]   (CPU per connection against connections in flight)"
 	@echo "make ablation [LINK=1000mbit] [CONCURRENCY=4]   (the ae-literal design, step by step to master; waterfall)"
 	@echo "make ablation-icount   (instructions per connection of every spec of the ablation path)"
@@ -83,7 +84,7 @@ $(STAMP)-%: pyproject.toml $(CONSTRAINTS)
 # prerequisite of each target, stops with exit 2 (before any set-up) when a knob that TARGET
 # does not take was set on the command line. TAKES_<target> lists the knobs each one takes.
 RUN_KNOBS := LINK REPEAT DURATION WARMUP CONCURRENCY SIZE RATE DELAY LOSS PYTHON DIET POOL SERVER_CPU
-KNOBS     := VARIANT SERVERS HOST PORT RUN_ID CONNECTIONS RATES LOOP SERVER_CMD MODEL_EXAMPLES MODEL_SEED MODEL_STEPS BATCHES $(RUN_KNOBS)
+KNOBS     := VARIANT SERVERS HOST PORT RUN_ID CONNECTIONS RATES LOOP SERVER_CMD MODEL_EXAMPLES MODEL_SEED MODEL_STEPS BATCHES BATCH $(RUN_KNOBS)
 TAKES_bench    := VARIANT $(RUN_KNOBS)
 TAKES_compare  := SERVERS LOOP SERVER_CMD $(RUN_KNOBS)
 TAKES_sweep    := VARIANT RATES $(RUN_KNOBS)
@@ -98,6 +99,7 @@ TAKES_reproduce := SERVER_CPU
 TAKES_icount := VARIANT SERVERS PYTHON
 TAKES_icount-parts := VARIANT PYTHON
 TAKES_combine := BATCHES
+TAKES_chart := BATCH
 TAKES_sweep-concurrency := SERVERS $(RUN_KNOBS)
 TAKES_ablation := $(RUN_KNOBS)
 TAKES_ablation-icount := PYTHON
@@ -154,10 +156,12 @@ lint: knobs-lint $(STAMP)-lint
 	echo "mypy --strict variants"; $(VENV)/bin/mypy --strict variants || rc=1; \
 	exit $$rc
 
-bench: knobs-bench venv build
+# bench and compare install the report extra (pandas, matplotlib): each batch ends with its
+# chart, results/batches/<id>.png (harness/batchchart.py); `make chart` redraws one.
+bench: knobs-bench $(STAMP)-report build
 	$(PY) -m harness bench $(if $(VARIANT),--variant $(VARIANT)) $(RUN_ARGS)
 
-compare: knobs-compare venv build
+compare: knobs-compare $(STAMP)-report build
 	$(PY) -m harness compare $(if $(or $(SERVERS),$(filter command line,$(origin SERVERS))),--servers "$(SERVERS)") \
 	  $(if $(LOOP),--loop "$(LOOP)") $(if $(SERVER_CMD),--server-cmd '$(SERVER_CMD)') $(RUN_ARGS)
 
@@ -181,6 +185,13 @@ serve load: %: knobs-%
 
 report: knobs-report $(STAMP)-report
 	$(PY) -m harness report
+
+# One batch's chart, results/batches/<id>.png: each spec's paired ratio to the baseline
+# with its interval (conn/s and CPU per connection), from the recorded batch only.
+BATCH ?=
+chart: knobs-chart $(STAMP)-report
+	@test -n "$(BATCH)" || { echo 'error: give the batch: make chart BATCH=ID (from results/batches/) or BATCH=latest' >&2; exit 2; }
+	$(PY) -m harness chart $(BATCH)
 
 # CPU per connection against connections in flight (harness/concurrency.py): one batch,
 # paired and interleaved rounds at every level, then results/concurrency/BATCH.{png,md,json}.

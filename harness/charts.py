@@ -9,7 +9,7 @@ within runs, and the open-loop sweeps.  Which rows a chart shows is decided here
 from __future__ import annotations
 
 from harness import summary as _summary
-from harness.frame import BASELINE, GROUP, link_order
+from harness.frame import BASELINE, GROUP, is_headline_spec, link_order, pick_batch
 
 def _plt():
     import matplotlib
@@ -17,8 +17,8 @@ def _plt():
     import matplotlib.pyplot as plt
     return plt
 
-def _save(plt, fig, path) -> bool:
-    fig.tight_layout()
+def _save(plt, fig, path, foot: bool = False) -> bool:
+    fig.tight_layout(rect=(0, 0.08, 1, 1) if foot else None)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
@@ -44,15 +44,14 @@ def _rate_panels(plt, sw):
             lambda sp: cmap(specs.index(sp) % 10))
 
 
-def _panels(plt, n, width=6.0, height=4.2, bars=None):
-    """One row of n panels; with ``bars`` (bars per panel) each panel is as wide as its
-    bars need, so a link with 13 servers is not squeezed to the width of one with 4."""
+def _panels(plt, n, width=8.2, height=4.2, bars=None):
+    """n panels stacked one above the other, each the full width (a README is about 900 px
+    wide: a strip of side-by-side panels shrinks each one and cuts the last title); with
+    ``bars`` (bars per panel) as wide as the most bars need."""
     if bars:
-        fig, axes = plt.subplots(1, n, figsize=(max(0.55 * sum(bars) + 1.6 * n, 6), height),
-                                 squeeze=False, gridspec_kw={"width_ratios": [max(b, 2) for b in bars]})
-    else:
-        fig, axes = plt.subplots(1, n, figsize=(max(width * n, 6), height), squeeze=False)
-    return fig, axes[0]
+        width = min(max(0.6 * max(bars) + 2.0, 6.5), 11)
+    fig, axes = plt.subplots(n, 1, figsize=(width, height * n), squeeze=False)
+    return fig, [row[0] for row in axes]
 
 def default_interpreter(summary):
     """The rows the per-link charts show: on each link, those of the default interpreter
@@ -90,6 +89,27 @@ def headline(summary):
     out["label"] = out["label"].str.replace(r" \[(no budget|[0-9.]+ core)\]", "", regex=True)
     return out
 
+def _batches_text(d) -> str:
+    """The batches a panel draws, named in its title."""
+    bs = sorted(d["batch"].unique()) if len(d) and "batch" in d else []
+    return ("batch " if len(bs) == 1 else "batches ") + ", ".join(bs) if bs else ""
+
+def interpreter_rows(rows):
+    """The rows of the interpreters chart, from ``rows`` (every batch's rows,
+    frame.summarize(df, latest=False)): on loopback, designs against raw_epoll, at one CPU
+    budget (the one most interpreters ran at, the latest among equals: a 1.5-core batch
+    beside 0.4-core ones would compare two loads), and for each interpreter one batch: the
+    one with the most designs, the latest among equals (frame.pick_batch)."""
+    s = rows[(rows["link"] == "loopback") & ~rows["is_baseline"].astype(bool)
+             & (rows["baseline"] == BASELINE) & rows["ratio_cpu"].notna()
+             & rows["spec"].map(is_headline_spec)]
+    if s.empty:
+        return s
+    g = s.groupby("budget").agg(n=("python", "nunique"), t=("batch_time", "max"))
+    s = s[s["budget"] == g.sort_values(["n", "t"]).index[-1]]
+    keep = {pick_batch(s[s["python"] == py]) for py in s["python"].unique()}
+    return s[s["batch"].isin(keep)].reset_index(drop=True)
+
 def budget_title(budget: str) -> str:
     return "no CPU budget" if budget == "off" else f"server held to {budget} core"
 
@@ -102,7 +122,7 @@ def chart_cpu_split(split, path):
     ax.barh(y, split["user_us"], left=split["sys_us"], color="#4a7ab5",
             label="user: interpreter + event library + procs")
     for i, row in split.iterrows():
-        text = f"{row['cpu_us']:.1f} us (user {row['user_us']:.1f})"
+        text = f"{row['cpu_us']:.1f} µs (user {row['user_us']:.1f})"
         if row["syscalls"] == row["syscalls"]:
             text += f", {row['syscalls']:.1f} syscalls"
         ax.annotate(text, (row["cpu_us"], i), xytext=(4, 0), textcoords="offset points",
@@ -111,13 +131,14 @@ def chart_cpu_split(split, path):
     ax.set_yticklabels(split["label"], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, split["cpu_us"].max() * 1.45)
-    ax.set_xlabel("server CPU us per connection (median of clean loopback runs)")
-    ax.set_title("Where the server's CPU goes", fontsize=10)
+    ax.set_xlabel("server CPU µs per connection (median of clean loopback runs, no CPU budget)")
+    batch = split["batch"].iloc[0] if "batch" in split else ""
+    ax.set_title("Where the server's CPU goes" + (f"\nbatch {batch}" if batch else ""), fontsize=10)
     ax.legend(fontsize=7, loc="upper right")
     _save(plt, fig, path)
 
 
-def bar_chart(summary, df, path, *, med, lo, hi, col, ratio, ylabel, title, mark_bound):
+def bar_chart(summary, df, path, *, med, lo, hi, col, ratio, ylabel, title, mark_bound, batch=""):
     """One panel per link: median bars, min-max whiskers, raw_epoll as a dashed line,
     each bar labelled with its paired ratio; excluded runs as red crosses."""
     plt = _plt()
@@ -161,7 +182,8 @@ def bar_chart(summary, df, path, *, med, lo, hi, col, ratio, ylabel, title, mark
         ax.set_xticks(list(x))
         ax.set_xticklabels(s["label"], rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{title}\nlink {link}, {budget_title(s['budget'].iloc[0])}", fontsize=9)
+        ax.set_title(f"{title}\nlink {link}, {budget_title(s['budget'].iloc[0])}"
+                     + (f"\nbatch {batch}" if batch else ""), fontsize=9)
         if mark_bound and s["client_bound"].any():
             ax.bar([0], [0], color="#4a7ab5", hatch="//", edgecolor="white",
                    label="has client-bound runs (lower bound)")
@@ -207,8 +229,8 @@ def chart_over_time(df, path):
         ax.plot([], [], ":", color="black", label="excluded run")
         ax.set_xlabel("seconds into the run (grey: warm-up)")
         ax.set_ylabel("conn/s in the last second")
-        ax.set_title(f"conn/s over time - {'soak runs, ' if is_soak else ''}link {link}",
-                     fontsize=10)
+        ax.set_title(f"conn/s over time - {'soak runs, ' if is_soak else ''}link {link}\n"
+                     f"{_batches_text(mine)}", fontsize=9)
         ax.legend(fontsize=6, ncol=2 if len(specs) > 6 else 1, loc="best")
     _save(plt, fig, path)
 
@@ -217,9 +239,9 @@ def chart_interpreters(summary, path) -> bool:
     """Paired CPU ratio to raw_epoll per design, grouped by interpreter, on loopback:
     how much of a design's cost the interpreter changes.  False when there is only one."""
     plt = _plt()
-    s = summary[(summary["link"] == "loopback") & ~summary["is_baseline"].astype(bool)
-                & (summary["baseline"] == BASELINE)
-                & summary["ratio_cpu"].notna()]
+    s = interpreter_rows(summary)
+    if s.empty:
+        return False
     pythons = sorted(s["python"].unique(),
                      key=lambda p: (p != "default",
                                     [int(x) if x.isdigit() else 0
@@ -227,7 +249,7 @@ def chart_interpreters(summary, path) -> bool:
     if len(pythons) < 2:
         return False
     specs = list(dict.fromkeys(s[s["python"] != "default"]["spec"]))
-    fig, ax = plt.subplots(figsize=(max(0.55 * len(pythons) * len(specs) + 2, 6), 4.2))
+    fig, ax = plt.subplots(figsize=(min(max(0.45 * len(pythons) * len(specs) + 2, 6), 9.5), 4.6))
     width = 0.8 / len(specs)
     cmap = plt.get_cmap("tab10")
     for j, sp in enumerate(specs):
@@ -245,12 +267,16 @@ def chart_interpreters(summary, path) -> bool:
     ax.set_xticks(range(len(pythons)))
     ax.set_xticklabels(["default (venv)" if p == "default" else p for p in pythons], fontsize=8)
     ax.set_ylabel(f"server CPU per connection / {BASELINE}'s (paired)")
-    ax.set_title("The designs' cost on each interpreter - loopback", fontsize=10)
+    ax.set_title("The designs' cost on each interpreter - loopback, "
+                 f"{budget_title(s['budget'].iloc[0])}", fontsize=10)
+    batches = [f"{p}: {b}" for p, b in s.groupby("python")["batch"].first().items()]
+    lines = ["batches: " + "; ".join(batches[i:i + 3]) for i in range(0, len(batches), 3)]
+    fig.text(0.01, 0.005, "\n".join(lines), fontsize=6.5, color="#555555")
     ax.set_ylim(0, max(s["ratio_cpu"].max() * 1.2, 1.3))
     ax.legend(fontsize=7, loc="upper right")
-    return _save(plt, fig, path)
+    return _save(plt, fig, path, foot=True)
 
-def chart_latency(summary, path):
+def chart_latency(summary, path, batch=""):
     plt = _plt()
     fig, panels = _link_panels(plt, summary)
     for ax, link, s in panels:
@@ -259,9 +285,9 @@ def chart_latency(summary, path):
         ax.bar([i + 0.2 for i in x], s["p99_med"].fillna(0), 0.4, label="p99", color="#d08c3a")
         ax.set_xticks(list(x))
         ax.set_xticklabels(s["label"], rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel("latency per connection (us), median of clean runs")
-        ax.set_title(f"latency, closed loop - link {link}, {budget_title(s['budget'].iloc[0])}",
-                     fontsize=10)
+        ax.set_ylabel("latency per connection (µs), median of clean runs")
+        ax.set_title(f"latency, closed loop - link {link}, {budget_title(s['budget'].iloc[0])}"
+                     + (f"\nbatch {batch}" if batch else ""), fontsize=9)
         ax.legend(fontsize=7)
     _save(plt, fig, path)
 
@@ -281,9 +307,10 @@ def chart_cpu_vs_rate(df, path) -> bool:
             label = sp + ("" if budget == "off" else f" [{budget} core]")
             ax.plot(med.index, med.values, "o-", color=color_of(sp), label=label)
         ax.set_xlabel("offered rate (conn/s)")
-        ax.set_ylabel("server CPU us per connection (median)")
+        ax.set_ylabel("server CPU µs per connection (median)")
         ax.set_ylim(bottom=0)
-        ax.set_title(f"CPU per connection vs offered rate (open loop) - link {link}", fontsize=10)
+        ax.set_title(f"CPU per connection vs offered rate (open loop) - link {link}\n"
+                     f"{_batches_text(d)}", fontsize=9)
         ax.legend(fontsize=7)
     return _save(plt, fig, path)
 
@@ -304,7 +331,8 @@ def chart_latency_vs_rate(df, path):
         ax.set_yscale("log")
         ax.set_xlabel("offered rate (conn/s)")
         ax.set_ylabel("latency from scheduled start (us)")
-        ax.set_title(f"latency vs offered rate (open loop) - link {link}", fontsize=10)
+        ax.set_title(f"latency vs offered rate (open loop) - link {link}\n"
+                     f"{_batches_text(d)}", fontsize=9)
         handles, labels = ax.get_legend_handles_labels()
         uniq = dict(zip(labels, handles))
         ax.legend(uniq.values(), uniq.keys(), fontsize=7)

@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
                                          "one batch (harness/ablation.py)")
     add_common(ab)
 
+    ch = sub.add_parser("chart", help="redraw a batch's chart, results/batches/ID.png (make chart)")
+    ch.add_argument("batch", help="a batch id from results/batches/, or 'latest'")
+    ch.add_argument("--results-dir", help="results directory (default: $EVENTS_RESULTS_DIR "
+                                          "or results/ of the repository)")
+
     w = sub.add_parser("sweep", help="open-loop sweep of offered rates: latency vs rate")
     w.add_argument("--variant", default=None, help="variant spec (default master)")
     w.add_argument("--servers", default=None,
@@ -341,7 +346,7 @@ def cmd_bench(a) -> int:
     specs = _check_applies(a, [variant, _parse(srv.BASELINE)])
     _preflight(specs, kw["python"], skip=False)
     procs.check_loadgen()
-    return outcome(runner.run_batch(specs, kind="bench", **kw))
+    return outcome(_charted(runner.run_batch(specs, kind="bench", **kw), kw, "bench"))
 
 
 def cmd_compare(a) -> int:
@@ -351,7 +356,34 @@ def cmd_compare(a) -> int:
     specs = _check_applies(a, specs)
     procs.check_loadgen()
     specs = _preflight(specs, kw["python"], skip=True)
-    return outcome(runner.run_batch(specs, kind="compare", **kw))
+    return outcome(_charted(runner.run_batch(specs, kind="compare", **kw), kw, "compare"))
+
+
+def _charted(recs: list[dict], kw: dict, kind: str) -> list[dict]:
+    """Draw the batch's chart beside its summary (harness/batchchart.py) and say where,
+    or say why not and how to draw it later."""
+    from harness import batchchart, records
+    batch_id = next((r.get("batch_id") for r in recs if r.get("batch_id")), None)
+    line = batchchart.after_batch(records.results_dir(kw.get("results_dir")), batch_id, kind)
+    if line:
+        print(line)
+    return recs
+
+
+def cmd_chart(a) -> int:
+    from harness import batchchart, records
+    results = records.results_dir(a.results_dir)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return die("make chart needs matplotlib: install the report extra (make chart does; "
+                   "pip install -e '.[report]')", EXIT_MISSING)
+    try:
+        path = batchchart.write(results, a.batch)
+    except batchchart.BatchError as e:
+        raise UsageError(str(e)) from None
+    print(f"wrote {records.shown_path(path)}")
+    return 0
 
 
 def cmd_ablation(a) -> int:
@@ -427,7 +459,7 @@ def dispatch(name: str, argv: list[str]) -> int:
 
 
 COMMANDS = {"serve": cmd_serve, "load": cmd_load, "bench": cmd_bench, "compare": cmd_compare,
-            "ablation": cmd_ablation,
+            "ablation": cmd_ablation, "chart": cmd_chart,
             "sweep": cmd_sweep, "soak": cmd_soak}
 
 

@@ -37,12 +37,35 @@ def load(results: str) -> tuple[list[dict], list[str]]:
     records, problems = _records.load_runs(os.path.join(results, "runs"))
     return records, [f"{os.path.basename(path)}: {reason}" for path, reason in problems]
 
+def incomplete_batches(results: str) -> set[str]:
+    """The ids of the batches whose file says they were interrupted (results/batches/*.json);
+    a batch with no file (older runs, the fixtures) counts as complete."""
+    out: set[str] = set()
+    d = os.path.join(results, "batches")
+    try:
+        names = sorted(os.listdir(d))
+    except FileNotFoundError:
+        return out
+    for name in names:
+        if name.endswith(".json") and not name.startswith("."):
+            try:
+                with open(os.path.join(d, name)) as f:
+                    if json.load(f).get("interrupted"):
+                        out.add(name[:-5])
+            except (OSError, ValueError, AttributeError):
+                pass
+    return out
+
 def _python_label(r: dict) -> str:
     """The interpreter label of a run (the summary engine's rule)."""
     return _summary.python_label(r)
 
-def frame(records: list[dict]):
-    """One row per run, with the columns the report and reproduce.py use."""
+def frame(records: list[dict], incomplete: set[str] | frozenset = frozenset()):
+    """One row per run, with the columns the report and reproduce.py use.  ``incomplete``:
+    the ids of interrupted batches (``incomplete_batches``).  Each run's batch is named in
+    ``batch`` (its batch id, or ``run:<run_id>`` for a run recorded outside any batch: it
+    is then a batch of its own, never pooled with others), with the batch's time (its last
+    run's) and whether it completed."""
     import pandas as pd
 
     rows = []
@@ -88,22 +111,85 @@ def frame(records: list[dict]):
     df["concurrency"] = pd.to_numeric(df["concurrency"], errors="coerce").fillna(-1).astype(int)
     df["size"] = pd.to_numeric(df["size"], errors="coerce").fillna(-1).astype(int)
     df["round"] = pd.to_numeric(df["round"], errors="coerce").fillna(-1).astype(int)
+    df["batch"] = [b if b else f"run:{r}" for b, r in zip(df["batch_id"], df["run_id"])]
+    df["batch_time"] = df.groupby("batch")["time_utc"].transform(lambda t: max(str(x or "") for x in t))
+    df["batch_complete"] = ~df["batch"].isin(set(incomplete))
     df["open_loop"] = df["rate"].notna() & (df["rate"] > 0)
     df["user_us"] = df["cpu_us_per_conn"] * df["user_share"]
     df["sys_us"] = df["cpu_us_per_conn"] - df["user_us"]
     return df
 
+# --------------------------------------------------------------------------- which batches
+
+# The batches a link's headline charts may come from: the comparisons of designs.
+HEADLINE_KINDS = ("bench", "compare", "reproduce")
+
+def is_headline_spec(spec: str) -> bool:
+    """A design as the server table names it: no options (master:diet), no revision
+    (alone_proc@d3bc2e9), no one-off server (loop:..., cmd:...)."""
+    return ":" not in spec and "@" not in spec
+
+def pick_batch(cands, count_col: str = "spec"):
+    """Of the candidate rows (one batch each row's ``batch``), the batch that ran the most
+    distinct ``count_col`` values, the latest complete one among equals; None if none."""
+    if cands is None or not len(cands):
+        return None
+    g = cands.groupby("batch").agg(n=(count_col, "nunique"), t=("batch_time", "max"),
+                                   ok=("batch_complete", "all"))
+    return g.sort_values(["ok", "n", "t"]).index[-1]
+
+def headline_batches(rows) -> dict:
+    """link -> the batch its headline charts draw: of the complete bench/compare/reproduce
+    batches that compared designs with raw_epoll on that link (the default interpreter when
+    the link has runs of it), the one with the most designs, the latest among equals.
+    ``rows``: ``summarize(df, latest=False)``, every batch's rows."""
+    if rows is None or rows.empty:
+        return {}
+    c = rows[rows["batch_kind"].isin(HEADLINE_KINDS) & (rows["baseline"] == BASELINE)
+             & rows["spec"].map(is_headline_spec) & (rows["clean"] > 0)]
+    has_default = c.groupby("link")["python"].transform(lambda p: (p == "default").any())
+    c = c[~has_default | (c["python"] == "default")]
+    out = {}
+    for link in link_order(c["link"]):
+        b = pick_batch(c[c["link"] == link])
+        if b is not None and (c[(c["batch"] == b) & (c["link"] == link)]["spec"].nunique() > 1):
+            out[link] = b
+    return out
+
+def headline_rows(rows, link: str, batch: str):
+    """The rows a link's headline charts draw: that batch's designs against raw_epoll."""
+    s = rows[(rows["link"] == link) & (rows["batch"] == batch) & rows["spec"].map(is_headline_spec)
+             & (rows["baseline"] == BASELINE)]
+    if (s["python"] == "default").any():
+        s = s[s["python"] == "default"]
+    return s.reset_index(drop=True)
+
+def latest_batch_per_link(df) -> dict:
+    """link -> the latest complete batch among ``df``'s rows (an interrupted one only when
+    there is no other)."""
+    out = {}
+    for link in link_order(df["link"]) if len(df) else []:
+        d = df[df["link"] == link]
+        g = d.groupby("batch").agg(t=("batch_time", "max"), ok=("batch_complete", "all"))
+        out[link] = g.sort_values(["ok", "t"]).index[-1]
+    return out
+
 def cpu_split(df, results: str):
-    """Where the server's CPU goes, per spec on loopback (clean closed-loop runs, any
-    Python): median user and sys us per connection, and system calls per connection from
-    `make syscalls` when recorded.  User time is what an event library can change; sys
-    time is the kernel's TCP and epoll work, the floor every server shares."""
+    """Where the server's CPU goes on loopback, from one batch (clean closed-loop runs with
+    no CPU budget; of those batches, the one with the most designs, the latest among
+    equals): median user and sys us per connection per spec, and system calls per
+    connection from `make syscalls` when recorded.  User time is what an event library
+    can change; sys time is the kernel's TCP and epoll work, the floor every server
+    shares.  One batch: two days' medians pooled are a figure neither day measured.
+    The batch is in the ``batch`` column."""
     import pandas as pd
 
     clean = df[~df["excluded"] & ~df["open_loop"] & (df["link"] == "loopback")
                & df["user_us"].notna() & (df["budget"] == "off")]
     if clean.empty:
         return pd.DataFrame()
+    chosen = pick_batch(clean[clean["spec"].map(is_headline_spec)]) or pick_batch(clean)
+    clean = clean[clean["batch"] == chosen]
     g = clean.groupby(["spec", "python"])
     out = pd.DataFrame({"runs": g.size(), "user_us": g["user_us"].median(),
                         "sys_us": g["sys_us"].median(),
@@ -121,6 +207,7 @@ def cpu_split(df, results: str):
     out["syscalls"] = pd.to_numeric(out["syscalls"], errors="coerce")
     out["label"] = [sp + ("" if py == "default" else f" [{py}]")
                     for sp, py in zip(out["spec"], out["python"])]
+    out["batch"] = chosen
     return out.sort_values("cpu_us").reset_index(drop=True)
 
 
@@ -151,22 +238,36 @@ def head_to_head(df, pairs=HEAD_TO_HEAD):
     rounds exist.  The summary engine's pairing, with b as the baseline."""
     import pandas as pd
 
-    recs = [r for r in _records_of(df) if _summary.rate_of(r) is None]
     rows = []
-    for a, b, what in pairs:
-        mine = [r for r in recs if _summary.spec_of(r) in (a, b)]
-        for r in _summary.summarize(mine, baseline=b):
-            if r["spec"] != a or not r["paired_rounds"]:
-                continue
-            rows.append({"a": a, "b": b, "what": what, "link": r["link"], "python": r["python"],
-                         "budget": r["budget"], "concurrency": r["concurrency"], "size": r["size"],
-                         "rounds": r["paired_rounds"], "batches": r["paired_batches"],
-                         "ratio_cpu": r["ratio_cpu_to_baseline"],
-                         "ratio_conn": r["ratio_conn_to_baseline"],
-                         "cpu_ci": r["ratio_cpu_interval"], "conn_ci": r["ratio_conn_interval"],
-                         "verdict_conn": _summary.verdict_text(r, "conn"),
-                         "verdict_cpu": _summary.verdict_text(r, "cpu")})
-    return pd.DataFrame(rows)
+    for batch, g in _batches_of(df):
+        recs = [r for r in _records_of(g) if _summary.rate_of(r) is None]
+        for a, b, what in pairs:
+            mine = [r for r in recs if _summary.spec_of(r) in (a, b)]
+            for r in _summary.summarize(mine, baseline=b):
+                if r["spec"] != a or not r["paired_rounds"]:
+                    continue
+                rows.append(_h2h_row(a, b, what, r, batch, g))
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    # One batch per pair and conditions: the latest complete one (pooling is make combine's).
+    out = out.sort_values(["batch_complete", "batch_time", "batch"], kind="stable")
+    out = out.drop_duplicates(["a", "b", "link", "python", "budget", "concurrency", "size"], keep="last")
+    order = {(a, b): i for i, (a, b, _) in enumerate(pairs)}
+    out["_o"] = [order[(a, b)] for a, b in zip(out["a"], out["b"])]
+    return out.sort_values(["_o", "link"], kind="stable").drop(columns="_o").reset_index(drop=True)
+
+def _h2h_row(a, b, what, r, batch, g) -> dict:
+    return {"a": a, "b": b, "what": what, "link": r["link"], "python": r["python"],
+            "budget": r["budget"], "concurrency": r["concurrency"], "size": r["size"],
+            "rounds": r["paired_rounds"], "batches": r["paired_batches"],
+            "ratio_cpu": r["ratio_cpu_to_baseline"],
+            "ratio_conn": r["ratio_conn_to_baseline"],
+            "cpu_ci": r["ratio_cpu_interval"], "conn_ci": r["ratio_conn_interval"],
+            "verdict_conn": _summary.verdict_text(r, "conn"),
+            "verdict_cpu": _summary.verdict_text(r, "cpu"),
+            "batch": batch, "batch_time": g["batch_time"].iloc[0],
+            "batch_complete": bool(g["batch_complete"].iloc[0])}
 
 # The engine's row fields, under the names the charts, tables and reproduce.py use.
 _COLUMNS = {"runs": "runs", "excluded": "excluded", "failed": "failed_conns", "clean": "clean",
@@ -182,17 +283,35 @@ _COLUMNS = {"runs": "runs", "excluded": "excluded", "failed": "failed_conns", "c
             "variant_commit": "variant_commit", "lossy_runs": "lossy_runs",
             "failed_runs": "failed_runs"}
 
-def summarize(df):
-    """The closed-loop table: the summary engine's rows (harness/summary.py) for the runs of
-    ``df``, one per (link, spec, concurrency, size, python, budget, baseline), as a
-    DataFrame with the column names the charts use."""
+def _batches_of(df):
+    """(batch, its runs' frame rows) for each batch of ``df``, in the frame's order."""
+    return df.groupby("batch", sort=False) if len(df) else []
+
+def summarize(df, latest: bool = True):
+    """The closed-loop table: the summary engine's rows (harness/summary.py), one per batch
+    and (link, spec, concurrency, size, python, budget, baseline), as a DataFrame with the
+    column names the charts use and the batch each row comes from (``batch``,
+    ``batch_time``, ``batch_kind``, ``batch_complete``).
+
+    Each row is summarized within one batch: a median never mixes the runs of two batches,
+    which ran on the machine in two states (raw epoll's CPU per connection was 62-65 us on
+    one day and 36 on another).  With ``latest`` (the default) each experiment keeps only
+    the row of its latest complete batch (an interrupted one only when there is no other);
+    pooling batches is explicit: ``make combine``."""
     import pandas as pd
 
-    rows = [r for r in _summary.summarize(_records_of(df)) if r["rate"] is None]
+    rows = []
+    for batch, g in _batches_of(df):
+        meta = {"batch": batch, "batch_time": g["batch_time"].iloc[0],
+                "batch_kind": g["kind"].iloc[0], "batch_complete": bool(g["batch_complete"].iloc[0])}
+        rows += [(meta, r) for r in _summary.summarize(_records_of(g)) if r["rate"] is None]
     if not rows:
         return pd.DataFrame()
     out = pd.DataFrame([{**{k: r[k] for k in GROUP}, **{v: r[k] for k, v in _COLUMNS.items()},
-                         "_row": r} for r in rows])
+                         **meta, "_row": r} for meta, r in rows])
+    if latest:
+        out = out.sort_values(["batch_complete", "batch_time", "batch"], kind="stable")
+        out = out.drop_duplicates(GROUP + ["baseline"], keep="last")
     for col in ("conn_med", "conn_min", "conn_max", "cpu_med", "cpu_min", "cpu_max", "p50_med",
                 "p99_med", "ratio_conn", "ratio_cpu", "consistency"):
         out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)

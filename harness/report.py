@@ -38,12 +38,13 @@ import os
 import sys
 import time
 
-from harness import charts, reproduction
+from harness import batchchart, charts, reproduction
 from harness import records as _records
 from harness import summary as _summary
 from harness.frame import (NO_RUNS, cpu_split, environment_md, fmt_num, float_or_none, frame,
-                           head_to_head, link_order, load, range_text, ratio_ci, shown_path,
-                           summarize)
+                           head_to_head, headline_batches, headline_rows, incomplete_batches,
+                           latest_batch_per_link, link_order, load, range_text, ratio_ci,
+                           shown_path, summarize)
 
 
 # --------------------------------------------------------------------------- markdown
@@ -53,15 +54,19 @@ def verdicts_md(row) -> str:
     return f"{_summary.verdict_text(r, 'conn')}; CPU: {_summary.verdict_text(r, 'cpu')}"
 
 def table_md(summary) -> str:
-    head = ("| link | spec | c | CPU budget | runs (clean/excl.) | conn/s median [min-max] | "
+    head = ("| batch | spec | c | CPU budget | runs (clean/excl.) | conn/s median [min-max] | "
             "ratio conn/s [CI] | CPU us/conn median | ratio CPU [CI] | verdict | conn/s x CPU | pairs | "
             "p50 / p99 us | failed conns | client-bound | server-bound |\n"
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
+    # Each row is one batch's (the latest that ran it): the newest batches first, a batch's
+    # rows together, so a reader compares figures of one machine state with each other.
+    if "batch_time" in summary:
+        summary = summary.sort_values(["batch_time", "batch"], ascending=False, kind="stable")
     for _, r in summary.iterrows():
         base = bool(r["is_baseline"])
         lines.append(
-            f"| {r['link']} | {r['label']} | {r['concurrency']} | "
+            f"| {r.get('batch', '-')} | {r['label']} | {r['concurrency']} | "
             f"{'off' if r['budget'] == 'off' else r['budget'] + ' core'} | {r['runs']} "
             f"({r['clean']}/{r['excluded']}) | {range_text(r['conn_med'], r['conn_min'], r['conn_max'])} | "
             f"{'1 (baseline)' if base else ratio_ci(r, 'conn')} | "
@@ -100,71 +105,123 @@ HOW_TO_READ = """\
   conn/s is then budget ÷ CPU per connection, and `conn/s x CPU` (conn/s ratio times
   CPU ratio) is 1.00 within a few %; '!' marks a gap above 5 %. `server-bound` counts
   the runs where the server used >= 90 % of its budget and the client was not saturated.
-  The charts show the server-bound runs where a link has them; budgeted and unbudgeted
-  runs are never pooled (CPU per connection depends on load).
+  Budgeted and unbudgeted runs are never pooled (CPU per connection depends on load).
+- **One batch per figure.** Every row of a table is summarized within one batch, the
+  latest complete batch that ran that spec under those conditions (its id in the `batch`
+  column); a chart draws one batch, named in its title. Two batches ran on the machine in
+  two states (raw epoll's CPU per connection has moved by 1.8x between days), so medians
+  are never pooled across batches; `make combine BATCHES="..."` pools batches explicitly,
+  each run paired with the baseline of its own round. Each link's charts draw its headline
+  batch: of the bench/compare/reproduce batches against raw_epoll, the one that ran the
+  most designs (no NAME@REV, no options, no one-off servers), the latest among equals.
 - **Whiskers are min-max** of the clean runs, not a confidence interval.
 - **Open-loop (sweep) runs** appear only in the latency-vs-rate chart: latency there
   counts from each connection's scheduled start, so server stalls are not hidden.
 """
 
+def _safe(link: str) -> str:
+    """A link's name as part of a file name."""
+    return "".join(ch if ch.isalnum() or ch in "+-." else "_" for ch in str(link))
+
+def _headline_charts(results, df, every, charts_dir, made) -> dict:
+    """The charts of each link, from the one batch its headline comes from
+    (frame.headline_batches): the paired ratios with their intervals (the batch chart),
+    conn/s, CPU per connection and latency.  link -> batch."""
+    chosen = headline_batches(every)
+    for link, batch in chosen.items():
+        rows = headline_rows(every, link, batch)
+        runs = df[(df["batch"] == batch) & (df["link"] == link)]
+        name = _safe(link)
+        meta = {"batch_id": batch, "kind": rows["batch_kind"].iloc[0], "link": link}
+        batchchart.draw(meta, list(rows["_row"]), os.path.join(charts_dir, f"ratios_{name}.png"))
+        made.append((f"ratios_{name}.png", f"link {link}: each design against raw epoll",
+                     f"Batch `{batch}` only: each design's paired ratio to raw_epoll in the same "
+                     "rounds, with its interval as the bar and the batch's verdict beside it. "
+                     "Revision specs (NAME@REV), options (NAME:key=value) and one-off servers "
+                     "are left out (they are in the tables)."))
+        charts.bar_chart(rows, runs, os.path.join(charts_dir, f"conn_per_s_{name}.png"),
+                         med="conn_med", lo="conn_min", hi="conn_max", col="conn_per_s",
+                         ratio="ratio_conn", ylabel="connections per second (conn/s)",
+                         title="conn/s (median, min-max)", mark_bound=True, batch=batch)
+        made.append((f"conn_per_s_{name}.png", f"link {link}: connections per second",
+                     f"Batch `{batch}` only. Bars: median of clean runs; whiskers: min-max; "
+                     "dashed line: raw_epoll; label: paired ratio to raw_epoll, '!' where it "
+                     "disagrees with the inverse CPU ratio by more than 5 %; hatched: includes "
+                     "client-bound runs (lower bound); red crosses: excluded runs. With a CPU "
+                     "budget (in the title) conn/s is the budget ÷ CPU per connection."))
+        charts.bar_chart(rows, runs, os.path.join(charts_dir, f"cpu_per_conn_{name}.png"),
+                         med="cpu_med", lo="cpu_min", hi="cpu_max", col="cpu_us_per_conn",
+                         ratio="ratio_cpu", ylabel="server CPU (user+sys) µs per connection",
+                         title="server CPU per connection", mark_bound=False, batch=batch)
+        made.append((f"cpu_per_conn_{name}.png", f"link {link}: server CPU per connection",
+                     f"Batch `{batch}` only. Lower is better; the label is the paired ratio of "
+                     "CPU per connection to raw_epoll's."))
+        charts.chart_latency(rows, os.path.join(charts_dir, f"latency_{name}.png"), batch=batch)
+        made.append((f"latency_{name}.png", f"link {link}: latency p50 / p99",
+                     f"Batch `{batch}` only. Closed loop: latency includes the wait in the "
+                     "server's queue."))
+    return chosen
+
 def write_report(results: str, records: list[dict], problems: list[str]) -> str:
     """Write REPORT.md and the charts; return the REPORT.md path."""
-    df = frame(records)
+    df = frame(records, incomplete_batches(results))
+    every = summarize(df, latest=False) if len(df) else df
     summary = summarize(df)
     charts_dir = os.path.join(results, "charts")
     os.makedirs(charts_dir, exist_ok=True)
+    for old in os.listdir(charts_dir):      # a link or chart no longer drawn leaves no stale file
+        if old.endswith(".png"):
+            os.remove(os.path.join(charts_dir, old))
     made: list[tuple[str, str, str]] = []   # (file, title, caption)
 
+    chosen: dict = {}
     if not summary.empty:
-        charts.bar_chart(summary, df, os.path.join(charts_dir, "conn_per_s.png"),
-                   med="conn_med", lo="conn_min", hi="conn_max", col="conn_per_s",
-                   ratio="ratio_conn", ylabel="connections per second",
-                   title="conn/s (median, min-max)", mark_bound=True)
-        made.append(("conn_per_s.png", "Connections per second",
-                       "Server-bound runs where a link has them (each server in a cgroup "
-                       "with a CPU quota, the budget in the panel title), so conn/s measures the "
-                       "server. Bars: median of clean runs; whiskers: min-max; dashed line: "
-                       "raw_epoll; label: paired ratio to raw_epoll, '!' where it disagrees with "
-                       "the inverse CPU ratio by more than 5 %; hatched: includes client-bound "
-                       "runs (lower bound); red crosses: excluded runs."))
-        charts.bar_chart(summary, df, os.path.join(charts_dir, "cpu_per_conn.png"),
-                   med="cpu_med", lo="cpu_min", hi="cpu_max", col="cpu_us_per_conn",
-                   ratio="ratio_cpu", ylabel="server CPU (user+sys) us per connection",
-                   title="server CPU per connection", mark_bound=False)
-        made.append(("cpu_per_conn.png", "Server CPU per connection",
-                       "Lower is better. The same runs as the conn/s chart; the label is the "
-                       "paired ratio of CPU per connection to raw_epoll's."))
-        charts.chart_latency(summary, os.path.join(charts_dir, "latency.png"))
-        made.append(("latency.png", "Latency p50 / p99",
-                       "Closed loop: latency includes the wait in the server's queue."))
-        if charts.chart_interpreters(summary, os.path.join(charts_dir, "interpreters.png")):
+        chosen = _headline_charts(results, df, every, charts_dir, made)
+        if charts.chart_interpreters(every, os.path.join(charts_dir, "interpreters.png")):
+            used = charts.interpreter_rows(every)
             made.append(("interpreters.png", "The designs on each interpreter",
-                           "The three charts above show the default interpreter; this one "
-                           "the paired CPU ratio to raw_epoll for every interpreter run "
-                           "with PYTHON=... (tables above for the figures)."))
+                           "The paired CPU ratio to raw_epoll of each design on every "
+                           "interpreter run with PYTHON=..., on loopback at one CPU budget (the "
+                           "one most interpreters ran at), each interpreter from one batch (the "
+                           "one with the most designs, the latest among equals): " + ", ".join(f"{p} `{b}`" for p, b in
+                                                 used.groupby("python")["batch"].first().items())
+                           + ". A ratio is paired within its batch; bars of two interpreters "
+                           "come from two batches."))
     split = cpu_split(df, results)
     if not split.empty:
         charts.chart_cpu_split(split, os.path.join(charts_dir, "cpu_split.png"))
         made.append(("cpu_split.png", "Where the server's CPU goes",
+                       f"Batch `{split['batch'].iloc[0]}` only (of the loopback batches with no "
+                       "CPU budget, the one with the most designs, the latest among equals). "
                        "Median user and sys CPU per connection on loopback, with system calls "
                        "per connection from `make syscalls` where recorded. The kernel's share "
                        "is the floor every server pays; an event library only moves the "
                        "user part."))
-    if any(len(s) for s in df["snapshots"]):
-        charts.chart_over_time(df, os.path.join(charts_dir, "conn_over_time.png"))
+    # Over time: the runs of each link's headline batch, and of the latest soak on each link.
+    soaks = df[df["kind"] == "soak"]
+    timed = df[df["batch"].isin(set(chosen.values()) | set(latest_batch_per_link(soaks).values()))]
+    if any(len(s) for s in timed["snapshots"]):
+        charts.chart_over_time(timed, os.path.join(charts_dir, "conn_over_time.png"))
         made.append(("conn_over_time.png", "conn/s over time within runs",
+                       "The runs of the batches named in each panel's title (each link's "
+                       "headline batch; the latest soak). "
                        "One line per run from the client's per-second snapshots; dotted: "
                        "excluded runs. A steady line is a steady server; a sag or a gap is "
                        "a stall, a backlog overflow or port exhaustion."))
-    if df["open_loop"].any() and charts.chart_cpu_vs_rate(df, os.path.join(charts_dir, "cpu_vs_rate.png")):
+    # The sweeps: each link's latest complete sweep batch, one machine state per line.
+    sweeps = df[df["open_loop"] & (df["kind"] == "sweep")]
+    sweeps = sweeps[sweeps["batch"].isin(set(latest_batch_per_link(sweeps).values()))]
+    if len(sweeps) and charts.chart_cpu_vs_rate(sweeps, os.path.join(charts_dir, "cpu_vs_rate.png")):
         made.append(("cpu_vs_rate.png", "CPU per connection against offered rate",
-                       "Open loop. CPU per connection is not a constant of a server: a busier "
+                       "Open loop, each link's latest sweep batch (in the title). CPU per "
+                       "connection is not a constant of a server: a busier "
                        "loop serves more events per epoll_wait. Compare servers at one rate "
                        "(`make compare RATE=...`) or all saturated."))
-    if df["open_loop"].any():
-        charts.chart_latency_vs_rate(df, os.path.join(charts_dir, "latency_vs_rate.png"))
+    if len(sweeps):
+        charts.chart_latency_vs_rate(sweeps, os.path.join(charts_dir, "latency_vs_rate.png"))
         made.append(("latency_vs_rate.png", "Latency against offered rate (sweeps)",
-                       "Open loop; the knee, where p99 turns up, is the sustainable rate."))
+                       "Open loop, each link's latest sweep batch (in the title); the knee, "
+                       "where p99 turns up, is the sustainable rate."))
 
     md = ["# Benchmark report\n",
           f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `make report` "
@@ -184,38 +241,41 @@ def write_report(results: str, records: list[dict], problems: list[str]) -> str:
     h2h = head_to_head(df) if len(df) else None
     if h2h is not None and len(h2h):
         md.append("## Head to head (paired in the same rounds)\n")
-        md.append("| a | b | what | link | python | CPU budget | rounds (batches) | CPU/conn a ÷ b | "
-                  "conn/s a ÷ b | verdict |\n|---|---|---|---|---|---|---|---|---|---|")
+        md.append("| a | b | what | link | python | CPU budget | batch | rounds | CPU/conn a ÷ b | "
+                  "conn/s a ÷ b | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|")
         for _, r in h2h.iterrows():
             md.append(f"| {r['a']} | {r['b']} | {r['what']} | {r['link']} | {r['python']} | "
                       f"{'off' if r['budget'] == 'off' else r['budget'] + ' core'} | "
-                      f"{r['rounds']} ({r['batches']}) | "
+                      f"{r['batch']} | {r['rounds']} | "
                       f"{_summary.ratio_text(float_or_none(r['ratio_cpu']), r['cpu_ci'])} | "
                       f"{_summary.ratio_text(float_or_none(r['ratio_conn']), r['conn_ci'])} | "
                       f"{r['verdict_conn']}; CPU: {r['verdict_cpu']} |")
         md.append("\nMedian over rounds of (a ÷ b) where both ran clean in the same round of "
-                  "one batch. conn/s ratios of client-bound runs measure the client.\n")
+                  "one batch, the latest batch that ran both (pool several with `make combine`). "
+                  "conn/s ratios of client-bound runs measure the client.\n")
     if not split.empty:
-        md.append("## Where the server's CPU goes (loopback)\n")
+        md.append(f"## Where the server's CPU goes (loopback, batch `{split['batch'].iloc[0]}`)\n")
         md.append("| spec | runs | CPU us/conn | user us/conn | sys us/conn | syscalls/conn |")
         md.append("|---|---|---|---|---|---|")
         for _, r in split.iterrows():
             md.append(f"| {r['label']} | {r['runs']} | {r['cpu_us']:.1f} | {r['user_us']:.1f} | "
                       f"{r['sys_us']:.1f} | {fmt_num(r['syscalls'], '{:.2f}')} |")
         md.append("\nuser = interpreter, event library and procs; sys = the kernel's TCP and "
-                  "epoll work. Medians of clean runs over all batches (not paired: for ratios "
+                  "epoll work. Medians of the clean runs of that one batch (not paired: for ratios "
                   "read the tables above).\n")
     if df["open_loop"].any():
         md.append("## Open-loop sweeps\n")
-        md.append("| link | spec | CPU budget | offered rate | runs (excl.) | achieved conn/s | "
+        md.append("| link | batch | spec | CPU budget | offered rate | runs (excl.) | achieved conn/s | "
                   "CPU us/conn | p50 us | p99 us |")
-        md.append("|---|---|---|---|---|---|---|---|---|")
-        sw = df[df["open_loop"]]
-        for (link, spec, budget, rate), g in sw.groupby(["link", "spec", "budget", "rate"]):
+        md.append("|---|---|---|---|---|---|---|---|---|---|")
+        sw = df[df["open_loop"]].sort_values(["batch_time", "batch", "spec", "rate"], kind="stable")
+        # One row per batch: a median of two sweeps is a figure neither machine state measured.
+        for (link, batch, spec, budget, rate), g in sw.groupby(["link", "batch", "spec", "budget", "rate"],
+                                                                sort=False):
             ok = g[~g["excluded"]]
             got = ok["conn_per_s"].median()
             short = got == got and got < _summary.SUSTAINED_SHARE * rate
-            md.append(f"| {link} | {spec} | {'off' if budget == 'off' else budget + ' core'} | "
+            md.append(f"| {link} | {batch} | {spec} | {'off' if budget == 'off' else budget + ' core'} | "
                       f"{fmt_num(rate)} | {len(g)} ({int(g['excluded'].sum())}) | "
                       f"{fmt_num(got)}{' (not sustained)' if short else ''} | "
                       f"{fmt_num(ok['cpu_us_per_conn'].median(), '{:.1f}')} | {fmt_num(ok['p50_us'].median())} | "

@@ -13,8 +13,9 @@ import pytest
 from harness import charts, frame, report
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "runs")
-CHARTS = ("conn_per_s.png", "cpu_per_conn.png", "latency.png", "conn_over_time.png",
-          "latency_vs_rate.png")
+CHARTS = ("ratios_loopback.png", "conn_per_s_loopback.png", "cpu_per_conn_loopback.png",
+          "latency_loopback.png", "ratios_100mbit.png", "conn_per_s_100mbit.png",
+          "conn_over_time.png", "latency_vs_rate.png")
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -140,7 +141,7 @@ def test_report_draws_the_cpu_split_when_recorded(results):
         path.write_text(json.dumps(rec))
     assert report.main(["--results-dir", str(results)]) == 0
     md = (results / "REPORT.md").read_text()
-    assert "## Where the server's CPU goes (loopback)" in md
+    assert "## Where the server's CPU goes (loopback, batch `fixA`)" in md
     assert (results / "charts" / "cpu_split.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -299,7 +299,9 @@ def test_two_batches_at_once_do_not_collide(tmp_path):
     assert len({r["run_id"] for r in recs}) == 4 and len({r["batch_id"] for r in recs}) == 2
     lines = (tmp_path / "runs.csv").read_text().splitlines()
     assert len(lines) == 5 and lines[0] == ",".join(records.CSV_HEADER)
-    assert len(os.listdir(tmp_path / "batches")) == 4
+    # Each batch: its summary (.json), its table (.md) and its chart (.png, harness/batchchart.py).
+    names = sorted(os.listdir(tmp_path / "batches"))
+    assert len(names) == 6 and {n.rsplit(".", 1)[1] for n in names} == {"json", "md", "png"}
 
 
 # --------------------------------------------------------------------------- sweep, soak, link
