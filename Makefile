@@ -49,7 +49,7 @@ RUN_ARGS_NC = $(if $(LINK),--link $(LINK)) $(if $(REPEAT),--repeat $(REPEAT)) \
 
 C_BINS := $(BUILD)/loadgen $(BUILD)/c_epoll $(BUILD)/delayline
 
-.PHONY: all venv build test bench compare chart twohost-serve twohost-load serve load sweep soak report profile syscalls reproduce clean help python-ft test-ft pypy test-pypy icount icount-parts combine sweep-concurrency ablation ablation-icount
+.PHONY: all venv build test bench compare chart twohost-serve twohost-load serve load sweep soak report profile syscalls reproduce clean help python-ft test-ft pypy test-pypy icount icount-parts combine sweep-concurrency ablation ablation-icount mutate
 
 all: venv build
 
@@ -69,6 +69,7 @@ help:
 	@echo "make sweep-concurrency [SERVERS=...] [CONCURRENCY=\"1 2 4 8 16 64 256\"]   (CPU per connection against connections in flight)"
 	@echo "make ablation [LINK=1000mbit] [CONCURRENCY=4]   (the ae-literal design, step by step to master; waterfall)"
 	@echo "make ablation-icount   (instructions per connection of every spec of the ablation path)"
+	@echo "make mutate [MUTANTS=\"no_recheck ...\"] [MUTATE_TIMEOUT=300]   (deviations from ae planted in a copy of the loops: caught/seeded)"
 
 venv: $(STAMP)-core
 
@@ -84,7 +85,7 @@ $(STAMP)-%: pyproject.toml $(CONSTRAINTS)
 # prerequisite of each target, stops with exit 2 (before any set-up) when a knob that TARGET
 # does not take was set on the command line. TAKES_<target> lists the knobs each one takes.
 RUN_KNOBS := LINK REPEAT DURATION WARMUP CONCURRENCY SIZE RATE DELAY LOSS PYTHON DIET POOL SERVER_CPU
-KNOBS     := VARIANT SERVERS HOST PORT RUN_ID CONNECTIONS RATES LOOP SERVER_CMD MODEL_EXAMPLES MODEL_SEED MODEL_STEPS BATCHES BATCH $(RUN_KNOBS)
+KNOBS     := VARIANT SERVERS HOST PORT RUN_ID CONNECTIONS RATES LOOP SERVER_CMD MODEL_EXAMPLES MODEL_SEED MODEL_STEPS BATCHES BATCH MUTANTS MUTATE_TIMEOUT $(RUN_KNOBS)
 TAKES_bench    := VARIANT $(RUN_KNOBS)
 TAKES_compare  := SERVERS LOOP SERVER_CMD $(RUN_KNOBS)
 TAKES_sweep    := VARIANT RATES $(RUN_KNOBS)
@@ -103,6 +104,7 @@ TAKES_chart := BATCH
 TAKES_sweep-concurrency := SERVERS $(RUN_KNOBS)
 TAKES_ablation := $(RUN_KNOBS)
 TAKES_ablation-icount := PYTHON
+TAKES_mutate := MUTANTS MUTATE_TIMEOUT
 knobs-%:
 	@bad="$(strip $(foreach v,$(filter-out $(TAKES_$*),$(KNOBS)),$(if $(filter command line,$(origin $(v))),$(v))))"; \
 	if [ -n "$$bad" ]; then echo "error: make $* does not use $$bad; it takes: $(or $(strip $(TAKES_$*)),no variables)" >&2; exit 2; fi; \
@@ -145,6 +147,14 @@ TAKES_test-model := MODEL_EXAMPLES MODEL_SEED MODEL_STEPS
 test-model: knobs-test-model $(STAMP)-test
 	$(if $(MODEL_EXAMPLES),EVENTS_MODEL_EXAMPLES=$(MODEL_EXAMPLES)) $(if $(MODEL_SEED),EVENTS_MODEL_SEED=$(MODEL_SEED)) \
 	  $(if $(MODEL_STEPS),EVENTS_MODEL_STEPS=$(MODEL_STEPS)) $(PY) -m pytest -q -p no:cacheprovider tests/test_model.py
+
+# The mutation run (tools/mutate.py): deviations from ae planted in a copy of variants/, each
+# run against the model test and the conformance suite (not in make test: a few minutes).
+# MUTANTS="a b": those only (nothing written); results/mutation/ gets a full run's table.
+MUTANTS        ?=
+MUTATE_TIMEOUT ?=
+mutate: knobs-mutate $(STAMP)-test
+	$(PY) tools/mutate.py $(if $(MUTANTS),--only $(MUTANTS)) $(if $(MUTATE_TIMEOUT),--timeout $(MUTATE_TIMEOUT))
 
 .PHONY: lint
 # ruff over the whole tree, then mypy: the harness at mypy's default level, the libraries strict
