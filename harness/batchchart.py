@@ -130,7 +130,7 @@ def draw(meta: dict, rows: list[dict], path: str, *, title: str | None = None,
     n = len(rows)
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 0.46 * n + 2.1), sharey=True, squeeze=False)
     panels = (("conn", "conn/s ÷ baseline (higher: faster)"),
-              ("cpu", "server CPU per connection ÷ baseline (lower: cheaper)"))
+              ("cpu", "server CPU/connection ÷ baseline (lower: cheaper)"))
     y = list(range(n))
     for ax, (which, xlabel) in zip(axes[0], panels):
         hi_all = [1.0]
@@ -162,7 +162,7 @@ def draw(meta: dict, rows: list[dict], path: str, *, title: str | None = None,
         lo, hi = min(hi_all), max(hi_all)
         span = max(hi - lo, 0.2)
         # Room on the right for the figure and verdict written beside each point.
-        ax.set_xlim(max(0.0, lo - 0.08 * span), hi + 0.95 * span)
+        ax.set_xlim(max(0.0, lo - 0.08 * span), hi + 1.1 * span)
         ax.axvline(1.0, color="#888888", linestyle="--", linewidth=1)
         ax.set_xlabel(xlabel, fontsize=9)
         ax.grid(axis="x", color="#eeeeee")
@@ -176,7 +176,7 @@ def draw(meta: dict, rows: list[dict], path: str, *, title: str | None = None,
         labels.append(str(r.get("spec")) + (f" ({', '.join(flags)})" if flags else ""))
     axes[0][0].set_yticks(y)
     axes[0][0].set_yticklabels(labels, fontsize=9)
-    axes[0][0].invert_yaxis()
+    axes[0][0].set_ylim(n - 0.5, -0.5)          # top to bottom, half a line of margin
     fig.suptitle(title or title_of(meta, rows), fontsize=10)
     foot = note or ("point: median of the per-round ratios; bar: its interval (95 % from 6 "
                     "rounds, none under 5: hollow point); dashed: 1.00 = the baseline")

@@ -208,7 +208,7 @@ def chart_over_time(df, path):
     soak = runs["kind"] == "soak"
     panels = [(link, False) for link in link_order(runs[~soak]["link"])]
     panels += [(link, True) for link in link_order(runs[soak]["link"])]
-    fig, axes = _panels(plt, len(panels) or 1, width=7)
+    fig, axes = _panels(plt, len(panels) or 1, height=3.4)
     cmap = plt.get_cmap("tab20")
     for ax, (link, is_soak) in zip(axes, panels):
         mine = runs[(runs["link"] == link) & (soak == is_soak)]
@@ -330,7 +330,7 @@ def chart_latency_vs_rate(df, path):
                            zorder=3, label="excluded run")
         ax.set_yscale("log")
         ax.set_xlabel("offered rate (conn/s)")
-        ax.set_ylabel("latency from scheduled start (us)")
+        ax.set_ylabel("latency from scheduled start (µs)")
         ax.set_title(f"latency vs offered rate (open loop) - link {link}\n"
                      f"{_batches_text(d)}", fontsize=9)
         handles, labels = ax.get_legend_handles_labels()

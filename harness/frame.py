@@ -162,7 +162,10 @@ def headline_rows(rows, link: str, batch: str):
              & (rows["baseline"] == BASELINE)]
     if (s["python"] == "default").any():
         s = s[s["python"] == "default"]
-    return s.reset_index(drop=True)
+    s = s.reset_index(drop=True)
+    # One batch, one set of conditions (in the titles): the spec is the whole label.
+    s["label"] = s["spec"]
+    return s
 
 def latest_batch_per_link(df) -> dict:
     """link -> the latest complete batch among ``df``'s rows (an interrupted one only when
