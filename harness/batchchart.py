@@ -128,7 +128,8 @@ def draw(meta: dict, rows: list[dict], path: str, *, title: str | None = None,
     import matplotlib.pyplot as plt
 
     n = len(rows)
-    fig, axes = plt.subplots(1, 2, figsize=(9.6, 0.46 * n + 2.1), sharey=True, squeeze=False)
+    height = 0.46 * n + 2.1
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, height), sharey=True, squeeze=False)
     panels = (("conn", "conn/s ÷ baseline (higher: faster)"),
               ("cpu", "server CPU/connection ÷ baseline (lower: cheaper)"))
     y = list(range(n))
@@ -167,8 +168,11 @@ def draw(meta: dict, rows: list[dict], path: str, *, title: str | None = None,
         ax.set_xlabel(xlabel, fontsize=9)
         ax.grid(axis="x", color="#eeeeee")
     labels = []
+    # A batch of several conditions (sweep-concurrency: one per level) names them per line.
+    varying = [k for k in ("concurrency", "size", "python", "budget") if len({str(r.get(k)) for r in rows}) > 1]
+    short = {"concurrency": "c=", "size": "size=", "python": "", "budget": "budget="}
     for r in rows:
-        flags = []
+        flags = [f"{short[k]}{r.get(k)}" for k in varying]
         if r.get("excluded"):
             flags.append(f"{r['excluded']} excl.")
         if r.get("client_bound"):
@@ -177,11 +181,14 @@ def draw(meta: dict, rows: list[dict], path: str, *, title: str | None = None,
     axes[0][0].set_yticks(y)
     axes[0][0].set_yticklabels(labels, fontsize=9)
     axes[0][0].set_ylim(n - 0.5, -0.5)          # top to bottom, half a line of margin
-    fig.suptitle(title or title_of(meta, rows), fontsize=10)
+    # The title at a fixed distance in inches from the top (a suptitle's place is a fraction of
+    # the height: too close on a tall chart, too far on a short one).
+    fig.text(0.5, 1 - 0.08 / height, title or title_of(meta, rows), ha="center", va="top", fontsize=10)
     foot = note or ("point: median of the per-round ratios; bar: its interval (95 % from 6 "
                     "rounds, none under 5: hollow point); dashed: 1.00 = the baseline")
     fig.text(0.01, 0.005, foot, fontsize=7, color="#555555", ha="left", va="bottom")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    # Inches kept free for the two-line title and the footnote, whatever the figure's height.
+    fig.tight_layout(rect=(0, 0.3 / height, 1, 1 - 0.5 / height))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
