@@ -22,7 +22,7 @@ import json
 import os
 import sys
 
-from harness import ablation, client, cpubudget, procs, runner, soak
+from harness import ablation, client, cmdline, cpubudget, procs, runner, soak
 from harness.cmdline import (DIET_HELP, EXIT_INTERRUPTED, EXIT_MISSING, EXIT_USAGE, Parser,
                              UsageError, add_common, check_common, check_host, check_range, die,
                              diet_levers, nonneg_float, positive_float, positive_int, rate_value,
@@ -39,6 +39,8 @@ DISPATCH = {
     "combine": ("harness.combine", [], "one batch table from several recorded batches"),
     "sweep-concurrency": ("harness.concurrency", [],
                           "CPU per connection against connections in flight (paired rounds)"),
+    "scale": ("harness.scale", [], "conn/s and CPU per connection against N event loops "
+                                   "(SO_REUSEPORT workers; paired rounds)"),
     "twohost-serve": ("harness.twohost", ["serve"],
                       "two-host mode, server machine: a server until Ctrl-C (make twohost-serve)"),
     "twohost-load": ("harness.twohost", ["load"],
@@ -210,9 +212,10 @@ def _check_applies(a, specs: list[srv.Spec]) -> list[srv.Spec]:
     if a.pool and not any("pool" in srv.accepted_options(p.server) for p in specs):
         raise UsageError(f"--pool/POOL applies to mul_thread only, not to {names}")
     try:
-        return runner.apply_options(specs, diet=a.diet, pool=getattr(a, "pool", None))
+        specs = runner.apply_options(specs, diet=a.diet, pool=getattr(a, "pool", None))
     except srv.ServerError as e:
         raise UsageError(f"--diet/DIET: {e}") from None
+    return cmdline.apply_workers(a, specs)          # WORKERS/WORKER_MODE (issue 26)
 
 
 def _check_args(a) -> None:

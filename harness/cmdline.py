@@ -136,6 +136,13 @@ def add_common(p: argparse.ArgumentParser, *, duration: float = _DEFAULTS.durati
                    help="server idle timeout in seconds (default: the server's, 10)")
     g.add_argument("--results-dir", default=None,
                    help="where runs are written (default results/, or $EVENTS_RESULTS_DIR)")
+    g.add_argument("--server-workers", type=positive_int, default=1, metavar="N",
+                   help="N event loops per server (WORKERS=N; spec loops=N): N processes, each a "
+                        "full server on its own SO_REUSEPORT listener of one port; --server-cpu is "
+                        "then per worker, one cgroup of N x F (not mul_thread's workers=, its pool)")
+    g.add_argument("--worker-mode", choices=("procs", "threads"), default="procs",
+                   help="procs (default): N server processes; threads (WORKER_MODE=threads; asyncio, "
+                        "uvloop): N loops in threads of one process, flagged on a GIL build")
     g.add_argument("--server-cpu", type=server_cpu_value, default=None, metavar="F|auto|off",
                    help="hold each server to F cores (its own cgroup with a CFS quota), so conn/s "
                         "measures the server; auto: calibrate so the client stays <= 70%% busy; "
@@ -189,6 +196,41 @@ def check_common(a, *, link: bool = True) -> None:
     rd = getattr(a, "results_dir", None)
     if rd is not None and (not rd.strip() or (os.path.exists(rd) and not os.path.isdir(rd))):
         raise UsageError(f"--results-dir {rd!r} is not a folder: give a folder (it is created if missing)")
+
+
+def apply_workers(a, specs: list) -> list:
+    """--server-workers/--worker-mode (WORKERS/WORKER_MODE) added to every spec (spec loops=N,
+    harness/servers/workers.py), then every spec's workers checked against the budget.
+    UsageError: a server with no threads mode, no SO_REUSEPORT, too many workers."""
+    from harness import servers as srv
+    from harness.servers import workers
+    n, mode = getattr(a, "server_workers", 1), getattr(a, "worker_mode", "procs")
+    try:
+        specs = [workers.with_workers(s, n, mode) for s in specs]
+        if any(workers.loops_of(s)[0] > 1 for s in specs):
+            workers.check_reuse_port()
+    except srv.ServerError as e:
+        raise UsageError(str(e)) from None
+    per = getattr(a, "server_cpu", None)
+    per = DEFAULT_SERVER_CPU if per is None and not getattr(a, "rate", None) else per
+    for s in specs:
+        check_workers_budget(workers.loops_of(s)[0], per if isinstance(per, float) else None, s.text)
+    return specs
+
+
+def check_workers_budget(n: int, per_worker: float | None, what: str = "") -> None:
+    """UsageError when N workers cannot each have ``per_worker`` cores: under the kernel's
+    smallest quota (0.05 core per worker), or more in all than the CPUs this process may use."""
+    if per_worker is None or n < 2:
+        return
+    where = f"{what}: " if what else ""
+    if per_worker < 1000 / cpubudget.PERIOD_US - 1e-9:
+        raise UsageError(f"{where}{n} workers at {per_worker:.3g} core each: a worker's budget must "
+                         f"be at least {1000 / cpubudget.PERIOD_US:g} core (fewer workers or more CPU)")
+    ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if n * per_worker > ncpu + 1e-9:
+        raise UsageError(f"{where}{n} workers x {per_worker:g} core = {n * per_worker:g} cores: more "
+                         f"than the {ncpu} CPU(s) here (fewer workers, or a smaller SERVER_CPU per worker)")
 
 
 def check_host(host: str) -> None:

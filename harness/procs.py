@@ -96,6 +96,36 @@ def pinning(server_cores: float | None = None) -> tuple[list[str], list[str]]:
     return server, [taskset, "-c", str(cpus[1])]
 
 
+def spread(workers: int, per_worker_cores: float | None, threads: bool = False) -> tuple:
+    """Pinning for N event loops (issue 26): (one server prefix per worker, the client's
+    prefix, what was done, for the record).
+
+    The client keeps its CPU (the second allowed one, as ``pinning``); the workers are
+    spread round-robin over the other CPUs (threads mode: the process gets the set).  When
+    the workers need more cores than those -- the budget's ceil(N x per-worker), or N
+    cores with no budget -- they may use every CPU, the client's included, and the record
+    says the server and the client shared cores."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = []
+    taskset = shutil.which("taskset")
+    info: dict = {"cpus": len(cpus) or os.cpu_count(), "workers": workers, "server": [],
+                  "client": [], "shared_cores": None}
+    if len(cpus) < 2 or not taskset:
+        return [[] for _ in range(workers)], [], info
+    client = cpus[1]
+    own = [c for c in cpus if c != client]
+    need = workers if per_worker_cores is None else -(-workers * per_worker_cores // 1)
+    pool = own if need <= len(own) else cpus
+    sets = [[pool[i % len(pool)]] for i in range(workers)]
+    if threads:
+        sets = [pool[:max(1, min(len(pool), workers))]]
+    info.update(server=[",".join(map(str, s)) for s in sets], client=[str(client)],
+                shared_cores=any(client in s for s in sets))
+    return [[taskset, "-c", t] for t in info["server"]], [taskset, "-c", str(client)], info
+
+
 # --------------------------------------------------------------------------- signals
 
 class Signals:

@@ -44,7 +44,8 @@ from typing import Any, Callable
 from harness import cpubudget, environment, kstats, noise, passes, records
 from harness import servers as srv
 from harness.client import CLIENT_BOUND_SHARE, client_argv, compute_metrics, run_client
-from harness.procs import RunnerError, Signals, check_loadgen, pinning
+from harness.procs import RunnerError, Signals, check_loadgen, pinning, spread
+from harness.servers import workers as wk
 from harness.progress import Progress
 from harness.tables import fmt_count, fmt_ms, format_table, print_table, summarize
 
@@ -135,6 +136,7 @@ class Planned:
     position: int       # 0-based position within the round
     rate: float | None = None
     concurrency: int | None = None      # this run's, else the batch's (sweep-concurrency)
+    server_cpu: float | None = None     # this run's budget per worker, else the batch's (scale)
 
 
 class Batch:
@@ -179,7 +181,14 @@ class Batch:
         rate = item.rate if item.rate is not None else s.rate
         conc = item.concurrency or s.concurrency
         run_id = records.new_id()
-        cores = probe[0] if probe else self._cores()
+        # N event loops (spec loops=N, harness/servers/workers.py): one cgroup holds them all,
+        # at N x the per-worker budget, and the pinning spreads them (procs.spread).
+        loops, loop_mode = wk.loops_of(spec)
+        per_worker = item.server_cpu if item.server_cpu is not None else self._cores()
+        cores = probe[0] if probe else (None if per_worker is None else per_worker * loops)
+        prefixes, client_prefix, pin = [self.server_prefix], self.client_prefix, None
+        if loops > 1:
+            prefixes, client_prefix, pin = spread(loops, per_worker, loop_mode == wk.THREADS)
         duration, warmup = (probe[1], probe[2]) if probe else (s.duration, s.warmup)
         where = "soak" if s.kind == "soak" else f"r{item.round}" + (f" @{rate:,.0f}/s" if item.rate else "") \
             + (f" c={conc}" if item.concurrency else "")
@@ -197,7 +206,8 @@ class Batch:
                        "loss": s.loss,
                        "idle_timeout": s.idle_timeout, "argv": list(sys.argv),
                        "server_argv": None, "client_argv": None,
-                       "pinning": {"server": self.server_prefix[-1:], "client": self.client_prefix[-1:]},
+                       "pinning": pin or {"server": self.server_prefix[-1:], "client": self.client_prefix[-1:]},
+                       "workers": loops, "worker_mode": loop_mode, "server_cpu_per_worker": per_worker,
                        "server_cpu": cores, "server_cpu_mode": s.server_cpu_mode,
                        "variant_commit": spec.commit, "diet_levers": list(spec.levers)},
             "client": None, "server_stats": None, "snapshots": [], "metrics": compute_metrics(None, None, None),
@@ -213,10 +223,10 @@ class Batch:
                 with self.signals.deferred():
                     if cores is not None:
                         group = cpubudget.Group(self.cpu_ctl, cores)
-                    server = srv.start(spec, host=lk.server_host, port=0, size=s.size,
-                                       idle_timeout=s.idle_timeout, python=s.python,
-                                       prefix=list(lk.server_prefix) + self.server_prefix,
-                                       cgroup_procs=group.procs_file if group else None)
+                    server = wk.start(spec, host=lk.server_host, size=s.size,
+                                      idle_timeout=s.idle_timeout, python=s.python,
+                                      prefixes=[list(lk.server_prefix) + p for p in prefixes],
+                                      cgroup_procs=group.procs_file if group else None)
             except cpubudget.BudgetError as e:
                 raise RunnerError(f"cannot hold the server to a CPU budget: {e}") from None
             except srv.ServerError as e:
@@ -253,7 +263,7 @@ class Batch:
                                      + extra)
 
             timeout = duration + warmup + s.timeout_ms / 1000 + 30
-            cres = run_client(list(lk.client_prefix) + self.client_prefix + argv, timeout=timeout,
+            cres = run_client(list(lk.client_prefix) + client_prefix + argv, timeout=timeout,
                               on_snapshot=show, server_alive=server.alive, signals=self.signals,
                               on_tick=(lambda el: observer.tick(server, el)) if observer else None)
             cpu1, t1 = server.cpu_seconds(), time.monotonic()
@@ -276,6 +286,8 @@ class Batch:
                           kernel=kstats.delta(k_server0, k_server1))
             # Events per pass from the STATS line (None where the loop was not counted).
             record["metrics"].update(passes.of_stats(record["server_stats"]))
+            if loops > 1:
+                record["warnings"] += worker_warnings(record, loop_mode, self.env)
             if k_client0 is not None:
                 record["kernel_client"] = kstats.delta(k_client0, k_client1)
             if group is not None:
@@ -464,6 +476,27 @@ class Batch:
             return records.write_batch(self.batch_id, summary, md, self.root)
         except FileExistsError:
             return None
+
+
+def worker_warnings(record: dict, mode: str, env: dict | None) -> list[str]:
+    """What a run of N event loops must say beside its figures: each worker's share of the
+    connections served (``workers``: an idle worker is visible), a worker that served
+    nothing, the server and the client sharing cores, threads under the GIL."""
+    stats = record.get("server_stats") or {}
+    served = [w.get("served") for w in stats.get("workers") or []]
+    total = sum(x for x in served if x)
+    record["workers"] = [{**w, "share": round(w["served"] / total, 4) if total and w.get("served") is not None
+                          else None} for w in stats.get("workers") or []]
+    out = []
+    idle = [i for i, x in enumerate(served) if not x]
+    if idle and total:
+        out.append(f"worker(s) {', '.join(map(str, idle))} of {len(served)} served nothing")
+    if (record["config"].get("pinning") or {}).get("shared_cores"):
+        out.append("the server's workers and the load client shared cores (more cores were "
+                   "needed than the client's leaves)")
+    if mode == wk.THREADS and not ((env or {}).get("server_python") or {}).get("free_threaded"):
+        out.append("threads mode on a GIL build: the loops take turns on one interpreter lock")
+    return out
 
 
 def _noise_seconds() -> float:

@@ -134,6 +134,25 @@ CASES = [
     (["sweep-concurrency", "--servers", "master master"], "master named twice"),
     (["sweep-concurrency", "--repeat", "0"], "--repeat: '0' must be an integer >= 1"),
     (["sweep-concurrency", "--from-batch", "bnope"], "no recorded runs of batch 'bnope'"),
+    # N event loops behind SO_REUSEPORT (issue 26): WORKERS, WORKER_MODE, the budget
+    (["compare", "--servers", "raw_epoll", "--server-workers", "0"], "--server-workers: '0' must be an integer >= 1"),
+    (["compare", "--servers", "raw_epoll asyncio", "--server-workers", "2", "--worker-mode", "threads"],
+     "raw_epoll has no threads mode"),
+    (["compare", "--servers", "raw_epoll", "--server-workers", "200"], "200 workers x 0.4 core = 80 cores: more than"),
+    (["compare", "--servers", "raw_epoll:loops=0"], "raw_epoll: loops=0 must be an integer >= 1"),
+    (["compare", "--servers", "c_epoll:loop_mode=threads"], "server 'c_epoll' has no option 'loop_mode'"),
+    (["compare", "--server-cmd", "./srv {port}", "--server-workers", "2"], "cannot be started as N workers"),
+    (["scale", "--workers", "0"], "0 workers: a count must be at least 1"),
+    (["scale", "--workers", "1 x"], "'x' is not a whole number of workers"),
+    (["scale", "--workers", "1,2,2"], "2 given twice"),
+    (["scale", "--workers", "1 16", "--budget", "total", "--server-cpu", "0.4"],
+     "a worker's budget must be at least 0.05 core"),
+    (["scale", "--workers", "1 200"], "more than the"),
+    (["scale", "--variant", "c_epoll", "--worker-mode", "threads"], "c_epoll has no threads mode"),
+    (["scale", "--budget", "total", "--server-cpu", "off"], "SCALE_CPU=total splits SERVER_CPU"),
+    (["scale", "--variant", "master", "--servers", "raw_epoll"], "not both"),
+    (["scale", "--variant", "raw_epoll:loops=2"], "without loops="),
+    (["scale", "--server-workers", "2"], "takes its worker counts as --workers"),
     # the entry point itself
     ([], "no subcommand given"),
     (["nonsense"], "invalid choice: 'nonsense'"),
@@ -197,6 +216,8 @@ MAKE_CASES = [
     (["bench", "DIET=0"], "DIET=0: unknown diet lever 0; use DIET=1"),
     (["compare", "DIET=yes"], "unknown diet lever yes"),
     (["compare", "DIET=cork+nope"], "unknown diet lever nope"),
+    (["compare", "SCALE_CPU=total"], "make compare does not use SCALE_CPU"),
+    (["report", "WORKERS=2"], "make report does not use WORKERS"),
 ]
 
 

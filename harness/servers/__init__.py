@@ -86,9 +86,11 @@ SERVERS: dict[str, Server] = {s.name: s for s in (
            "the ae-literal design (a 2016 port of ae.c) and its steps: literal:steps=STEP+STEP",
            options=_VARIANT_OPTS + (opts.STEPS,)),
     Server("asyncio", "python", "harness.servers.asyncio_server",
-           "asyncio Protocol on the default event loop", diet=opts.ASYNCIO_DIET),
+           "asyncio Protocol on the default event loop", diet=opts.ASYNCIO_DIET,
+           options=(opts.LOOP_MODE,)),
     Server("uvloop", "python", "harness.servers.uvloop_server",
-           "asyncio Protocol on uvloop", requires=("uvloop",), diet=opts.UVLOOP_DIET),
+           "asyncio Protocol on uvloop", requires=("uvloop",), diet=opts.UVLOOP_DIET,
+           options=(opts.LOOP_MODE,)),
     Server("c_epoll", "c", "c_epoll",
            "single-threaded C epoll echo server: the ceiling on this machine", diet=opts.C_DIET),
     Server("redis_ae", "c", "redis_ae",
@@ -380,7 +382,7 @@ def command(spec: Spec | str, *, host: str = "127.0.0.1", port: int = 0, size: i
         if key == "diet":
             levers = spec.levers
             argv += ["--diet" if levers == server.diet.supported else "--diet=" + ",".join(levers)]
-        elif key != opts.NO_CORK:                   # an alias, folded into the levers
+        elif key != opts.NO_CORK and key not in opts.LAUNCHER_KEYS:   # alias; workers.py's
             flag = "--" + key.replace("_", "-")
             argv += [flag] if value is True else [flag, opts.format_value(value)]
     return argv + list(extra)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import signal
 
 from harness.servers import common
@@ -121,6 +122,8 @@ class AsyncioEcho:
 
 def serve(name: str, new_loop=asyncio.new_event_loop, argv=None):
     args = common.parse_args(name, argv)
+    if args.loop_mode == "threads" and args.loops > 1:
+        serve_threads(name, new_loop, args)
     listener = common.listen(args)
     loop = new_loop()
     asyncio.set_event_loop(loop)
@@ -139,6 +142,58 @@ def serve(name: str, new_loop=asyncio.new_event_loop, argv=None):
     common.ready(name, listener)
     loop.run_forever()
     common.finish(server.stats)
+
+
+def serve_threads(name: str, new_loop, args) -> None:
+    """``--loops N --loop-mode threads`` (issue 26): N event loops in threads of this
+    process, each with its own SO_REUSEPORT listener on one port and its own counters.
+
+    Why threads: on a free-threaded build N loops in one process can use N cores with
+    no copy of the interpreter per core; under the GIL they take turns (the harness
+    flags such runs).  The main thread runs no loop: it blocks SIGTERM/SIGINT before
+    the threads start (they inherit the mask, so only it can take the signal), waits
+    for one, asks every loop to stop (``call_soon_threadsafe``), and prints one STATS
+    line, the loops' counts summed and each loop's own under ``workers``."""
+    import threading
+    args.reuse_port = True
+    listeners = [common.listen(args)]
+    args.port = listeners[0].getsockname()[1]
+    listeners += [common.listen(args) for _ in range(args.loops - 1)]
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    servers: list = []
+    up = threading.Barrier(args.loops + 1)
+
+    def run(listener) -> None:
+        loop = new_loop()
+        asyncio.set_event_loop(loop)
+        server = AsyncioEcho(args, loop)
+        servers.append(server)
+        loop.set_exception_handler(server.exception_handler)
+        loop.run_until_complete(loop.create_server(lambda: EchoProtocol(server),
+                                                   sock=listener, backlog=args.backlog))
+        interval = common.sweep_interval(args)
+        if interval:
+            loop.call_later(interval, server.sweep, interval)
+        up.wait()
+        loop.run_forever()
+
+    threads = [threading.Thread(target=run, args=(sock,), daemon=True) for sock in listeners]
+    for t in threads:
+        t.start()
+    try:
+        up.wait(timeout=30)
+    except threading.BrokenBarrierError:
+        common.die(f"{name}: a loop thread did not start")
+    common.ready(name, listeners[0])
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    for server in servers:
+        server.loop.call_soon_threadsafe(server.loop.stop)
+    for t in threads:
+        t.join(timeout=5)
+    try:
+        common.say("STATS", common.sum_stats([s.stats.as_dict() for s in servers], one_process=True))
+    finally:
+        os._exit(0)
 
 
 if __name__ == "__main__":

@@ -47,13 +47,14 @@ struct echo_opts {
     long backlog;
     double idle_timeout;           /* seconds; 0 disables */
     unsigned levers;               /* diet levers on (enum echo_lever bits); 0 = classic */
+    bool reuse_port;               /* --reuse-port: SO_REUSEPORT, one of N workers on a port */
     char bound_host[NI_MAXHOST];   /* numeric address actually bound (READY) */
 };
 
 static void echo_usage_line(FILE *f, const char *name)
 {
     fprintf(f, "usage: %s [--host H] [--port P] [--size N] [--backlog B] "
-               "[--idle-timeout SECONDS] [--diet[=LEVER,...]]\n", name);
+               "[--idle-timeout SECONDS] [--diet[=LEVER,...]] [--reuse-port]\n", name);
 }
 
 /* One clear line on stderr (plus the usage line), exit 2. */
@@ -137,7 +138,7 @@ static void echo_parse_args(struct echo_opts *o, const char *name, int argc, cha
         {"host", required_argument, 0, 'H'}, {"port", required_argument, 0, 'p'},
         {"size", required_argument, 0, 's'}, {"backlog", required_argument, 0, 'b'},
         {"idle-timeout", required_argument, 0, 'i'}, {"diet", optional_argument, 0, 'd'},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        {"reuse-port", no_argument, 0, 'r'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     *o = (struct echo_opts){ .name = name, .host = "127.0.0.1", .port = 0, .size = 100,
                              .backlog = 4096, .idle_timeout = 10.0 };
@@ -164,6 +165,7 @@ static void echo_parse_args(struct echo_opts *o, const char *name, int argc, cha
             o->levers = optarg ? echo_parse_levers(o, optarg) : ECHO_LEVERS_C;
             bare_diet |= !optarg;
             break;
+        case 'r': o->reuse_port = true; break;
         case 'h': echo_usage_line(stdout, name); exit(0);
         case ':': echo_bad_arg(o, "this option needs a value:", argv[optind - 1]); break;
         default:  echo_bad_arg(o, "unknown option", argv[optind - 1]); break;
@@ -193,7 +195,10 @@ static int echo_listen(struct echo_opts *o)
     }
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
+    /* --reuse-port: the harness's workers (harness/servers/workers.py) each bind their own
+     * listener to one port; the kernel spreads new connections over them by 4-tuple hash. */
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0
+        || (o->reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
         || bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, (int)o->backlog) < 0) {
         int e = errno;
         if (e == EADDRINUSE)

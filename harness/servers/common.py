@@ -109,7 +109,7 @@ import socket
 import sys
 
 from harness.servers import options
-from harness.servers.counters import Stats, ThreadStats, pass_hook  # noqa: F401  (the servers' counters)
+from harness.servers.counters import Stats, ThreadStats, pass_hook, sum_stats  # noqa: F401
 from harness.servers.options import positive_int, seconds  # noqa: F401  (argparse types)
 
 RECV_SIZE = 65536
@@ -156,7 +156,7 @@ def parse_args(name: str, argv=None, add_options=None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_port, default=0, help="0 = any free port (see READY)")
     p.add_argument("--size", type=positive_int, default=100, help="bytes per request")
-    for opt in declared_options(server):
+    for opt in declared_options(server) + (options.REUSE_PORT,):
         if opt.name != "diet":
             opt.add_to(p)
     levers = options.diet_argparse(p, name, server.diet)
@@ -186,6 +186,8 @@ def listen(args) -> socket.socket:
         die(f"cannot create a socket for {host}: {e.strerror}")
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if getattr(args, "reuse_port", False):      # one of N loops on one port (workers.py)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if "defer_accept" in args.diet:
             # The kernel wakes us only when the request's data is there (see docstring).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_S)

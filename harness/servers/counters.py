@@ -156,3 +156,33 @@ class ThreadStats(threading.local):
             for key in COUNTERS + PARTS:
                 total[key] += counts.get(key, 0)
         return _stats_line(total, self._levers, None, self.pass_counter, self.left)
+
+
+# Fields of a process's STATS that are not counts (never summed over workers).
+_NOT_SUMMED = ("diet_levers", "workers", "pid")
+# What each worker's entry of a summed STATS keeps: its share is visible (an idle one too).
+WORKER_FIELDS = COUNTERS + ("passes", "events", "cpu_user_s", "cpu_sys_s")
+
+
+def sum_stats(lines: list, one_process: bool = False) -> dict:
+    """The STATS of N event loops behind one port (issue 26, harness/servers/workers.py),
+    as one STATS dict: counts summed (None where any loop reported None: not counted),
+    histograms summed bucket by bucket, the rest from the first; ``workers`` lists each
+    loop's own counts, so a loop that served nothing is seen.  ``one_process``: the loops
+    are threads of one process, whose CPU fields are already the process's (not summed)."""
+    out: dict = dict(lines[0])
+    for key, first in lines[0].items():
+        if key in _NOT_SUMMED or (one_process and key.startswith("cpu_")):
+            continue
+        values = [d.get(key) for d in lines]
+        if any(v is None for v in values):
+            out[key] = None
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            total = sum(values)
+            out[key] = round(total, 6) if isinstance(total, float) else total
+        elif all(isinstance(v, list) and len(v) == len(first) for v in values) \
+                and all(isinstance(x, int) for v in values for x in v):
+            out[key] = [sum(col) for col in zip(*values)]
+    out["workers"] = [{k: None if one_process and k.startswith("cpu_") else d.get(k)
+                       for k in WORKER_FIELDS} for d in lines]     # threads: no CPU apart
+    return out

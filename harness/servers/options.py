@@ -240,12 +240,27 @@ def diet_argparse(parser, server: str, diet: Diet) -> Callable[[Any], tuple]:
 
 DIET = Option("diet", "the syscall diet: diet = every lever the server supports, "
               "diet=L1+L2 those only", flag=True)
+# More than one core (issue 26): ``loops=N`` runs N event loops, each a full server on its
+# own SO_REUSEPORT listener bound to one port (harness/servers/workers.py); ``loop_mode``
+# (asyncio and uvloop only: declared on them) puts the N loops in threads of one process.
+# The harness's --server-workers/WORKERS and --worker-mode/WORKER_MODE add them to specs.
+LOOPS = Option("loops", "N event loops on SO_REUSEPORT listeners of one port (the harness "
+               "starts N processes; loop_mode=threads: N threads of one process)",
+               _int_at_least_1, 1)
+LOOP_MODE = Option("loop_mode", "procs: N server processes; threads: N loops in threads of "
+                   "one process (meaningful on a free-threaded build)",
+                   choices=("procs", "threads"), default="procs")
+REUSE_PORT = Option("reuse_port", "SO_REUSEPORT on the listener (the harness sets it for loops=N)",
+                    flag=True)
 COMMON = (
     Option("idle_timeout", "close a connection quiet for this long (0 disables)",
            _seconds, 10.0, metavar="SECONDS"),
     Option("backlog", "listen() backlog (the kernel caps it at somaxconn)", _int_at_least_1, 4096),
     DIET,
+    LOOPS,
 )
+# Spec keys the launcher acts on (never passed to a server as such: it gets --reuse-port).
+LAUNCHER_KEYS = (LOOPS.name, LOOP_MODE.name)
 # The alias of recorded results: diet without cork (a spec key only, never a server flag).
 NO_CORK = "no_cork"
 
