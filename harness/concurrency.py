@@ -182,14 +182,16 @@ def markdown(batch_id: str, rows: list[dict], runs: list[dict]) -> str:
     at = {(r["spec"], r["concurrency"]): r for r in rows}
     cfg = (runs[0].get("config") or {}) if runs else {}
     budget = cfg.get("server_cpu")
+    rounds = len({(r.get("batch_id"), r.get("round")) for r in runs})
+    files = ", ".join(f"results/batches/{b}.md" for b in dict.fromkeys(r.get("batch_id") for r in runs))
     lines = [f"# Concurrency sweep {batch_id}", "",
-             f"{len({r.get('round') for r in runs})} paired round(s) of {cfg.get('duration', '?'):g} s "
+             f"Up to {rounds} paired round(s) of {cfg.get('duration', '?'):g} s "
              f"per run at each level; server CPU budget "
              f"{'off' if budget is None else f'{budget:g} core'}; link {runs[0].get('link') if runs else '?'}. "
              "Cells: server CPU per connection ÷ raw epoll's in the same round and level, median "
              "[interval], then the server's events per pass (mean; in brackets the share of its "
              "polls returning 1–3 events). Drawn from the batch's recorded runs "
-             f"(results/batches/{batch_id}.md has the full batch table).", ""]
+             f"({files}: the full batch table).", ""]
     head = ["concurrency", "bound (raw epoll)"] + specs
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for c in levels:
@@ -291,27 +293,32 @@ def chart(rows: list[dict], path: str, batch_id: str) -> None:
     plt.close(fig)
 
 
-def batch_runs(results: str, batch_id: str) -> list[dict]:
-    """The batch's recorded runs (results/runs), from disk: the chart's only input."""
+def batch_runs(results: str, batch_ids: list[str]) -> list[dict]:
+    """The batches' recorded runs (results/runs), from disk: the chart's only input."""
     runs, _problems = records.load_runs(results)
-    return [r for r in runs if r.get("batch_id") == batch_id]
+    return [r for r in runs if r.get("batch_id") in batch_ids]
 
 
 def render(results: str, batch_id: str) -> tuple[str, str, str]:
-    """results/concurrency/BATCH.{png,md,json} from the batch's recorded runs."""
-    runs = batch_runs(results, batch_id)
-    if not runs:
-        raise UsageError(f"no recorded runs of batch {batch_id!r} in "
-                         f"{records.shown_path(results)}/runs")
+    """results/concurrency/BATCH.{png,md,json} from the batch's recorded runs.  Several
+    ids ("A B") read as one sweep, each run still paired within its own batch and round
+    (as make combine): files A+B.*."""
+    ids = list(dict.fromkeys(batch_id.split()))
+    runs = batch_runs(results, ids)
+    for b in ids:
+        if not any(r.get("batch_id") == b for r in runs):
+            raise UsageError(f"no recorded runs of batch {b!r} in {records.shown_path(results)}/runs")
     rows = sweep_rows(runs)
     out = os.path.join(results, "concurrency")
     os.makedirs(out, exist_ok=True)
-    png, md, js = (os.path.join(out, f"{batch_id}.{ext}") for ext in ("png", "md", "json"))
-    chart(rows, png, batch_id)
+    name, label = "+".join(ids), " + ".join(ids)
+    png, md, js = (os.path.join(out, f"{name}.{ext}") for ext in ("png", "md", "json"))
+    chart(rows, png, label)
     with open(md, "w") as f:
-        f.write(markdown(batch_id, rows, runs))
+        f.write(markdown(label, rows, runs))
     records.write_json(js, records.portable({
-        "batch_id": batch_id, "kind": KIND, "levels": sorted({r["concurrency"] for r in rows}),
+        "batch_id": label, "batch_ids": ids, "kind": KIND,
+        "levels": sorted({r["concurrency"] for r in rows}),
         "regime_levels": regime_levels(rows), "rows": rows}), replace=True)
     return png, md, js
 
@@ -342,7 +349,8 @@ def build_parser() -> cmdline.Parser:
                    help=f"connections in flight, spaces or commas (default: "
                         f"{' '.join(map(str, DEFAULT_LEVELS))})")
     p.add_argument("--from-batch", default=None, metavar="BATCH_ID",
-                   help="only redraw results/concurrency/BATCH.* from that batch's recorded runs")
+                   help="only redraw results/concurrency/BATCH.* from that batch's recorded runs "
+                        "(\"A B\": several batches read as one, each run paired in its own)")
     cmdline.add_common(p, repeat=5, duration=3.0)
     return p
 

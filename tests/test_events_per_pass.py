@@ -96,7 +96,8 @@ def test_derived_events_match_the_events_raw_epoll_polled(spec):
     # The polls returned the derived events, plus the wake-up socket's one when SIGTERM
     # found the loop in its poll (when it came mid-pass, the loop ends without polling it).
     assert stats["events_polled"] - stats["events"] in (0, 1)
-    assert stats["events"] >= 2 * stats["served"] - stats["served"] * ("lazy" in spec)
+    if "lazy" not in spec:          # lazy_watch serves most connections inside the accept event
+        assert stats["events"] > 2 * stats["served"]
 
 
 @pytest.mark.parametrize("name", ["master", "alone_proc", "mul_thread"])
