@@ -37,13 +37,15 @@ RATES       ?=
 SERVER_CPU  ?=
 WORKERS     ?=
 WORKER_MODE ?=
+CLIENTS     ?=
 SCALE_CPU   ?=
 LOOP        ?=
 SERVER_CMD  ?=
 
 RUN_ARGS = $(RUN_ARGS_NC) $(if $(CONCURRENCY),--concurrency $(CONCURRENCY)) $(WORKER_ARGS)
 # WORKERS=N: N event loops per server (SO_REUSEPORT workers; not mul_thread's pool workers=).
-WORKER_ARGS = $(if $(WORKERS),--server-workers $(WORKERS)) $(if $(WORKER_MODE),--worker-mode $(WORKER_MODE))
+WORKER_ARGS = $(if $(WORKERS),--server-workers $(WORKERS)) $(if $(WORKER_MODE),--worker-mode $(WORKER_MODE)) $(CLIENT_ARGS)
+CLIENT_ARGS = $(if $(CLIENTS),--clients $(CLIENTS))
 # RUN_ARGS but CONCURRENCY, which sweep-concurrency takes as a list of levels.
 RUN_ARGS_NC = $(if $(LINK),--link $(LINK)) $(if $(REPEAT),--repeat $(REPEAT)) \
   $(if $(DURATION),--duration $(DURATION)) $(if $(WARMUP),--warmup $(WARMUP)) \
@@ -74,7 +76,7 @@ help:
 	@echo "make sweep-concurrency [SERVERS=...] [CONCURRENCY=\"1 2 4 8 16 64 256\"]   (CPU per connection against connections in flight)"
 	@echo "make ablation [LINK=1000mbit] [CONCURRENCY=4]   (the ae-literal design, step by step to master; waterfall)"
 	@echo "make ablation-icount   (instructions per connection of every spec of the ablation path)"
-	@echo "make scale [VARIANT=alone_proc | SERVERS=...] [WORKERS=\"1 2 4 8\"] [WORKER_MODE=procs|threads] [SCALE_CPU=per-worker|total]   (N event loops behind SO_REUSEPORT)"
+	@echo "make scale [VARIANT=alone_proc | SERVERS=...] [WORKERS=\"1 2 4 8\"] [WORKER_MODE=procs|threads] [SCALE_CPU=per-worker|total] [CLIENTS=N]   (N event loops behind SO_REUSEPORT)"
 	@echo "make mutate [MUTANTS=\"no_recheck ...\"] [MUTATE_TIMEOUT=300]   (deviations from ae planted in a copy of the loops: caught/seeded)"
 
 venv: $(STAMP)-core
@@ -91,12 +93,12 @@ $(STAMP)-%: pyproject.toml $(CONSTRAINTS)
 # prerequisite of each target, stops with exit 2 (before any set-up) when a knob that TARGET
 # does not take was set on the command line. TAKES_<target> lists the knobs each one takes.
 RUN_KNOBS := LINK REPEAT DURATION WARMUP CONCURRENCY SIZE RATE DELAY LOSS PYTHON DIET POOL SERVER_CPU
-KNOBS     := WORKERS WORKER_MODE SCALE_CPU VARIANT SERVERS HOST PORT RUN_ID CONNECTIONS RATES LOOP SERVER_CMD MODEL_EXAMPLES MODEL_SEED MODEL_STEPS BATCHES BATCH MUTANTS MUTATE_TIMEOUT $(RUN_KNOBS)
-TAKES_bench    := VARIANT WORKERS WORKER_MODE $(RUN_KNOBS)
-TAKES_compare  := SERVERS LOOP SERVER_CMD WORKERS WORKER_MODE $(RUN_KNOBS)
-TAKES_sweep    := VARIANT RATES WORKERS WORKER_MODE $(RUN_KNOBS)
-TAKES_soak     := VARIANT WORKERS WORKER_MODE $(RUN_KNOBS)
-TAKES_scale    := VARIANT SERVERS WORKERS WORKER_MODE SCALE_CPU $(RUN_KNOBS)
+KNOBS     := WORKERS WORKER_MODE SCALE_CPU CLIENTS VARIANT SERVERS HOST PORT RUN_ID CONNECTIONS RATES LOOP SERVER_CMD MODEL_EXAMPLES MODEL_SEED MODEL_STEPS BATCHES BATCH MUTANTS MUTATE_TIMEOUT $(RUN_KNOBS)
+TAKES_bench    := VARIANT WORKERS WORKER_MODE CLIENTS $(RUN_KNOBS)
+TAKES_compare  := SERVERS LOOP SERVER_CMD WORKERS WORKER_MODE CLIENTS $(RUN_KNOBS)
+TAKES_sweep    := VARIANT RATES WORKERS WORKER_MODE CLIENTS $(RUN_KNOBS)
+TAKES_soak     := VARIANT WORKERS WORKER_MODE CLIENTS $(RUN_KNOBS)
+TAKES_scale    := VARIANT SERVERS WORKERS WORKER_MODE SCALE_CPU CLIENTS $(RUN_KNOBS)
 TAKES_twohost-serve := VARIANT HOST PORT RUN_ID SIZE PYTHON SERVER_CPU
 TAKES_twohost-load  := HOST PORT RUN_ID $(RUN_KNOBS)
 TAKES_serve    := $(TAKES_twohost-serve)
@@ -221,7 +223,7 @@ sweep-concurrency: knobs-sweep-concurrency $(STAMP)-report build
 scale: knobs-scale $(STAMP)-report build
 	$(PY) -m harness scale $(if $(VARIANT),--variant $(VARIANT)) $(if $(or $(SERVERS),$(filter command line,$(origin SERVERS))),--servers "$(SERVERS)") \
 	  $(if $(filter command line,$(origin WORKERS)),--workers "$(WORKERS)") $(if $(WORKER_MODE),--worker-mode $(WORKER_MODE)) \
-	  $(if $(SCALE_CPU),--budget $(SCALE_CPU)) $(RUN_ARGS_NC) $(if $(CONCURRENCY),--concurrency $(CONCURRENCY))
+	  $(if $(SCALE_CPU),--budget $(SCALE_CPU)) $(RUN_ARGS_NC) $(if $(CONCURRENCY),--concurrency $(CONCURRENCY)) $(CLIENT_ARGS)
 
 # One batch table over several recorded batches (each run paired within its own round):
 # more rounds for one question without picking the batch that suits (harness/combine.py).

@@ -167,7 +167,7 @@ def _batch_kwargs(a, *, budget_default: bool = False) -> dict:
                 concurrency=a.concurrency, size=a.size, rate=a.rate, delay=a.delay, loss=a.loss,
                 python=procs.resolve_python(a.python), timeout_ms=a.timeout_ms,
                 close_mode=a.close_mode, results_dir=a.results_dir, idle_timeout=a.idle_timeout,
-                server_cpu=cores, server_cpu_mode=mode)
+                server_cpu=cores, server_cpu_mode=mode, clients=getattr(a, "clients", 1))
 
 
 def _preflight(specs: list[srv.Spec], python: str | None, *, skip: bool) -> list[srv.Spec]:

@@ -35,7 +35,8 @@ class ClientResult:
 def client_argv(loadgen: str, host: str, port: int, *, concurrency: int, size: int,
                 duration: float | None, warmup: float, rate: float | None,
                 timeout_ms: int, close_mode: str, run_id: str | None = None,
-                count: int | None = None, src_addrs: int | None = None) -> list[str]:
+                count: int | None = None, src_addrs: int | None = None,
+                clients: int = 1) -> list[str]:
     argv = [loadgen, "--host", host, "--port", str(port), "--concurrency", str(concurrency),
             "--size", str(size), "--warmup", _num(warmup), "--timeout-ms", str(timeout_ms),
             "--close", close_mode]
@@ -44,6 +45,8 @@ def client_argv(loadgen: str, host: str, port: int, *, concurrency: int, size: i
         argv += ["--rate", _num(rate)]
     if src_addrs:
         argv += ["--src-addrs", str(src_addrs)]
+    if clients > 1:                     # N client processes, one output stream (loadgen.c)
+        argv += ["--clients", str(clients)]
     if run_id:
         argv += ["--run-id", run_id]
     return argv

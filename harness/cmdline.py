@@ -140,6 +140,10 @@ def add_common(p: argparse.ArgumentParser, *, duration: float = _DEFAULTS.durati
                    help="N event loops per server (WORKERS=N; spec loops=N): N processes, each a "
                         "full server on its own SO_REUSEPORT listener of one port; --server-cpu is "
                         "then per worker, one cgroup of N x F (not mul_thread's workers=, its pool)")
+    g.add_argument("--clients", type=positive_int, default=1, metavar="N",
+                   help="N load client processes sharing --concurrency (CLIENTS=N; build/loadgen "
+                        "--clients): one SNAPSHOT/FINAL stream, client-bound when the mean "
+                        "process saturates its core")
     g.add_argument("--worker-mode", choices=("procs", "threads"), default="procs",
                    help="procs (default): N server processes; threads (WORKER_MODE=threads; asyncio, "
                         "uvloop): N loops in threads of one process, flagged on a GIL build")
@@ -155,7 +159,7 @@ RANGES = {
     "--repeat": (1, 1000), "--duration": (0, 1e7), "--warmup": (0, 1e7), "--concurrency": (1, 1_000_000),
     "--size": (1, 16 * 1024 * 1024), "--rate": (0, 1e8), "--rates": (0, 1e8), "--timeout-ms": (1, 3_600_000),
     "--idle-timeout": (0, 1e7), "--count": (1, 1 << 50), "--src-addrs": (1, 254),
-    "--rss-interval": (0, 1e7), "--min-connections": (1, 1 << 50),
+    "--rss-interval": (0, 1e7), "--min-connections": (1, 1 << 50), "--clients": (1, 64),
 }
 
 
@@ -191,6 +195,9 @@ def check_common(a, *, link: bool = True) -> None:
         value = getattr(a, flag[2:].replace("-", "_"), None)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             check_range(flag, value)
+    if getattr(a, "clients", 1) > getattr(a, "concurrency", 1 << 30):
+        raise UsageError(f"--clients {a.clients} is more than --concurrency {a.concurrency}: each "
+                         "client process needs a connection in flight (CLIENTS <= CONCURRENCY)")
     if link and hasattr(a, "link"):
         check_link(a.link, getattr(a, "delay", None))
     rd = getattr(a, "results_dir", None)

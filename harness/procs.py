@@ -96,11 +96,13 @@ def pinning(server_cores: float | None = None) -> tuple[list[str], list[str]]:
     return server, [taskset, "-c", str(cpus[1])]
 
 
-def spread(workers: int, per_worker_cores: float | None, threads: bool = False) -> tuple:
+def spread(workers: int, per_worker_cores: float | None, threads: bool = False,
+           clients: int = 1) -> tuple:
     """Pinning for N event loops (issue 26): (one server prefix per worker, the client's
     prefix, what was done, for the record).
 
-    The client keeps its CPU (the second allowed one, as ``pinning``); the workers are
+    The client keeps its CPU (the second allowed one, as ``pinning``; ``clients`` processes:
+    the CPUs from the second on, as many as there are clients while one is left); the workers are
     spread round-robin over the other CPUs (threads mode: the process gets the set).  When
     the workers need more cores than those -- the budget's ceil(N x per-worker), or N
     cores with no budget -- they may use every CPU, the client's included, and the record
@@ -114,16 +116,17 @@ def spread(workers: int, per_worker_cores: float | None, threads: bool = False) 
                   "client": [], "shared_cores": None}
     if len(cpus) < 2 or not taskset:
         return [[] for _ in range(workers)], [], info
-    client = cpus[1]
-    own = [c for c in cpus if c != client]
+    client_set = cpus[1:1 + max(1, min(clients, len(cpus) - 1))]
+    own = [c for c in cpus if c not in client_set]
     need = workers if per_worker_cores is None else -(-workers * per_worker_cores // 1)
     pool = own if need <= len(own) else cpus
     sets = [[pool[i % len(pool)]] for i in range(workers)]
     if threads:
         sets = [pool[:max(1, min(len(pool), workers))]]
-    info.update(server=[",".join(map(str, s)) for s in sets], client=[str(client)],
-                shared_cores=any(client in s for s in sets))
-    return [[taskset, "-c", t] for t in info["server"]], [taskset, "-c", str(client)], info
+    ctext = ",".join(map(str, client_set))
+    info.update(server=[",".join(map(str, s)) for s in sets], client=[ctext],
+                shared_cores=any(c in s for s in sets for c in client_set))
+    return [[taskset, "-c", t] for t in info["server"]], [taskset, "-c", ctext], info
 
 
 # --------------------------------------------------------------------------- signals

@@ -127,6 +127,7 @@ class Settings:
     # it was chosen: "fixed" (given), "default" (the command's default), "auto", "off".
     server_cpu: float | str | None = None
     server_cpu_mode: str = "off"
+    clients: int = 1            # load client processes sharing the concurrency (CLIENTS=)
 
 
 @dataclass
@@ -187,8 +188,8 @@ class Batch:
         per_worker = item.server_cpu if item.server_cpu is not None else self._cores()
         cores = probe[0] if probe else (None if per_worker is None else per_worker * loops)
         prefixes, client_prefix, pin = [self.server_prefix], self.client_prefix, None
-        if loops > 1:
-            prefixes, client_prefix, pin = spread(loops, per_worker, loop_mode == wk.THREADS)
+        if loops > 1 or s.clients > 1:
+            prefixes, client_prefix, pin = spread(loops, per_worker, loop_mode == wk.THREADS, s.clients)
         duration, warmup = (probe[1], probe[2]) if probe else (s.duration, s.warmup)
         where = "soak" if s.kind == "soak" else f"r{item.round}" + (f" @{rate:,.0f}/s" if item.rate else "") \
             + (f" c={conc}" if item.concurrency else "")
@@ -208,6 +209,7 @@ class Batch:
                        "server_argv": None, "client_argv": None,
                        "pinning": pin or {"server": self.server_prefix[-1:], "client": self.client_prefix[-1:]},
                        "workers": loops, "worker_mode": loop_mode, "server_cpu_per_worker": per_worker,
+                       "clients": s.clients,
                        "server_cpu": cores, "server_cpu_mode": s.server_cpu_mode,
                        "variant_commit": spec.commit, "diet_levers": list(spec.levers)},
             "client": None, "server_stats": None, "snapshots": [], "metrics": compute_metrics(None, None, None),
@@ -239,7 +241,8 @@ class Batch:
             record["config"]["hash_seed"] = server.hash_seed      # setup randomization (servers.random_hash_seed)
             argv = client_argv(self.loadgen, lk.server_host, server.port, concurrency=conc,
                                size=s.size, duration=duration, warmup=warmup, rate=rate,
-                               timeout_ms=s.timeout_ms, close_mode=s.close_mode, run_id=run_id)
+                               timeout_ms=s.timeout_ms, close_mode=s.close_mode, run_id=run_id,
+                               clients=s.clients)
             record["config"]["client_argv"] = argv
             # The round trip through the link, idle, just before the run (None on loopback).
             record["rtt"] = _guarded(lk.probe_rtt, record)
@@ -286,7 +289,7 @@ class Batch:
                           kernel=kstats.delta(k_server0, k_server1))
             # Events per pass from the STATS line (None where the loop was not counted).
             record["metrics"].update(passes.of_stats(record["server_stats"]))
-            if loops > 1:
+            if loops > 1 or s.clients > 1:
                 record["warnings"] += worker_warnings(record, loop_mode, self.env)
             if k_client0 is not None:
                 record["kernel_client"] = kstats.delta(k_client0, k_client1)

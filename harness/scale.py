@@ -369,7 +369,7 @@ def main(argv=None) -> int:
                     warmup=a.warmup, concurrency=a.concurrency, size=a.size, rate=a.rate,
                     delay=a.delay, loss=a.loss, python=python, timeout_ms=a.timeout_ms,
                     close_mode=a.close_mode, idle_timeout=a.idle_timeout,
-                    server_cpu=cores, server_cpu_mode=mode,
+                    server_cpu=cores, server_cpu_mode=mode, clients=a.clients,
                     labels={"scale": "workers", "workers": levels, "budget": a.budget,
                             "worker_mode": a.worker_mode})
     settings = runner.Settings(**kw)

@@ -524,3 +524,54 @@ def test_c_server_bad_arguments(c_server, args):
     r = subprocess.run([path, *args], capture_output=True, text=True, timeout=10)
     assert r.returncode == 2 and "READY" not in r.stdout
     assert r.stderr.startswith(c_server.name + ": "), r.stderr
+
+
+# --------------------------------------------------------------------------- --clients (issue 26)
+
+def test_clients_share_the_load_in_one_stream(c_epoll):
+    """--clients 3: three processes, one SNAPSHOT stream and one FINAL with everything merged;
+    the count and the concurrency are the totals asked for, nothing lost."""
+    srv = c_epoll(spec="c_epoll:loops=1")
+    run = loadgen("--port", srv.port, "--count", 3000, "-c", 30, "--clients", 3)
+    f = check_final(run)
+    assert f["clients"] == 3 and f["concurrency"] == 30 and f["count"] == 3000
+    assert f["started_total"] == f["completed_total"] == 3000 and f["failed_total"] == 0
+    assert f["latency_us"]["n"] == 3000
+    assert 0 <= f["client_cpu_share"] <= f["client_cpu_share_max"]
+    stats = srv.stop()
+    assert stats["served"] == 3000
+
+
+def test_clients_by_duration_and_a_signal_reaches_every_process(c_epoll):
+    srv = c_epoll()
+    proc = subprocess.Popen([LOADGEN, "--port", str(srv.port), "--duration", "20", "-c", "8",
+                             "--clients", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.2)
+    kids = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == proc.pid]
+    assert len(kids) == 1
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=15)
+    run = Run(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    f = check_final(run)
+    assert f["interrupted"] is True and f["clients"] == 2 and f["completed_total"] > 0
+    assert not any(os.path.exists(f"/proc/{k}") and _ppid(k) == proc.pid for k in kids)
+
+
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--clients", "0"], "--clients needs an integer in [1, 64]"),
+    (["--clients", "65"], "--clients needs an integer in [1, 64]"),
+    (["--clients", "4", "-c", "2"], "--clients 4 is more than --concurrency 2"),
+    (["--clients", "4", "--count", "3"], "--clients 4 is more than --count 3"),
+])
+def test_clients_bad_arguments(args, fragment):
+    run = loadgen("--port", 9, *args)
+    assert run.rc == 2 and fragment in run.stderr and run.final is None

@@ -243,3 +243,13 @@ def test_ctrl_c_stops_every_worker_and_removes_the_cgroup(tmp_path):
     ctl = _controller_or_none()
     if ctl is not None:
         assert all(not n.startswith(f"events-{p.pid}-") for n in cpubudget.ours(ctl))
+
+
+def test_clients_through_the_runner_record_one_stream(tmp_path):
+    """CLIENTS=2: the run's FINAL is one merged stream, the record says how many clients."""
+    _need("raw_epoll")
+    rec, _ctl = _batch(tmp_path, "raw_epoll:loops=2", clients=2)
+    assert rec["status"] == "ok", rec["error"]
+    assert rec["config"]["clients"] == 2 and rec["client"]["clients"] == 2
+    assert rec["metrics"]["lost"] == 0
+    assert rec["server_stats"]["served"] == rec["client"]["completed_total"]

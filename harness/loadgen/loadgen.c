@@ -50,6 +50,15 @@
  *    kernel still picks the port per 4-tuple).  EADDRNOTAVAIL is counted and makes
  *    the client back off for 10 ms rather than spin.
  *
+ *  - --clients N (issue 26: N server workers need a client that keeps up): N processes
+ *    forked after the arguments are read, sharing t0, the warm-up and the deadline, each
+ *    with its share of --concurrency, --rate and --count.  Each keeps its counters and
+ *    histogram in one shared anonymous mapping; the first process prints the SNAPSHOTs
+ *    (the sums, read live) and, after waiting for the others, one FINAL with everything
+ *    merged.  client_cpu_share is then the mean over the N processes (of one core each:
+ *    the client-bound rule stays "a client process saturated its core"), with
+ *    client_cpu_share_max the busiest one's.  A signal to the first is passed on.
+ *
  * Output (stdout, one flushed line each): SNAPSHOT {...} once a second, FINAL {...}
  * at the end.  Exit 0 when it ran (failures are data), 2 on bad arguments, 1 when it
  * could not run.  SIGINT/SIGTERM stop new starts and drain; a second one aborts the
@@ -71,6 +80,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -89,6 +101,7 @@
 #define ADDRNOTAVAIL_BACKOFF_NS (10 * NS_PER_MS)
 #define SYNC_FAIL_BACKOFF_NS (1 * NS_PER_MS)
 #define ERRNO_SLOTS 256
+#define MAX_CLIENTS 64
 
 /* ---------------------------------------------------------------- configuration */
 
@@ -110,11 +123,15 @@ struct config {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     bool duration_given;
+    int clients;              /* processes sharing the load (--clients) */
+    long concurrency_total;   /* the totals asked for; each process runs its share */
+    double rate_total;
+    long long count_total;
 };
 
 static struct config cfg = {
     .host = "127.0.0.1", .port = -1, .concurrency = 64, .size = 100,
-    .timeout_ms = 5000, .close_mode = CLOSE_FIN, .run_id = "",
+    .timeout_ms = 5000, .close_mode = CLOSE_FIN, .run_id = "", .clients = 1,
 };
 
 /* ---------------------------------------------------------------- accounting */
@@ -214,7 +231,7 @@ static int fifo_head = -1, fifo_tail = -1;
 static int epfd = -1;
 static unsigned char scratch[SCRATCH_SIZE], expect[SCRATCH_SIZE];
 
-static struct {
+struct stats {
     struct counts total, window;
     struct histogram lat;
     uint64_t errno_other[ERRNO_SLOTS];
@@ -222,7 +239,17 @@ static struct {
     uint64_t late_starts, max_start_lag_ns, backoffs;
     uint64_t seq;                     /* connections started, also the seed source */
     long in_flight;
-} st;
+    /* --clients: what a process reports at its end (the first merges them) */
+    uint64_t end;
+    double cpu, cpu_w;
+    bool interrupted, aborted;
+    uint64_t schedule_missed;
+};
+/* One per client process, in a shared mapping when --clients > 1 (header comment). */
+static struct stats *all_stats, *stp;
+static int me, n_children;
+static pid_t children[MAX_CLIENTS];
+#define st (*stp)
 
 static uint64_t t0, warm_end, deadline;   /* deadline: UINT64_MAX when bounded by count only */
 static uint64_t pause_until;               /* no new starts before this (backoff) */
@@ -483,15 +510,32 @@ static bool start_conn(uint64_t sched)
 
 /* ---------------------------------------------------------------- output */
 
+/* The counters summed over the client processes (read live: a torn read of one counter
+ * is impossible on the 64-bit targets we build for, and a snapshot is indicative). */
+static uint64_t completed_all(void)
+{
+    uint64_t n = 0;
+    for (int k = 0; k < cfg.clients; k++) n += all_stats[k].total.completed;
+    return n;
+}
+
 static void print_snapshot(uint64_t t, uint64_t prev_t, uint64_t prev_completed)
 {
     double dt = (double)(t - prev_t) / NS_PER_S;
-    double speed = dt > 0 ? (double)(st.total.completed - prev_completed) / dt : 0.0;
+    uint64_t started = 0, completed = 0, failed = 0;
+    long in_flight = 0;
+    for (int k = 0; k < cfg.clients; k++) {
+        started += all_stats[k].total.started;
+        completed += all_stats[k].total.completed;
+        failed += all_stats[k].total.failed;
+        in_flight += all_stats[k].in_flight;
+    }
+    double speed = dt > 0 ? (double)(completed - prev_completed) / dt : 0.0;
     printf("SNAPSHOT {\"t\": %.3f, \"warmup\": %s, \"connections\": %" PRIu64
            ", \"complete\": %" PRIu64 ", \"failed\": %" PRIu64 ", \"in_flight\": %ld"
            ", \"timespan\": %.3f, \"speed\": %.1f}\n",
-           (double)(t - t0) / NS_PER_S, t < warm_end ? "true" : "false", st.total.started,
-           st.total.completed, st.total.failed, st.in_flight, (double)(t - t0) / NS_PER_S, speed);
+           (double)(t - t0) / NS_PER_S, t < warm_end ? "true" : "false", started,
+           completed, failed, in_flight, (double)(t - t0) / NS_PER_S, speed);
     fflush(stdout);
 }
 
@@ -528,6 +572,7 @@ struct run_result {
     double cpu0, cpu_w0, cpu_w1, cpu1;
     bool cpu_w1_taken, interrupted, aborted;
     uint64_t schedule_missed;
+    double share_max;         /* --clients: the busiest process's CPU share */
 };
 
 static void print_final(const struct run_result *r)
@@ -543,10 +588,10 @@ static void print_final(const struct run_result *r)
     json_string(f, cfg.run_id);
     fprintf(f, ", \"mode\": \"%s\", \"host\": ", cfg.rate > 0 ? "open" : "closed");
     json_string(f, cfg.host);
-    fprintf(f, ", \"port\": %d, \"concurrency\": %ld, \"size\": %ld", cfg.port, cfg.concurrency, cfg.size);
-    if (cfg.rate > 0) fprintf(f, ", \"rate\": %.3f", cfg.rate); else fputs(", \"rate\": null", f);
+    fprintf(f, ", \"port\": %d, \"concurrency\": %ld, \"size\": %ld", cfg.port, cfg.concurrency_total, cfg.size);
+    if (cfg.rate > 0) fprintf(f, ", \"rate\": %.3f", cfg.rate_total); else fputs(", \"rate\": null", f);
     if (cfg.duration > 0) fprintf(f, ", \"duration_s\": %.3f", cfg.duration); else fputs(", \"duration_s\": null", f);
-    if (cfg.count > 0) fprintf(f, ", \"count\": %lld", cfg.count); else fputs(", \"count\": null", f);
+    if (cfg.count > 0) fprintf(f, ", \"count\": %lld", cfg.count_total); else fputs(", \"count\": null", f);
     fprintf(f, ", \"warmup_s\": %.3f, \"measured_s\": %.6f, \"timeout_ms\": %ld",
             cfg.warmup, measured, cfg.timeout_ms);
     fprintf(f, ", \"started\": %" PRIu64 ", \"completed\": %" PRIu64 ", \"failed\": %" PRIu64,
@@ -586,9 +631,13 @@ static void print_final(const struct run_result *r)
     fprintf(f, ", \"late_starts\": %" PRIu64 ", \"max_start_lag_us\": %.3f, \"schedule_missed\": %" PRIu64,
             st.late_starts, st.max_start_lag_ns / 1e3, r->schedule_missed);
     fprintf(f, ", \"backoffs\": %" PRIu64, st.backoffs);
+    /* --clients N: the mean share of one process's core (header comment), and the busiest. */
     fprintf(f, ", \"client_cpu_s\": %.6f, \"client_wall_s\": %.6f, \"client_cpu_share\": %.4f",
-            cpu, wall, wall > 0 ? cpu / wall : 0.0);
-    fprintf(f, ", \"client_cpu_share_measured\": %.4f", measured > 0 ? cpu_w / measured : 0.0);
+            cpu, wall, wall > 0 ? cpu / wall / cfg.clients : 0.0);
+    fprintf(f, ", \"client_cpu_share_measured\": %.4f",
+            measured > 0 ? cpu_w / measured / cfg.clients : 0.0);
+    fprintf(f, ", \"clients\": %d, \"client_cpu_share_max\": %.4f", cfg.clients,
+            cfg.clients > 1 ? r->share_max : (wall > 0 ? cpu / wall : 0.0));
     fprintf(f, ", \"close_mode\": \"%s\", \"src_addrs\": %d", cfg.close_mode == CLOSE_RST ? "rst" : "fin",
             cfg.src_addrs);
     fprintf(f, ", \"interrupted\": %s, \"drain_aborted\": %s}\n",
@@ -601,7 +650,8 @@ static void print_final(const struct run_result *r)
 #define USAGE_SYNOPSIS \
     "usage: loadgen --host H --port P [--concurrency 64] [--size 100]\n" \
     "               [--duration SECONDS | --count N] [--rate CONN_PER_S] [--warmup SECONDS]\n" \
-    "               [--timeout-ms 5000] [--close fin|rst] [--src-addrs K] [--run-id ID]\n"
+    "               [--timeout-ms 5000] [--close fin|rst] [--src-addrs K] [--run-id ID]\n" \
+    "               [--clients N]\n"
 
 static void usage(FILE *f)
 {
@@ -618,6 +668,7 @@ static void usage(FILE *f)
         "  --rate            open loop: fixed schedule, latency from each scheduled start\n"
         "  --close rst       SO_LINGER 0 (no TIME_WAIT, server sees RST); fin = normal close\n"
         "  --src-addrs K     bind round-robin to 127.0.0.1..127.0.0.K (loopback targets only)\n"
+        "  --clients N       N processes sharing --concurrency/--rate/--count; one output stream\n"
         "  output: SNAPSHOT {...} once a second, FINAL {...} at the end (JSON)\n");
 }
 
@@ -666,6 +717,7 @@ static void parse_args(int argc, char **argv)
         {"rate", required_argument, 0, 'r'}, {"warmup", required_argument, 0, 'w'},
         {"timeout-ms", required_argument, 0, 't'}, {"close", required_argument, 0, 'C'},
         {"src-addrs", required_argument, 0, 'S'}, {"run-id", required_argument, 0, 'i'},
+        {"clients", required_argument, 0, 'K'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     opterr = 0;
@@ -688,6 +740,7 @@ static void parse_args(int argc, char **argv)
             else bad_arg("--close must be 'fin' or 'rst', got '%s'", optarg);
             break;
         case 'S': cfg.src_addrs = (int)parse_int("--src-addrs", optarg, 1, 254); break;
+        case 'K': cfg.clients = (int)parse_int("--clients", optarg, 1, MAX_CLIENTS); break;
         case 'i':
             if (strlen(optarg) > 256) bad_arg("--run-id is too long (max 256 characters)");
             cfg.run_id = optarg;
@@ -703,6 +756,11 @@ static void parse_args(int argc, char **argv)
         bad_arg("--port is required");
     if (!cfg.duration_given && cfg.count == 0)
         cfg.duration = 10.0;
+    if (cfg.clients > cfg.concurrency)
+        bad_arg("--clients %d is more than --concurrency %ld: each client needs a connection",
+                cfg.clients, cfg.concurrency);
+    if (cfg.count > 0 && cfg.clients > cfg.count)
+        bad_arg("--clients %d is more than --count %lld", cfg.clients, cfg.count);
 
     struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV }, *res;
     char port[16];
@@ -725,8 +783,73 @@ static void parse_args(int argc, char **argv)
 
 static void on_signal(int sig)
 {
-    (void)sig;
     signals_seen++;
+    for (int k = 0; k < n_children; k++)      /* --clients: the others stop and drain too */
+        kill(children[k], sig);
+}
+
+/* --clients: fork the other N-1 processes; each runs its share of the load (header
+ * comment).  Returns false when the shared mapping or a fork failed. */
+static bool start_clients(void)
+{
+    cfg.concurrency_total = cfg.concurrency;
+    cfg.rate_total = cfg.rate;
+    cfg.count_total = cfg.count;
+    size_t bytes = (size_t)cfg.clients * sizeof(struct stats);
+    all_stats = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (all_stats == MAP_FAILED)
+        return false;
+    memset(all_stats, 0, bytes);
+    fflush(stdout);
+    for (int k = 1; k < cfg.clients; k++) {
+        pid_t pid = fork();
+        if (pid < 0)
+            return false;
+        if (pid == 0) {
+            me = k;
+            n_children = 0;
+            prctl(PR_SET_PDEATHSIG, SIGTERM);
+            break;
+        }
+        children[n_children++] = pid;
+    }
+    int n = cfg.clients;
+    cfg.concurrency = cfg.concurrency_total / n + (me < cfg.concurrency_total % n);
+    cfg.rate = cfg.rate_total / n;
+    if (cfg.count_total > 0)
+        cfg.count = cfg.count_total / n + (me < cfg.count_total % n);
+    stp = &all_stats[me];
+    return true;
+}
+
+static void merge_stats(struct stats *a, const struct stats *b)
+{
+    const struct counts *bc[2] = { &b->total, &b->window };
+    struct counts *ac[2] = { &a->total, &a->window };
+    for (int j = 0; j < 2; j++) {
+        ac[j]->started += bc[j]->started;
+        ac[j]->completed += bc[j]->completed;
+        ac[j]->failed += bc[j]->failed;
+        for (int k = 0; k < F_NCAUSES; k++) ac[j]->failures[k] += bc[j]->failures[k];
+    }
+    if (b->lat.n && (!a->lat.n || b->lat.min_ns < a->lat.min_ns)) a->lat.min_ns = b->lat.min_ns;
+    if (b->lat.max_ns > a->lat.max_ns) a->lat.max_ns = b->lat.max_ns;
+    a->lat.n += b->lat.n;
+    a->lat.sum_ns += b->lat.sum_ns;
+    for (int k = 0; k < H_BUCKETS; k++) a->lat.bucket[k] += b->lat.bucket[k];
+    for (int k = 0; k < ERRNO_SLOTS; k++) a->errno_other[k] += b->errno_other[k];
+    for (int k = 0; k < 4; k++) a->timeout_phase[k] += b->timeout_phase[k];
+    a->late_starts += b->late_starts;
+    if (b->max_start_lag_ns > a->max_start_lag_ns) a->max_start_lag_ns = b->max_start_lag_ns;
+    a->backoffs += b->backoffs;
+    a->seq += b->seq;
+    a->in_flight += b->in_flight;
+    if (b->end > a->end) a->end = b->end;
+    a->cpu += b->cpu;
+    a->cpu_w += b->cpu_w;
+    a->interrupted |= b->interrupted;
+    a->aborted |= b->aborted;
+    a->schedule_missed += b->schedule_missed;
 }
 
 static int wait_events(struct epoll_event *evs, int max, int64_t timeout_ns)
@@ -768,6 +891,11 @@ int main(int argc, char **argv)
         }
     }
 
+    uint64_t t_start = now_ns();           /* every client process's t0 */
+    if (!start_clients()) {
+        fprintf(stderr, "loadgen: cannot start %d client processes: %s\n", cfg.clients, strerror(errno));
+        return 1;
+    }
     conns = calloc((size_t)cfg.concurrency, sizeof *conns);
     free_slots = calloc((size_t)cfg.concurrency, sizeof *free_slots);
     int max_events = cfg.concurrency < 1024 ? (int)cfg.concurrency : 1024;
@@ -791,7 +919,7 @@ int main(int argc, char **argv)
 
     struct run_result r = { 0 };
     r.cpu0 = cpu_seconds();
-    t0 = now_ns();
+    t0 = t_start;
     seed_salt = mix64(t0 ^ ((uint64_t)getpid() << 32));
     warm_end = t0 + (uint64_t)(cfg.warmup * NS_PER_S);
     deadline = cfg.duration > 0 ? warm_end + (uint64_t)(cfg.duration * NS_PER_S) : UINT64_MAX;
@@ -892,9 +1020,10 @@ int main(int argc, char **argv)
 
         now = now_ns();
         if (now >= next_snap) {
-            print_snapshot(now, prev_snap, prev_snap_completed);
+            if (me == 0)
+                print_snapshot(now, prev_snap, prev_snap_completed);
             prev_snap = now;
-            prev_snap_completed = st.total.completed;
+            prev_snap_completed = completed_all();
             while (next_snap <= now) next_snap += NS_PER_S;
         }
     }
@@ -909,6 +1038,41 @@ int main(int argc, char **argv)
         uint64_t due = (uint64_t)((double)(stop - t0) / interval_ns);
         if (cfg.count > 0 && due > (uint64_t)cfg.count) due = (uint64_t)cfg.count;
         r.schedule_missed = due > sched_k ? due - sched_k : 0;
+    }
+    if (cfg.clients > 1) {
+        /* Each process leaves its end, CPU and flags beside its counters; the first
+         * waits for the others and merges everything into one FINAL. */
+        st.end = r.end;
+        st.cpu = r.cpu1 - r.cpu0;
+        st.cpu_w = r.cpu_w1 - r.cpu_w0;
+        st.interrupted = r.interrupted;
+        st.aborted = r.aborted;
+        st.schedule_missed = r.schedule_missed;
+        if (me != 0)
+            _exit(0);
+        int failed = 0;
+        for (int k = 0; k < n_children; k++) {
+            int status;
+            while (waitpid(children[k], &status, 0) < 0 && errno == EINTR) {}
+            failed += !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        }
+        n_children = 0;
+        if (failed) {
+            fprintf(stderr, "loadgen: %d of the %d client processes failed\n", failed, cfg.clients);
+            return 1;
+        }
+        for (int k = 0; k < cfg.clients; k++) {
+            double wall = (double)(all_stats[k].end - t0) / NS_PER_S;
+            if (wall > 0 && all_stats[k].cpu / wall > r.share_max) r.share_max = all_stats[k].cpu / wall;
+            if (k) merge_stats(&all_stats[0], &all_stats[k]);
+        }
+        r.end = st.end;
+        r.cpu0 = r.cpu_w0 = 0;
+        r.cpu1 = st.cpu;
+        r.cpu_w1 = st.cpu_w;
+        r.interrupted = st.interrupted;
+        r.aborted = st.aborted;
+        r.schedule_missed = st.schedule_missed;
     }
     print_final(&r);
     free(evs);
