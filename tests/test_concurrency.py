@@ -121,6 +121,14 @@ def test_render_reads_the_recorded_runs_only(tmp_path):
     assert len(data["rows"]) == 6                       # the other batch's runs are not mixed in
     with pytest.raises(cmdline.UsageError, match="no recorded runs"):
         concurrency.render(str(tmp_path), "bmissing")
+    # Two batches read as one sweep: every run still paired within its own batch and round.
+    png, md, js = concurrency.render(str(tmp_path), "bdisk bother")
+    assert os.path.basename(js) == "bdisk+bother.json"
+    data = json.loads(open(js).read())
+    assert data["batch_ids"] == ["bdisk", "bother"] and len(data["rows"]) == 6
+    assert all(r["paired_rounds"] == 12 for r in data["rows"] if not r["is_baseline"])
+    with pytest.raises(cmdline.UsageError, match="'bmissing'"):
+        concurrency.render(str(tmp_path), "bdisk bmissing")
 
 
 def test_a_short_sweep_end_to_end(tmp_path):
