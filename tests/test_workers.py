@@ -52,8 +52,10 @@ def _load(port: int, count: int = 3000) -> dict:
     return json.loads(final[-1][6:])
 
 
-@pytest.mark.parametrize("spec,mode", [("raw_epoll", "procs"), ("alone_proc", "procs"),
-                                       ("c_epoll", "procs"), ("asyncio", "procs"),
+@pytest.mark.parametrize("spec,mode", [("raw_epoll", "procs"), ("master", "procs"),
+                                       ("alone_proc", "procs"), ("mul_thread", "procs"),
+                                       ("c_epoll", "procs"), ("redis_ae", "procs"),
+                                       ("asyncio", "procs"), ("uvloop", "procs"),
                                        ("asyncio", "threads"), ("uvloop", "threads")])
 def test_every_worker_serves_and_the_counts_sum(spec, mode):
     _need(spec)
