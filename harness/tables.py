@@ -124,7 +124,7 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
                              f"{r['rtt_ms_median']:.2f} ms) ≈ "
                              f"{r['concurrency'] / (2 * r['rtt_ms_median'] / 1e3):,.0f} conn/s.")
                 break
-    notes += diet_notes(recs)
+    notes += diet_notes(recs) + worker_notes(recs)
     for r in rows:
         if r.get("rtt_warnings"):
             notes.append(f"WARNING: {r['spec']} on {r['link']}: {r['rtt_warnings']} run(s) measured an "
@@ -132,6 +132,23 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
                          f"gives {_ms_f(r.get('rtt_expected_ms'))} ms: the delay is not what the "
                          "link applied (see the runs' warnings).")
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+
+
+# What a run of N event loops flags (runner.worker_warnings): said under the table too.
+WORKER_FLAGS = ("threads mode on a GIL build", "worker(s) ", "the server's workers and the load client")
+
+
+def worker_notes(recs: list[dict]) -> list[str]:
+    """Runs of N event loops (spec loops=N, issue 26) whose records flag threads under the
+    GIL, a worker that served nothing, or server and client on shared cores: once per
+    spec and flag, with the number of runs."""
+    seen: dict = {}
+    for r in recs:
+        for w in r.get("warnings") or []:
+            if str(w).startswith(WORKER_FLAGS):
+                key = (r.get("spec"), str(w))
+                seen[key] = seen.get(key, 0) + 1
+    return [f"WORKERS: {spec}: {w} ({n} run(s))." for (spec, w), n in seen.items()]
 
 
 def diet_notes(recs: list[dict]) -> list[str]:
