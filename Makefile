@@ -114,6 +114,7 @@ TAKES_sweep-concurrency := SERVERS $(RUN_KNOBS)
 TAKES_ablation := $(RUN_KNOBS)
 TAKES_ablation-icount := PYTHON
 TAKES_mutate := MUTANTS MUTATE_TIMEOUT
+TAKES_interpreters := BATCH
 knobs-%:
 	@bad="$(strip $(foreach v,$(filter-out $(TAKES_$*),$(KNOBS)),$(if $(filter command line,$(origin $(v))),$(v))))"; \
 	if [ -n "$$bad" ]; then echo "error: make $* does not use $$bad; it takes: $(or $(strip $(TAKES_$*)),no variables)" >&2; exit 2; fi; \
@@ -240,12 +241,14 @@ syscalls: knobs-syscalls venv build
 # The ae-literal design (variants/ablation) taken apart step by step toward master and
 # alone_proc, one interleaved batch; the path table, results/ablation/<batch>.{md,png}.
 # ablation-icount: every spec of the path under callgrind, into results/ablation/icount/
-# (its own files: results/icount/ keeps the counts the docs cite).
+# (its own files: results/icount/ keeps the counts the docs cite); 1,000 and 3,000
+# connections per spec (the path has 15 specs; the difference still holds 2,000).
 ablation: knobs-ablation $(STAMP)-report build
 	$(PY) -m harness ablation $(RUN_ARGS)
 
 ablation-icount: knobs-ablation-icount venv build
-	$(PY) tools/icount.py $$($(PY) -m harness.ablation --specs) --results-dir results/ablation $(if $(PYTHON),--python $(PYTHON))
+	$(PY) tools/icount.py $$($(PY) -m harness.ablation --specs) --small 1000 --large 3000 \
+	  --results-dir results/ablation $(if $(PYTHON),--python $(PYTHON))
 
 reproduce: knobs-reproduce $(STAMP)-report build
 	$(PY) -m harness reproduce $(if $(SERVER_CPU),--server-cpu $(SERVER_CPU))
@@ -304,6 +307,24 @@ $(VENV_PYPY)/.installed: requirements/pypy.txt
 test-pypy: knobs-test-pypy pypy
 	@$(MAKE) --no-print-directory $(VENV_PYPY)/.installed
 	$(VENV_PYPY)/bin/python -m pytest -q -p no:cacheprovider $(PYPY_TESTS)
+
+# mypyc (issue 25): the libraries compiled into build/compiled/lib (tools/build_compiled.py:
+# a copy of variants/, its manifest says what was compiled, what stays interpreted and why;
+# nothing is rebuilt while the sources, mypy and the interpreter are unchanged). The spec
+# option `compiled` (alone_proc:compiled) runs a variant on them. test-compiled runs the
+# conformance and variant tests from inside that tree, so its .so modules win the import
+# (tests/test_compiled.py checks that they did).
+COMPILED_TESTS := tests/test_compiled.py tests/test_conformance.py tests/test_timers.py \
+  tests/test_variant_master.py tests/test_variant_mul_thread.py tests/test_variant_alone_proc.py
+.PHONY: compiled test-compiled interpreters
+compiled: knobs-compiled venv
+	$(PY) tools/build_compiled.py
+test-compiled: knobs-test-compiled compiled
+	cd $(BUILD)/compiled/lib && EVENTS_EXPECT_COMPILED=1 PYTHONPATH=$(CURDIR) $(abspath $(PY)) -m pytest -q \
+	  -p no:cacheprovider --rootdir $(CURDIR) -c $(CURDIR)/pyproject.toml $(addprefix $(CURDIR)/,$(COMPILED_TESTS))
+# The interpreters table and chart of a recorded batch (harness/interpreters.py).
+interpreters: knobs-interpreters venv
+	$(PY) -m harness.interpreters $(or $(BATCH),latest)
 
 clean:
 	rm -rf $(BUILD)
