@@ -191,6 +191,8 @@ class Batch:
         if loops > 1 or s.clients > 1:
             prefixes, client_prefix, pin = spread(loops, per_worker, loop_mode == wk.THREADS, s.clients)
         duration, warmup = (probe[1], probe[2]) if probe else (s.duration, s.warmup)
+        if not probe:                 # PyPy's JIT: a longer default warm-up (interp.PYPY_WARMUP)
+            warmup = srv.interp.warmup_for(spec, warmup, s.python, Settings.warmup)
         where = "soak" if s.kind == "soak" else f"r{item.round}" + (f" @{rate:,.0f}/s" if item.rate else "") \
             + (f" c={conc}" if item.concurrency else "")
         if probe:
@@ -211,7 +213,8 @@ class Batch:
                        "workers": loops, "worker_mode": loop_mode, "server_cpu_per_worker": per_worker,
                        "clients": s.clients,
                        "server_cpu": cores, "server_cpu_mode": s.server_cpu_mode,
-                       "variant_commit": spec.commit, "diet_levers": list(spec.levers)},
+                       "variant_commit": spec.commit, "diet_levers": list(spec.levers),
+                       **srv.interp.record_config(spec)},     # python=, compiled (issue 25)
             "client": None, "server_stats": None, "snapshots": [], "metrics": compute_metrics(None, None, None),
             "kernel": None, "link_stats": None, "env": self.env, "labels": s.labels or {},
             "warnings": [], "server_cgroup": None,

@@ -236,7 +236,7 @@ LAYERS = [
                      "harness.twohost", "harness.combine", "harness.concurrency", "harness.scale"]),
     ("command line", ["harness.cmdline"]),
     ("writers", ["harness.charts", "harness.reproduction", "harness.frame", "harness.study",
-                 "harness.ablation", "harness.batchchart"]),
+                 "harness.ablation", "harness.batchchart", "harness.interpreters"]),
     ("batches", ["harness.runner", "harness.soak", "harness.tables"]),
     ("processes", ["harness.procs", "harness.client", "harness.link", "harness.netns",
                    "harness.impairment", "harness.cpubudget", "harness.servers*"]),

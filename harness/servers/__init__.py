@@ -43,6 +43,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from harness.servers import interp
 from harness.servers import options as opts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -68,11 +69,12 @@ class Server:
 # Options every server accepts through a spec (declared in options.py, with their checks).
 COMMON_OPTIONS = tuple(o.name for o in opts.COMMON)
 
-_VARIANT_OPTS = (opts.BACKEND,)
+_VARIANT_OPTS = (opts.BACKEND, opts.COMPILED, opts.COMPILED_APP)
 
 SERVERS: dict[str, Server] = {s.name: s for s in (
     Server("raw_epoll", "python", "harness.servers.raw_epoll",
-           "Python select.epoll, no library: the classic register/modify/unregister pattern"),
+           "Python select.epoll, no library: the classic register/modify/unregister pattern",
+           options=(opts.COMPILED,)),
     Server("master", "python", "harness.servers.master",
            "Events master: ae structure, read proc + write proc per fd",
            options=_VARIANT_OPTS + (opts.POLL_DELAY,), variant=True),
@@ -152,7 +154,8 @@ def valid_names() -> str:
 
 def declared_options(server: Server) -> tuple:
     """The options (options.Option) a server takes: the common ones and its own."""
-    return () if server.kind == "cmd" else opts.COMMON + server.options
+    return () if server.kind == "cmd" else opts.COMMON + server.options + \
+        ((opts.PYTHON,) if server.kind == "python" else ())   # interp.py: where it runs
 
 
 def accepted_options(server: Server) -> tuple:
@@ -324,6 +327,11 @@ def binary_path(server: Server) -> str:
 def check_available(spec: Spec, python: str | None = None) -> None:
     """Raise ServerError, with what to do, if this server cannot run here."""
     server = spec.server
+    try:
+        python = interp.python_for(spec, python)
+        interp.check_spec(spec, python)
+    except interp.InterpError as e:
+        raise ServerError(str(e)) from None
     if server.kind == "cmd":
         argv = _cmd_argv(spec, "127.0.0.1", 1)
         exe = argv[0] if argv else ""
@@ -374,7 +382,7 @@ def command(spec: Spec | str, *, host: str = "127.0.0.1", port: int = 0, size: i
     if server.kind == "c":
         argv = [binary_path(server)]
     else:
-        argv = [python or sys.executable, "-m", server.target]
+        argv = [interp.python_for(spec, python) or sys.executable, *interp.entry(spec, server.target)]
     argv += ["--host", host, "--port", str(port), "--size", str(size)]
     if idle_timeout is not None:
         argv += ["--idle-timeout", str(idle_timeout)]
@@ -429,6 +437,9 @@ def env_for(server: Server, spec: Spec | None = None, hash_seed: str | None = No
         env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         if server.name == "loop":           # your module, importable from where you run us
             env["PYTHONPATH"] = os.getcwd() + os.pathsep + env["PYTHONPATH"]
+        first = interp.path_first(spec) if spec is not None else None
+        if first:                                             # compiled: build/compiled/PART
+            env["PYTHONPATH"] = first + os.pathsep + env["PYTHONPATH"]
         if spec is not None and spec.commit:
             env["PYTHONPATH"] = revision_tree(spec.commit) + os.pathsep + env["PYTHONPATH"]
         if hash_seed is not None:
@@ -441,7 +452,7 @@ def env_for(server: Server, spec: Spec | None = None, hash_seed: str | None = No
 def workdir(spec: Spec) -> str:
     """Where a server starts: ``python -m`` puts it first on sys.path, so for NAME@REV it is
     the revision's tree (its ``variants`` wins over the working tree's)."""
-    return revision_tree(spec.commit) if spec.commit else ROOT
+    return revision_tree(spec.commit) if spec.commit else interp.path_first(spec) or ROOT
 
 
 class ServerProcess:

@@ -259,8 +259,28 @@ COMMON = (
     DIET,
     LOOPS,
 )
+
+
+def _interpreter(text: str) -> str:
+    from harness.servers import interp           # resolves (runs) the interpreter once
+    try:
+        return interp.check_name(text)
+    except interp.InterpError as e:
+        raise OptionError(str(e).split(": ", 1)[-1]) from None
+
+
+# Where a Python server's code runs (issue 25, harness/servers/interp.py): the launcher's
+# keys, never passed to the server.  ``compiled`` is declared by the servers that have a
+# compiled build (the variants).
+PYTHON = Option("python", "the interpreter for this spec: a name on PATH or a path "
+                "(pypy3, /usr/bin/python3.11); default: the batch's", _interpreter,
+                metavar="PYTHON")
+COMPILED = Option("compiled", "run on the mypyc-compiled library (raw_epoll: the compiled "
+                  "server and echo app) of build/compiled (make compiled)", flag=True)
+COMPILED_APP = Option("compiled_app", "run on the mypyc-compiled library, echo app and "
+                      "server of build/compiled/app (make compiled)", flag=True)
 # Spec keys the launcher acts on (never passed to a server as such: it gets --reuse-port).
-LAUNCHER_KEYS = (LOOPS.name, LOOP_MODE.name)
+LAUNCHER_KEYS = (LOOPS.name, LOOP_MODE.name, PYTHON.name, COMPILED.name, COMPILED_APP.name)
 # The alias of recorded results: diet without cork (a spec key only, never a server flag).
 NO_CORK = "no_cork"
 
