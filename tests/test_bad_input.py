@@ -39,6 +39,12 @@ CASES = [
     (["compare", "--servers", "literal:steps=adapter+bogus"],
      "literal: steps=adapter+bogus names an unknown step 'bogus'; the steps: switch, adapter, locals"),
     (["compare", "--servers", "literal:steps="], "option 'steps' of 'literal' needs a value"),
+    # where a server runs (issue 25): an interpreter that is not there, compiled where not built in
+    (["compare", "--servers", "raw_epoll:python=no-such-python"],
+     "raw_epoll: python=no-such-python interpreter not found"),
+    (["compare", "--servers", "raw_epoll:python="], "option 'python' of 'raw_epoll' needs a value"),
+    (["compare", "--servers", "asyncio:compiled"], "server 'asyncio' has no option 'compiled'"),
+    (["compare", "--servers", "master@HEAD:compiled"], "does not take @REV"),
     (["ablation", "--repeat", "0"], "--repeat: '0' must be an integer >= 1"),
     (["ablation", "--link", "garbage"], "unknown link 'garbage'"),
     # diet levers: unknown, unsupported (with the reason), joined with ',' instead of '+'

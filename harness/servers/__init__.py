@@ -228,6 +228,8 @@ def parse_spec(text: str | Spec) -> Spec:
         except opts.OptionError as e:
             msg = str(e)
             raise ServerError(msg if msg.startswith(name + ":") else f"{name}: {msg}") from None
+    if at and (options.get(opts.COMPILED.name) or options.get(opts.COMPILED_APP.name)):
+        raise ServerError(f"{head}: compiled runs the working tree's library; it does not take @REV")
     if options.get(opts.NO_CORK):
         if "diet" not in options:
             raise ServerError(f"{name}: no_cork (an alias: the diet without cork) only applies "
