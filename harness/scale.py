@@ -255,7 +255,9 @@ def chart(rows: list[dict], path: str, batch_id: str, budget: str) -> None:
         for i, d in enumerate(designs):
             pts = [r for r in rows if r["design"] == d and (r[f"ratio_{which}"] is not None
                                                            or r["workers"] == r["base_workers"])]
-            xs = [r["workers"] for r in pts]
+            # dodged sideways a little, so that overlapping intervals stay apart
+            dodge = (i - (len(designs) - 1) / 2) * 0.02 * max(1, levels[-1] - levels[0])
+            xs = [r["workers"] + dodge for r in pts]
             ys = [1.0 if r["workers"] == r["base_workers"] else r[f"ratio_{which}"] for r in pts]
             ivs = [r[f"ratio_{which}_interval"] or (y, y) for r, y in zip(pts, ys)]
             ax.errorbar(xs, ys, yerr=[[y - iv[0] for y, iv in zip(ys, ivs)],
