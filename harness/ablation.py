@@ -141,7 +141,7 @@ def rows(runs: list[dict]) -> list[dict]:
             "conn_per_s": level["conn_per_s_median"],
             "server_bound": level["server_bound"], "clean": level["clean"], "runs": level["runs"],
             "lost": level["lost"], "client_bound": level["client_bound"],
-            "events_per_pass": level["events_per_pass_median"],
+            "events_per_pass": level.get("events_per_pass_median"),
             "own_cpu": own and own["ratio_cpu_to_baseline"], "own_cpu_ci": own and own["ratio_cpu_interval"],
             "own_cpu_verdict": own and own["verdict_cpu"],
             "own_conn": own and own["ratio_conn_to_baseline"], "own_conn_ci": own and own["ratio_conn_interval"],
@@ -169,8 +169,8 @@ def _r(x, ci=None) -> str:
 def table_md(rs: list[dict], counts: dict[str, int]) -> str:
     """The path table (Markdown)."""
     head = ("| step | removes (ae.c construct) | CPU µs/conn | CPU × raw epoll [CI] | conn/s × raw epoll [CI] "
-            "| step's own effect: CPU × previous [CI] | verdict | instructions/conn (Δ) | server-bound |")
-    lines = [head, "|" + "---|" * 9]
+            "| step's own effect: CPU × previous [CI] | verdict | instructions/conn (Δ) | events/pass | server-bound |")
+    lines = [head, "|" + "---|" * 10]
     base_i = counts.get("raw_epoll")
     prev_i = None
     for r in rs:
@@ -189,6 +189,7 @@ def table_md(rs: list[dict], counts: dict[str, int]) -> str:
         cpu_us = "–" if r["cpu_us"] is None else f"{r['cpu_us']:.1f}"
         lines.append(f"| {r['label']} | {r['removes']} | {cpu_us} | {_r(r['cpu'], r['cpu_ci'])} | "
                      f"{_r(r['conn'], r['conn_ci'])} | {own} | {verdict} | {icell} | "
+                     f"{'–' if r.get('events_per_pass') is None else format(r['events_per_pass'], '.1f')} | "
                      f"{r['server_bound']}/{r['runs']} |")
     return "\n".join(lines) + "\n"
 
@@ -363,10 +364,10 @@ def section(results: str | None = None) -> list[str]:
           "been (`literal`, variants/ablation) and takes it to today's master one named step at "
           "a time, in one interleaved batch (docs/variants.md, \"The ae-literal design\"). "
           "CPU = server CPU per connection x raw epoll's (the fairer figure: conn/s of a budgeted "
-          "server is its inverse); *share* = the part of the design's excess CPU over raw epoll "
-          "that the unified proc removes.\n",
+          "server is its inverse); the unified proc's *own effect* is its paired CPU ratio to the "
+          "same design without it.\n",
           "| batch | link, in flight, interpreter | literal: conn/s, CPU | end of the path: CPU | "
-          "master: CPU | alone_proc: CPU | unified proc on the literal design: own effect, share "
+          "master: CPU | alone_proc: CPU | unified proc on the literal design: own effect "
           "| on the path's end | on master (alone_proc) |",
           "|---|---|---|---|---|---|---|---|---|"]
     facts = []
@@ -381,13 +382,13 @@ def section(results: str | None = None) -> list[str]:
         def cpu(r):
             return "–" if r is None else _r(r["cpu"], r["cpu_ci"])
 
-        def own(r, base):
+        def own(r):
             if r is None or r["own_cpu"] is None:
                 return "–"
-            return f"{_r(r['own_cpu'], r['own_cpu_ci'])}, {_gap_share(base and base['cpu'], r['cpu'])}"
+            return f"{_r(r['own_cpu'], r['own_cpu_ci'])} {r['own_cpu_verdict'] or ''}".strip()
         md.append(f"| {c['batch_id']} | {c['link']}, {c['concurrency']}, {c['python']} | "
                   f"{_r(lit['conn'], lit['conn_ci'])}, {cpu(lit)} | {cpu(end)} | {cpu(mas)} | {cpu(alo)} | "
-                  f"{own(lu, lit)} | {own(pu, end)} | {own(alo, mas)} |")
+                  f"{own(lu)} | {own(pu)} | {own(alo)} |")
         ci = lit["conn_ci"]
         low = ci[0] if ci else lit["conn"]
         reach = "reaches" if low is not None and low <= STUDY_MASTER else "does not reach"
@@ -395,10 +396,28 @@ def section(results: str | None = None) -> list[str]:
         big = sorted(steps, key=lambda r: r["own_cpu"])[:3]
         facts.append(f"- {c['link']}, {c['concurrency']} in flight ({c['python']}; batch {c['batch_id']}): "
                      f"the literal design {reach} the study's 0.65 (conn/s {_r(lit['conn'], ci)}). "
-                     f"The steps that cut the most CPU: " + ", ".join(
-                         f"{r['label'][1:]} {_r(r['own_cpu'], r['own_cpu_ci'])}" for r in big) + ".")
+                     f"The steps with the lowest own CPU ratio: " + ", ".join(
+                         f"{r['label'][1:]} {_r(r['own_cpu'], r['own_cpu_ci'])} ({r['own_cpu_verdict']})"
+                         for r in big) + ".")
     md.append("")
     md += facts
+    n = icounts(results)
+    if all(s in n for s in ("raw_epoll", "literal", END, "master", "alone_proc")):
+        base, lit_i, mas_i = n["raw_epoll"], n["literal"], n["master"]
+        lu_i, pu_i = n.get("literal:steps=" + UNIFIED), n.get(END + "+" + UNIFIED)
+        line = (f"- Instructions per connection (user space, callgrind: `make ablation-icount`, "
+                f"results/ablation/icount/): raw epoll {base:,}, literal {lit_i:,} ({lit_i / base:.2f} x), "
+                f"the path's end {n[END]:,}, master {mas_i:,} ({mas_i / base:.2f} x), alone_proc "
+                f"{n['alone_proc']:,}. The unified proc removes ")
+        parts = []
+        if lu_i is not None:
+            parts.append(f"{lit_i - lu_i:,} on the literal design ({_gap_share(lit_i / base, lu_i / base)} "
+                         f"of its excess over raw epoll)")
+        if pu_i is not None:
+            parts.append(f"{n[END] - pu_i:,} on the path's end")
+        parts.append(f"{mas_i - n['alone_proc']:,} on master ({_gap_share(mas_i / base, n['alone_proc'] / base)} "
+                     f"of its excess)")
+        md.append(line + ", ".join(parts) + ".")
     md.append("\nWhat the numbers say, and what is left, in words: README.md (\"Where the study's "
               "0.65 went\") and docs/variants.md; every batch's table and waterfall: "
               "results/ablation/BATCH.md.\n")
