@@ -418,6 +418,17 @@ def section(results: str | None = None) -> list[str]:
         parts.append(f"{mas_i - n['alone_proc']:,} on master ({_gap_share(mas_i / base, n['alone_proc'] / base)} "
                      f"of its excess)")
         md.append(line + ", ".join(parts) + ".")
+    d = os.path.join(records.results_dir(results), "ablation", "icount")
+    labels = sorted({f[:-5].partition("@")[2] for f in (os.listdir(d) if os.path.isdir(d) else [])
+                     if "@" in f and f.endswith(".json")})
+    for label in labels:                # other interpreters: the same designs' counts
+        m = icounts(results, label)
+        if all(s in m for s in ("raw_epoll", "literal", "master")):
+            base = m["raw_epoll"]
+            md.append(f"- On {label} (`make ablation-icount PYTHON=...` or tools/icount.py --python): "
+                      + ", ".join(f"{LABEL[s]} {m[s]:,} ({m[s] / base:.2f} x)" for s in SPECS if s in m)
+                      + ": the same designs cost more instructions against raw epoll on an "
+                        "interpreter without 3.11's speed-ups.")
     md.append("\nWhat the numbers say, and what is left, in words: README.md (\"Where the study's "
               "0.65 went\") and docs/variants.md; every batch's table and waterfall: "
               "results/ablation/BATCH.md.\n")

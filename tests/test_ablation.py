@@ -194,3 +194,33 @@ def test_the_path_is_the_steps_in_order():
     for s in specs:
         srv.parse_spec(s)                           # every one is a valid spec
     assert len(set(specs)) == len(specs)
+
+
+def test_reproduction_section_recomputes_from_the_recorded_runs(tmp_path):
+    """REPRODUCTION's section reads results/ablation/BATCH.json for the batch ids and
+    recomputes every figure from the runs; instruction counts from results/ablation/icount."""
+    import json
+    runs = []
+    for rnd in range(6):
+        j = 1 + 0.01 * rnd
+        runs += [_run("raw_epoll", rnd, 30 * j, 1000 / j), _run("literal", rnd, 33 * j, 900 / j),
+                 _run("master", rnd, 31 * j, 970 / j), _run("alone_proc", rnd, 30.5 * j, 985 / j)]
+    for i, r in enumerate(runs):
+        r["run_id"] = f"r{i}"
+    (tmp_path / "runs").mkdir()
+    for r in runs:
+        (tmp_path / "runs" / f"{r['run_id']}.json").write_text(json.dumps(r))
+    (tmp_path / "batches").mkdir()
+    (tmp_path / "batches" / "b1.json").write_text(json.dumps({"run_ids": [r["run_id"] for r in runs]}))
+    hab.report(runs, str(tmp_path), out=open("/dev/null", "w"))
+    icount = tmp_path / "ablation" / "icount"
+    icount.mkdir()
+    for spec, n in (("raw_epoll", 40000), ("literal", 60000), (hab.END, 52000), ("master", 50000),
+                    ("alone_proc", 47000)):
+        (icount / f"{spec.replace(':', '_')}.json").write_text(json.dumps(
+            {"rows": [{"spec": spec, "instructions_per_connection": n}]}))
+    text = "\n".join(hab.section(str(tmp_path)))
+    assert "| b1 | loopback, 64, default | 0.90" in text
+    assert "does not reach the study's 0.65" in text
+    assert "literal 60,000 (1.50 x)" in text and "3,000 on master (30% of its excess)" in text
+    assert (tmp_path / "ablation" / "b1.md").exists()
