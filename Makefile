@@ -109,6 +109,7 @@ TAKES_reproduce := SERVER_CPU
 TAKES_icount := VARIANT SERVERS PYTHON
 TAKES_icount-parts := VARIANT PYTHON
 TAKES_combine := BATCHES
+TAKES_check-docs :=
 TAKES_chart := BATCH
 TAKES_sweep-concurrency := SERVERS $(RUN_KNOBS)
 TAKES_ablation := $(RUN_KNOBS)
@@ -228,6 +229,12 @@ scale: knobs-scale $(STAMP)-report build
 
 # One batch table over several recorded batches (each run paired within its own round):
 # more rounds for one question without picking the batch that suits (harness/combine.py).
+# Every marked figure in README.md and docs/*.md recomputed from results/ (harness/checkdocs.py;
+# the marker syntax: docs/statistics.md, "Checked figures"). Records only: seconds. In make test.
+.PHONY: check-docs
+check-docs: knobs-check-docs venv
+	$(PY) -m harness check-docs
+
 combine: knobs-combine venv
 	@test -n "$(BATCHES)" || { echo 'error: give the batches: make combine BATCHES="b2026... b2026..." (ids from results/batches/)' >&2; exit 2; }
 	$(PY) -m harness combine $(BATCHES)

@@ -37,6 +37,7 @@ DISPATCH = {
     "syscalls": ("harness.syscalls", [], "system calls per connection (strace -c)"),
     "reproduce": ("harness.reproduce", [], "rerun the study's comparisons, write REPRODUCTION.md"),
     "combine": ("harness.combine", [], "one batch table from several recorded batches"),
+    "check-docs": ("harness.checkdocs", [], "recompute every marked figure in README.md and docs/ from results/"),
     "sweep-concurrency": ("harness.concurrency", [],
                           "CPU per connection against connections in flight (paired rounds)"),
     "scale": ("harness.scale", [], "conn/s and CPU per connection against N event loops "

@@ -233,7 +233,8 @@ def test_allowed_exceptions_name_existing_files():
 LAYERS = [
     ("commands", ["harness", "harness.__main__", "harness.cli"]),
     ("subcommands", ["harness.report", "harness.reproduce", "harness.profile", "harness.syscalls",
-                     "harness.twohost", "harness.combine", "harness.concurrency", "harness.scale"]),
+                     "harness.twohost", "harness.combine", "harness.concurrency", "harness.scale",
+                     "harness.checkdocs"]),
     ("command line", ["harness.cmdline"]),
     ("writers", ["harness.charts", "harness.reproduction", "harness.frame", "harness.study",
                  "harness.ablation", "harness.batchchart", "harness.interpreters"]),
