@@ -19,7 +19,8 @@ Three sources (docs/statistics.md, "Checked figures", has the table of quantitie
 * ``<!--check BATCH SPEC QUANTITY [key=value ...]-->``: a batch under results/batches/
   (``A+B``: two batches read as one, each run paired within its own batch, as
   ``make combine`` does).  ``key=value`` picks the row when a spec ran under several
-  conditions (link, concurrency, rate, budget, python, size).  SPEC ``*``: every run of
+  conditions (link, concurrency, rate, budget, python, size); ``base=SPEC`` takes the
+  ratios to SPEC instead of the batch's baseline (``summary.summarize(baseline=)``).  SPEC ``*``: every run of
   the batch, for the run-level quantities.
 * ``<!--check icount SPEC [QUANTITY]-->``: results/icount/SPEC.json (instructions per
   connection).
@@ -129,10 +130,11 @@ class Records:
             self._runs[batch] = out
         return self._runs[batch]
 
-    def rows(self, batch: str) -> list[dict]:
-        if batch not in self._rows:
-            self._rows[batch] = summary.summarize(self.batch_runs(batch))
-        return self._rows[batch]
+    def rows(self, batch: str, base: str | None = None) -> list[dict]:
+        """The batch's summary rows; ``base``: ratios to that spec instead of the baseline rule."""
+        if (batch, base) not in self._rows:
+            self._rows[(batch, base)] = summary.summarize(self.batch_runs(batch), baseline=base)
+        return self._rows[(batch, base)]
 
     def json(self, rel: str):
         path = os.path.normpath(os.path.join(self.root, os.path.relpath(rel, "results")
@@ -173,7 +175,7 @@ def recorded(rec: Records, words: list[str]) -> tuple[list[float], list[str]]:
     src, args = words[0], words[1:]
     # key=value options; a spec may hold "=" itself (mul_thread:pool=oneshot), so only a
     # known key is an option.
-    is_opt = [("=" in a and a.split("=", 1)[0] in FILTERS + ("scale",)) for a in args]
+    is_opt = [("=" in a and a.split("=", 1)[0] in FILTERS + ("scale", "base")) for a in args]
     opts = dict(a.split("=", 1) for a, o in zip(args, is_opt) if o)
     args = [a for a, o in zip(args, is_opt) if not o]
     if src == "icount":
@@ -207,7 +209,8 @@ def recorded(rec: Records, words: list[str]) -> tuple[list[float], list[str]]:
         if agg == "range":
             return [min(vals) * scale, max(vals) * scale], []
         return [float(agg(vals)) * scale], []  # type: ignore[operator]
-    row = _pick(rec.rows(src), spec, opts)
+    base = opts.pop("base", None)
+    row = _pick(rec.rows(src, base), spec, opts)
     if quantity in WORDS:
         return [], [summary.verdict_text(row, "conn" if quantity == "verdict" else "cpu")]
     if quantity not in ROW:

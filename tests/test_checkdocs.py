@@ -63,6 +63,9 @@ def test_right_figures_pass(results):
     n, problems = _check(text, results)
     assert problems == []
     assert n == 11
+    # base=SPEC: raw_epoll to alone_proc, the inverse ratio
+    n, problems = _check(f"0.91<!--check {BATCH} raw_epoll conn_ratio base=alone_proc-->\n", results)
+    assert (n, problems) == (1, [])
 
 
 @pytest.mark.parametrize("wrong, why", [
