@@ -29,7 +29,7 @@ Three sources (docs/statistics.md, "Checked figures", has the table of quantitie
 * ``<!--check json PATH KEY.PATH [scale=X]-->``: any number in a JSON file under results/.
 
 A marker naming a batch or file that does not exist fails, like a wrong figure; markers
-in fenced code blocks are examples and are skipped.  The
+in code (fenced blocks, inline backticks) are examples and are skipped.  The
 checker reads records only (no run, no pandas): fast enough for ``make test``.
 """
 
@@ -250,9 +250,13 @@ def check_text(text: str, name: str, rec: Records) -> tuple[int, list[str]]:
             fenced = not fenced
         if fenced:
             continue            # a marker in a code block is an example, not a claim
-        start = 0
+        start, seg = 0, ""
+        code = [c.span() for c in re.finditer(r"`[^`]*`", line)]
         for m in MARKER.finditer(line):
-            seg = line[start:m.start()]
+            if any(a <= m.start() < b for a, b in code):
+                continue        # in inline code: an example
+            # Markers back to back check one figure twice (one value, two quantities).
+            seg = line[start:m.start()] if line[start:m.start()].strip() else seg
             start = m.end()
             checked += 1
             where = f"{name}:{lineno}: <!--check {m.group(1)}-->"

@@ -66,6 +66,10 @@ def test_right_figures_pass(results):
     # base=SPEC: raw_epoll to alone_proc, the inverse ratio
     n, problems = _check(f"0.91<!--check {BATCH} raw_epoll conn_ratio base=alone_proc-->\n", results)
     assert (n, problems) == (1, [])
+    # two markers back to back: one figure, two quantities
+    n, problems = _check(f"6<!--check {BATCH} alone_proc rounds--><!--check {BATCH} alone_proc runs-->\n"
+                         f"7<!--check {BATCH} alone_proc rounds--><!--check {BATCH} alone_proc runs-->\n", results)
+    assert n == 4 and len(problems) == 2 and all(p.startswith("doc.md:2:") for p in problems)
 
 
 @pytest.mark.parametrize("wrong, why", [
@@ -90,6 +94,8 @@ def test_seeded_wrong_figure_fails(results, wrong, why):
 
 def test_code_blocks_are_examples(results):
     n, problems = _check("```\n9<!--check b20990101T000000Z-1-missing x conn_ratio-->\n```\n", results)
+    assert (n, problems) == (0, [])
+    n, problems = _check("see `9<!--check b20990101T000000Z-1-missing x conn_ratio-->`\n", results)
     assert (n, problems) == (0, [])
 
 
