@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import math
 import os
 import re
 import sys
@@ -237,6 +238,13 @@ def parse_number(text: str) -> tuple[float, float]:
     return float(t) * mult, 0.5 * 10 ** -dec * mult
 
 
+def shown(claimed: str, value: float) -> str:
+    """The recorded value printed one digit finer than the claim (6,111 -> 6,110.6)."""
+    _, half = parse_number(claimed)
+    dec = max(0, round(-math.log10(half * 2)) + 1)
+    return f"{value:,.{dec}f}" if "," in claimed or abs(value) >= 10000 else f"{value:.{dec}f}"
+
+
 def matches(claimed: str, value: float) -> bool:
     v, half = parse_number(claimed)
     return abs(v - value) <= half * (1 + 1e-9) + 1e-12
@@ -276,7 +284,7 @@ def check_text(text: str, name: str, rec: Records) -> tuple[int, list[str]]:
             claimed = found[len(found) - len(nums):]
             if not all(matches(c, v) for c, v in zip(claimed, nums)):
                 problems.append(f"{where}: claimed {' / '.join(claimed)}, recorded "
-                                + " / ".join(f"{v:.4g}" for v in nums))
+                                + " / ".join(shown(c, v) for c, v in zip(claimed, nums)))
             low = seg.lower()
             for w in words:
                 if w.lower() not in low:
