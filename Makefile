@@ -69,6 +69,8 @@ help:
 	@echo "make twohost-serve VARIANT=x PORT=p    make twohost-load HOST=h PORT=p    (two-host runs)"
 	@echo "make python-ft (free-threaded CPython 3.13 in build/python-ft/)   make test-ft   PYTHON=build/python-ft/bin/python3.13t"
 	@echo "make pypy (Debian's pypy3, apt-get)   make test-pypy   PYTHON=pypy3"
+	@echo "make compiled (mypyc: build/compiled/)   make test-compiled   specs alone_proc:compiled raw_epoll:compiled alone_proc:python=pypy3"
+	@echo "make interpreters BATCH=ID|latest   (one batch across interpreters, results/interpreters/ID.{md,png})"
 	@echo "make icount [SERVERS=\"raw_epoll alone_proc\"]   (user-space instructions per connection, callgrind)"
 	@echo "make icount-parts [VARIANT=alone_proc]   (the library's fd calls and one loop pass, in instructions)"
 	@echo "make combine BATCHES=\"ID1 ID2\"   (one table over several recorded batches, paired within each round)"
