@@ -326,13 +326,13 @@ test-pypy: knobs-test-pypy pypy
 COMPILED_TESTS := tests/test_compiled.py tests/test_conformance.py tests/test_timers.py \
   tests/test_variant_master.py tests/test_variant_mul_thread.py tests/test_variant_alone_proc.py
 .PHONY: compiled test-compiled interpreters
-compiled: knobs-compiled venv
+compiled: knobs-compiled $(STAMP)-lint
 	$(PY) tools/build_compiled.py
-test-compiled: knobs-test-compiled compiled
+test-compiled: knobs-test-compiled compiled $(STAMP)-test
 	cd $(BUILD)/compiled/lib && EVENTS_EXPECT_COMPILED=1 PYTHONPATH=$(CURDIR) $(abspath $(PY)) -m pytest -q \
 	  -p no:cacheprovider --rootdir $(CURDIR) -c $(CURDIR)/pyproject.toml $(addprefix $(CURDIR)/,$(COMPILED_TESTS))
 # The interpreters table and chart of a recorded batch (harness/interpreters.py).
-interpreters: knobs-interpreters venv
+interpreters: knobs-interpreters $(STAMP)-report
 	$(PY) -m harness.interpreters $(or $(BATCH),latest)
 
 clean:
