@@ -194,6 +194,10 @@ def test_reset_mid_request_with_error_handler_keeps_serving(loop):
 
 
 def test_finalizer_exception_leaves_the_timer_deleted(loop):
+    if not hasattr(loop, "_timers"):
+        pytest.skip("ae's list timers (variants/ablation without step 'timers') run a deleted "
+                    "timer's finalizer at the next processTimeEvents, as ae.c does")
+
     def bad_finalizer(lp, d):
         raise Boom("finalizer")
 

@@ -135,7 +135,7 @@ def test_batch_table_and_report_agree_on_the_fixtures(tmp_path):
             text = summary.ratio_text(r["ratio_conn_to_baseline"], r["ratio_conn_interval"])
             assert text in line
             rep_line = next(ln for ln in md.splitlines()
-                            if ln.startswith(f"| {r['link']} | {r['spec']} |"))
+                            if ln.startswith(f"| {batch} | {r['spec']} |"))
             assert f"| {text} |" in rep_line and f"({r['clean']}/{r['excluded']})" in rep_line
 
 

@@ -441,8 +441,10 @@ class EventLoop:
             if now_sec > te.when_sec or (now_sec == te.when_sec and now_ms >= te.when_ms):
                 try:
                     retval = te.timeProc(self, te.id, te.clientData)
-                except Exception as exc:
+                except BaseException as exc:
                     # The event ends: unlinked now, its finalizer run, then the error.
+                    # KeyboardInterrupt & co. end it too, and are never handled (as the
+                    # variants' timers: variants/common/timers.py).
                     nxt = te.next
                     if prev is None:
                         self._timeEventHead = nxt
@@ -451,7 +453,7 @@ class EventLoop:
                     te.id = DELETED_EVENT_ID
                     if te.finalizerProc is not None:
                         te.finalizerProc(self, te.clientData)
-                    if self._error_handler is None:
+                    if self._error_handler is None or not isinstance(exc, Exception):
                         raise
                     self._error_handler(self, exc)
                     processed += 1
