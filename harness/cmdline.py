@@ -17,7 +17,7 @@ import argparse
 import os
 import sys
 
-from harness import cpubudget, procs, runner
+from harness import cpubudget, procs, records, runner
 from harness.servers import options as _server_options
 
 EXIT_USAGE, EXIT_MISSING, EXIT_INTERRUPTED = 2, 1, 130
@@ -270,3 +270,27 @@ def resolve_server_cpu(value, *, budget_default: bool, out=sys.stderr) -> tuple:
         raise procs.RunnerError(f"SERVER_CPU={value}: cannot hold the server to a CPU budget: {e}; "
                                 f"SERVER_CPU=off runs without one") from None
     return value, ("auto" if value == "auto" else "fixed")
+
+
+def run_and_render(make_batch, plan, title: str, render) -> int:
+    """Run a batch whose table is a chart of its own (make sweep-concurrency, make scale):
+    ``make_batch()`` builds it (a budget it cannot apply is a RunnerError); the plan is run,
+    the batch written, ``render(results_dir, batch_id) -> (png, md, json)`` called and the
+    summary printed; exit status 0, or EXIT_MISSING when a run failed or lost connections,
+    EXIT_INTERRUPTED on Ctrl-C (the runs so far are kept)."""
+    try:
+        batch = make_batch()
+        batch.execute(plan, title=title)
+    except procs.RunnerError as e:
+        return die(str(e), EXIT_MISSING)
+    except runner.BatchInterrupted as e:
+        print(f"\ninterrupted: kept {len(e.records)} run(s)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    batch.write_batch()
+    png, md, _js = render(batch.root, batch.batch_id)
+    with open(md) as f:
+        print("\n" + f.read())
+    print(f"batch {batch.batch_id}: chart {records.shown_path(png)}, summary {records.shown_path(md)}")
+    failed = sum(1 for r in batch.records if r.get("status") != "ok"
+                 or (r.get("metrics") or {}).get("lost"))
+    return EXIT_MISSING if failed else 0

@@ -396,25 +396,11 @@ def main(argv=None) -> int:
                     labels={"sweep": "concurrency", "levels": levels})
     settings = runner.Settings(**kw)
     plan = make_plan(specs, levels, a.repeat)
-    try:
-        batch = SweepBatch(settings, total=len(plan), out=sys.stdout, results_dir=a.results_dir)
-        batch.execute(plan, title=f"{KIND} {' '.join(s.text for s in specs)} at "
-                                  f"{' '.join(map(str, levels))} in flight, {a.repeat} round(s) "
-                                  f"of {a.duration:g}s")
-    except procs.RunnerError as e:
-        return cmdline.die(str(e), cmdline.EXIT_MISSING)
-    except runner.BatchInterrupted as e:
-        print(f"\ninterrupted: kept {len(e.records)} run(s)", file=sys.stderr)
-        return cmdline.EXIT_INTERRUPTED
-    batch.write_batch()
-    png, md, js = render(batch.root, batch.batch_id)
-    with open(md) as f:
-        print("\n" + f.read())
-    print(f"batch {batch.batch_id}: chart {records.shown_path(png)}, summary {records.shown_path(md)}")
-    failed = sum(1 for r in batch.records if r.get("status") != "ok"
-                 or (r.get("metrics") or {}).get("lost"))
-    return cmdline.EXIT_MISSING if failed else 0
-
+    title = (f"{KIND} {' '.join(s.text for s in specs)} at {' '.join(map(str, levels))} "
+             f"in flight, {a.repeat} round(s) of {a.duration:g}s")
+    return cmdline.run_and_render(
+        lambda: SweepBatch(settings, total=len(plan), out=sys.stdout, results_dir=a.results_dir),
+        plan, title, render)
 
 if __name__ == "__main__":
     sys.exit(main())

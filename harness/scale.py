@@ -375,25 +375,11 @@ def main(argv=None) -> int:
                     labels={"scale": "workers", "workers": levels, "budget": a.budget,
                             "worker_mode": a.worker_mode})
     settings = runner.Settings(**kw)
-    try:
-        batch = runner.Batch(settings, total=len(plan), out=sys.stdout, results_dir=a.results_dir)
-        batch.execute(plan, title=f"{KIND} {' '.join(s.text for s in designs)} at "
-                                  f"{' '.join(map(str, levels))} worker(s) ({a.worker_mode}, budget "
-                                  f"{a.budget}), {a.repeat} round(s) of {a.duration:g}s")
-    except procs.RunnerError as e:
-        return cmdline.die(str(e), cmdline.EXIT_MISSING)
-    except runner.BatchInterrupted as e:
-        print(f"\ninterrupted: kept {len(e.records)} run(s)", file=sys.stderr)
-        return cmdline.EXIT_INTERRUPTED
-    batch.write_batch()
-    png, md, js = render(batch.root, batch.batch_id)
-    with open(md) as f:
-        print("\n" + f.read())
-    print(f"batch {batch.batch_id}: chart {records.shown_path(png)}, summary {records.shown_path(md)}")
-    failed = sum(1 for r in batch.records if r.get("status") != "ok"
-                 or (r.get("metrics") or {}).get("lost"))
-    return cmdline.EXIT_MISSING if failed else 0
-
+    title = (f"{KIND} {' '.join(s.text for s in designs)} at {' '.join(map(str, levels))} "
+             f"worker(s) ({a.worker_mode}, budget {a.budget}), {a.repeat} round(s) of {a.duration:g}s")
+    return cmdline.run_and_render(
+        lambda: runner.Batch(settings, total=len(plan), out=sys.stdout, results_dir=a.results_dir),
+        plan, title, render)
 
 if __name__ == "__main__":
     sys.exit(main())
