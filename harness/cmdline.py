@@ -294,3 +294,31 @@ def run_and_render(make_batch, plan, title: str, render) -> int:
     failed = sum(1 for r in batch.records if r.get("status") != "ok"
                  or (r.get("metrics") or {}).get("lost"))
     return EXIT_MISSING if failed else 0
+
+
+def parse_counts(text: str, *, knob: str, what: str, one: str, unit: str, lo: int, hi: int,
+                 example: str) -> list[int]:
+    """A list of whole numbers such as ``CONCURRENCY="1 2 4"`` or ``WORKERS="1 2"`` (spaces or
+    commas), ascending.  UsageError, naming ``knob``, for an empty list, an item that is not a
+    whole number >= ``lo`` or is above ``hi``, or a number given twice (rounds repeat with
+    REPEAT).  ``what`` names the list's items ("levels"), ``one`` an item ("a level"),
+    ``unit`` a number's unit ("connections in flight")."""
+    items = text.replace(",", " ").split()
+    if not items:
+        raise UsageError(f"{knob}: no {what} given (e.g. \"{example}\")")
+    values = []
+    for item in items:
+        try:
+            value = int(item, 10)
+        except ValueError:
+            raise UsageError(f"{knob}: {item!r} is not a whole number of {unit}") from None
+        if value < lo:
+            raise UsageError(f"{knob}: {value} {unit}: {one} must be at least {lo}")
+        if value > hi:
+            raise UsageError(f"{knob}: {value:,} is out of range: use {lo} to {hi:,}")
+        values.append(value)
+    dup = sorted({v for v in values if values.count(v) > 1})
+    if dup:
+        raise UsageError(f"{knob}: {', '.join(map(str, dup))} given twice: give each once "
+                         "(rounds repeat with REPEAT)")
+    return sorted(values)

@@ -56,28 +56,10 @@ def parse_levels(text: str | None) -> list[int]:
     or a level given twice."""
     if text is None:
         return list(DEFAULT_LEVELS)
-    items = text.replace(",", " ").split()
-    if not items:
-        raise UsageError("CONCURRENCY/--levels: no levels given (e.g. \"1 2 4 8 16 64 256\")")
-    levels = []
-    for item in items:
-        try:
-            value = int(item, 10)
-        except ValueError:
-            raise UsageError(f"CONCURRENCY/--levels: {item!r} is not a whole number of "
-                             "connections in flight") from None
-        if value < 1:
-            raise UsageError(f"CONCURRENCY/--levels: {value} connections in flight: a level "
-                             "must be at least 1")
-        lo, hi = cmdline.RANGES["--concurrency"]
-        if value > hi:
-            raise UsageError(f"CONCURRENCY/--levels: {value:,} is out of range: use {lo} to {hi:,}")
-        levels.append(value)
-    dup = sorted({v for v in levels if levels.count(v) > 1})
-    if dup:
-        raise UsageError(f"CONCURRENCY/--levels: {', '.join(map(str, dup))} given twice: give "
-                         "each level once (rounds repeat with REPEAT)")
-    return sorted(levels)
+    lo, hi = cmdline.RANGES["--concurrency"]
+    return cmdline.parse_counts(text, knob="CONCURRENCY/--levels", what="levels", one="a level",
+                                unit="connections in flight", lo=max(1, int(lo)), hi=int(hi),
+                                example="1 2 4 8 16 64 256")
 
 
 def parse_servers(text: str | None) -> list[srv.Spec]:

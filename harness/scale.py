@@ -63,25 +63,8 @@ def parse_levels(text: str | None) -> list[int]:
     number >= 1, or a count given twice."""
     if text is None:
         return list(DEFAULT_LEVELS)
-    items = text.replace(",", " ").split()
-    if not items:
-        raise UsageError("WORKERS/--workers: no worker counts given (e.g. \"1 2 4 8\")")
-    levels = []
-    for item in items:
-        try:
-            value = int(item, 10)
-        except ValueError:
-            raise UsageError(f"WORKERS/--workers: {item!r} is not a whole number of workers") from None
-        if value < 1:
-            raise UsageError(f"WORKERS/--workers: {value} workers: a count must be at least 1")
-        if value > 256:
-            raise UsageError(f"WORKERS/--workers: {value} workers is out of range: use 1 to 256")
-        levels.append(value)
-    dup = sorted({v for v in levels if levels.count(v) > 1})
-    if dup:
-        raise UsageError(f"WORKERS/--workers: {', '.join(map(str, dup))} given twice: give each "
-                         "count once (rounds repeat with REPEAT)")
-    return sorted(levels)
+    return cmdline.parse_counts(text, knob="WORKERS/--workers", what="worker counts", one="a count",
+                                unit="workers", lo=1, hi=256, example="1 2 4 8")
 
 
 def parse_designs(variant: str | None, servers: str | None) -> list[srv.Spec]:
