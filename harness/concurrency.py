@@ -384,5 +384,6 @@ def main(argv=None) -> int:
         lambda: SweepBatch(settings, total=len(plan), out=sys.stdout, results_dir=a.results_dir),
         plan, title, render)
 
+
 if __name__ == "__main__":
     sys.exit(main())

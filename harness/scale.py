@@ -364,5 +364,6 @@ def main(argv=None) -> int:
         lambda: runner.Batch(settings, total=len(plan), out=sys.stdout, results_dir=a.results_dir),
         plan, title, render)
 
+
 if __name__ == "__main__":
     sys.exit(main())
