@@ -75,6 +75,7 @@ help:
 	@echo "make icount-parts [VARIANT=alone_proc]   (the library's fd calls and one loop pass, in instructions)"
 	@echo "make combine BATCHES=\"ID1 ID2\"   (one table over several recorded batches, paired within each round)"
 	@echo "make chart BATCH=ID|latest   (redraw a batch's chart, results/batches/ID.png)"
+	@echo "make check-docs   (every marked figure of README.md and docs/ recomputed from results/; part of make test)"
 	@echo "make sweep-concurrency [SERVERS=...] [CONCURRENCY=\"1 2 4 8 16 64 256\"]   (CPU per connection against connections in flight)"
 	@echo "make ablation [LINK=1000mbit] [CONCURRENCY=4]   (the ae-literal design, step by step to master; waterfall)"
 	@echo "make ablation-icount   (instructions per connection of every spec of the ablation path)"
