@@ -26,7 +26,7 @@ from harness import ablation, client, cmdline, cpubudget, procs, runner, soak
 from harness.cmdline import (DIET_HELP, EXIT_INTERRUPTED, EXIT_MISSING, EXIT_USAGE, Parser,
                              UsageError, add_common, check_common, check_host, check_range, die,
                              diet_levers, nonneg_float, positive_float, positive_int, rate_value,
-                             resolve_server_cpu, server_cpu_value)
+                             server_cpu_value, settings_kwargs)
 from harness.progress import Progress
 from harness import servers as srv
 
@@ -160,15 +160,7 @@ def _specs(text: str | None, default) -> list[srv.Spec]:
 
 
 def _batch_kwargs(a, *, budget_default: bool = False) -> dict:
-    if (a.delay or a.loss) and (a.link or "loopback").strip().lower() == "loopback":
-        raise UsageError("--delay/--loss (DELAY/LOSS) need an emulated link, e.g. --link 100mbit: "
-                         "the host's loopback is never delayed or made lossy")
-    cores, mode = resolve_server_cpu(a.server_cpu, budget_default=budget_default and not a.rate)
-    return dict(link=a.link, repeat=a.repeat, duration=a.duration, warmup=a.warmup,
-                concurrency=a.concurrency, size=a.size, rate=a.rate, delay=a.delay, loss=a.loss,
-                python=procs.resolve_python(a.python), timeout_ms=a.timeout_ms,
-                close_mode=a.close_mode, results_dir=a.results_dir, idle_timeout=a.idle_timeout,
-                server_cpu=cores, server_cpu_mode=mode, clients=getattr(a, "clients", 1))
+    return dict(settings_kwargs(a, budget_default=budget_default), results_dir=a.results_dir)
 
 
 def _preflight(specs: list[srv.Spec], python: str | None, *, skip: bool) -> list[srv.Spec]:

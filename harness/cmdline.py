@@ -322,3 +322,19 @@ def parse_counts(text: str, *, knob: str, what: str, one: str, unit: str, lo: in
         raise UsageError(f"{knob}: {', '.join(map(str, dup))} given twice: give each once "
                          "(rounds repeat with REPEAT)")
     return sorted(values)
+
+
+def settings_kwargs(a, *, budget_default: bool = False) -> dict:
+    """The fields of runner.Settings that every batch command reads from its parsed
+    arguments (the link, rounds, load, interpreter and CPU budget), checked: DELAY/LOSS on
+    loopback is a UsageError; ``budget_default``: the command holds the server to the
+    default budget when none is given (and no --rate)."""
+    if (a.delay or a.loss) and (a.link or "loopback").strip().lower() == "loopback":
+        raise UsageError("--delay/--loss (DELAY/LOSS) need an emulated link, e.g. --link 100mbit: "
+                         "the host's loopback is never delayed or made lossy")
+    cores, mode = resolve_server_cpu(a.server_cpu, budget_default=budget_default and not a.rate)
+    return dict(link=a.link, repeat=a.repeat, duration=a.duration, warmup=a.warmup,
+                concurrency=a.concurrency, size=a.size, rate=a.rate, delay=a.delay, loss=a.loss,
+                python=procs.resolve_python(a.python), timeout_ms=a.timeout_ms,
+                close_mode=a.close_mode, idle_timeout=a.idle_timeout,
+                server_cpu=cores, server_cpu_mode=mode, clients=getattr(a, "clients", 1))

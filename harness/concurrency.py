@@ -352,31 +352,23 @@ def main(argv=None) -> int:
             return 0
         levels = parse_levels(a.levels)
         specs = parse_servers(a.servers)
-        if (a.delay or a.loss) and (a.link or "loopback").strip().lower() == "loopback":
-            raise UsageError("--delay/--loss (DELAY/LOSS) need an emulated link, e.g. --link 100mbit")
         if a.pool and not any("pool" in srv.accepted_options(s.server) for s in specs):
             raise UsageError("--pool/POOL applies to mul_thread only")
         try:
             specs = runner.apply_options(specs, diet=a.diet, pool=a.pool)
         except srv.ServerError as e:
             raise UsageError(f"--diet/DIET: {e}") from None
-        cores, mode = cmdline.resolve_server_cpu(a.server_cpu, budget_default=not a.rate)
-        python = procs.resolve_python(a.python)
+        kw = cmdline.settings_kwargs(a, budget_default=True)
         for spec in specs:
-            srv.check_available(spec, python)
+            srv.check_available(spec, kw["python"])
         procs.check_loadgen()
     except UsageError as e:
         return cmdline.die(str(e), cmdline.EXIT_USAGE)
     except (srv.ServerError, procs.RunnerError) as e:
         return cmdline.die(str(e), cmdline.EXIT_MISSING)
-    # (A dict, as cli's batch arguments: runner.py is checked with optional types relaxed.)
-    kw: dict = dict(kind=KIND, link=a.link, repeat=a.repeat, duration=a.duration,
-                    warmup=a.warmup, concurrency=levels[0], size=a.size, rate=a.rate,
-                    delay=a.delay, loss=a.loss, python=python, timeout_ms=a.timeout_ms,
-                    close_mode=a.close_mode, idle_timeout=a.idle_timeout,
-                    server_cpu=cores, server_cpu_mode=mode,
-                    labels={"sweep": "concurrency", "levels": levels})
-    settings = runner.Settings(**kw)
+    # One load client process at every level (make sweep-concurrency takes no CLIENTS).
+    kw.update(concurrency=levels[0], clients=1, labels={"sweep": "concurrency", "levels": levels})
+    settings = runner.Settings(kind=KIND, **kw)
     plan = make_plan(specs, levels, a.repeat)
     title = (f"{KIND} {' '.join(s.text for s in specs)} at {' '.join(map(str, levels))} "
              f"in flight, {a.repeat} round(s) of {a.duration:g}s")

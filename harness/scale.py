@@ -321,15 +321,14 @@ def main(argv=None) -> int:
             return 0
         levels = parse_levels(a.workers)
         designs = parse_designs(a.variant, a.servers)
-        if (a.delay or a.loss) and (a.link or "loopback").strip().lower() == "loopback":
-            raise UsageError("--delay/--loss (DELAY/LOSS) need an emulated link, e.g. --link 100mbit")
         try:
             designs = runner.apply_options(designs, diet=a.diet, pool=a.pool)
         except srv.ServerError as e:
             raise UsageError(f"--diet/DIET: {e}") from None
         if a.server_cpu == "auto":
             raise UsageError("scale: SERVER_CPU=auto is not supported; give cores (e.g. 0.4) or off")
-        cores, mode = cmdline.resolve_server_cpu(a.server_cpu, budget_default=not a.rate)
+        kw = cmdline.settings_kwargs(a, budget_default=True)
+        cores = kw["server_cpu"]
         if a.budget == "total" and not isinstance(cores, float):
             raise UsageError("SCALE_CPU=total splits SERVER_CPU among the workers: give a budget "
                              "(e.g. SERVER_CPU=0.4), not off")
@@ -342,22 +341,16 @@ def main(argv=None) -> int:
             plan = make_plan(designs, levels, a.repeat, cores, a.budget, a.worker_mode)
         except srv.ServerError as e:
             raise UsageError(str(e)) from None
-        python = procs.resolve_python(a.python)
         for spec in designs:
-            srv.check_available(spec, python)
+            srv.check_available(spec, kw["python"])
         procs.check_loadgen()
     except UsageError as e:
         return cmdline.die(str(e), cmdline.EXIT_USAGE)
     except (srv.ServerError, procs.RunnerError) as e:
         return cmdline.die(str(e), cmdline.EXIT_MISSING)
-    kw: dict = dict(kind=KIND, link=a.link, repeat=a.repeat, duration=a.duration,
-                    warmup=a.warmup, concurrency=a.concurrency, size=a.size, rate=a.rate,
-                    delay=a.delay, loss=a.loss, python=python, timeout_ms=a.timeout_ms,
-                    close_mode=a.close_mode, idle_timeout=a.idle_timeout,
-                    server_cpu=cores, server_cpu_mode=mode, clients=a.clients,
-                    labels={"scale": "workers", "workers": levels, "budget": a.budget,
-                            "worker_mode": a.worker_mode})
-    settings = runner.Settings(**kw)
+    kw["labels"] = {"scale": "workers", "workers": levels, "budget": a.budget,
+                    "worker_mode": a.worker_mode}
+    settings = runner.Settings(kind=KIND, **kw)
     title = (f"{KIND} {' '.join(s.text for s in designs)} at {' '.join(map(str, levels))} "
              f"worker(s) ({a.worker_mode}, budget {a.budget}), {a.repeat} round(s) of {a.duration:g}s")
     return cmdline.run_and_render(
