@@ -80,9 +80,8 @@ def _workload(port) -> list:
     return idle + [left]
 
 
-@pytest.mark.parametrize("spec", ["raw_epoll", "raw_epoll:diet=lazy_watch",
-                                  "raw_epoll:diet=lazy_watch+dontwait"])
-def test_derived_events_match_the_events_raw_epoll_polled(spec):
+def _served(spec) -> dict:
+    """Start ``spec``, run the whole workload against it, stop it: its STATS."""
     server = srv.start(spec, idle_timeout=0.4)
     try:
         keep = _workload(server.port)
@@ -91,6 +90,13 @@ def test_derived_events_match_the_events_raw_epoll_polled(spec):
         server.stop()
     for s in keep:
         s.close()
+    return stats
+
+
+@pytest.mark.parametrize("spec", ["raw_epoll", "raw_epoll:diet=lazy_watch",
+                                  "raw_epoll:diet=lazy_watch+dontwait"])
+def test_derived_events_match_the_events_raw_epoll_polled(spec):
+    stats = _served(spec)
     assert stats["served"] == 405 and stats["idle_timeouts"] == 2
     assert stats["passes"] == sum(stats["events_hist"])
     # The polls returned the derived events, plus the wake-up socket's one when SIGTERM
@@ -102,14 +108,7 @@ def test_derived_events_match_the_events_raw_epoll_polled(spec):
 
 @pytest.mark.parametrize("name", ["master", "alone_proc", "mul_thread"])
 def test_variant_servers_count_passes_and_events_without_a_histogram(name):
-    server = srv.start(name, idle_timeout=0.4)
-    try:
-        keep = _workload(server.port)
-        stats = server.stop()
-    finally:
-        server.stop()
-    for s in keep:
-        s.close()
+    stats = _served(name)
     assert stats["served"] == 405
     assert stats["events_hist"] is None                     # the library's loop: not bucketed
     assert stats["passes"] > 0
@@ -127,14 +126,7 @@ def test_c_servers_count_passes_events_and_histogram(name):
         srv.check_available(spec, None)
     except srv.ServerError as e:
         pytest.skip(str(e))
-    server = srv.start(name, idle_timeout=0.4)
-    try:
-        keep = _workload(server.port)
-        stats = server.stop()
-    finally:
-        server.stop()
-    for s in keep:
-        s.close()
+    stats = _served(name)
     assert stats["served"] == 405
     hist = stats["events_hist"]
     assert len(hist) == len(passes.BUCKETS) and sum(hist) == stats["passes"]
