@@ -15,11 +15,12 @@ raw_epoll runs instead of each needing their own.  Two batches in all, run with
 ``harness.runner.run_batch``; every run is recorded under results/runs like any
 other (kind ``reproduce``, labels naming the reproduction and the link intended).
 
-The 100 Mb/s experiments run with a round-trip time: DELAY_100MBIT of
-harness/reproduction.py (5 ms one way, 10 ms round trip, through netem or, on a
-kernel without it, the delay line of harness/link.py).  How it was chosen: the study's 100 Mb/s figures (raw epoll
-3,200/s, master 2,800/s) are far below what 100 Mb/s carries (~28k of these
-connections/s), so they were bound by something else; a closed loop of C
+The 100 Mb/s experiments run with a round-trip time: ``delay_100mbit(concurrency)`` of
+harness/reproduction.py (5 ms one way, 10 ms round trip at the default 64 in flight,
+through netem or, on a kernel without it, the delay line of harness/link.py).  How it was
+chosen: the study's 100 Mb/s figures (raw epoll 3,200/s, master 2,800/s) are far below
+what 100 Mb/s carries (~28k of these connections/s), so they were bound by something
+else; a closed loop of C
 connections, each costing two round trips (handshake, then request and echo),
 cannot exceed C / (2 RTT), and with our concurrency of 64 the study's raw epoll
 figure is that bound for RTT = 64 / (2 x 3,200/s) = 10 ms.  The study records
@@ -29,6 +30,12 @@ construction, and what the reproduction tests is everything else -- master's,
 the thread pool's and the poll delay's figures *in that latency-bound regime*.
 The 1000 Mb/s experiment keeps no delay: the study's 20k/s there is
 CPU-bound, not latency-bound.
+
+The study's regime (issue 28): its polls returned "1-3 sockets in most cases"; here that
+is a few connections in flight (``reproduction.STUDY_REGIME``, 4), not 64.
+``make reproduce CONCURRENCY=4`` runs every experiment there, with the delay recalibrated
+by the same rule (4 / (2 RTT) = 3,200/s: 312 us one way), and REPRODUCTION.md sets the
+latest reproduction at each concurrency side by side: which finding holds at which.
 
 Links need root (network namespaces + tbf, harness/link.py).  Without the
 privilege we say so and run the *loopback* version, recorded as loopback: a
@@ -100,7 +107,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=cmdline.positive_int, default=5, help="interleaved rounds (default 5)")
     ap.add_argument("--duration", type=cmdline.positive_float, default=8.0, help="seconds per run (default 8)")
     ap.add_argument("--warmup", type=cmdline.nonneg_float, default=2.0, help="warm-up seconds (default 2)")
-    ap.add_argument("--concurrency", type=cmdline.positive_int, default=64)
+    ap.add_argument("--concurrency", type=cmdline.positive_int, default=reproduction.DEFAULT_CONCURRENCY,
+                    help="connections in flight (default 64; the study's regime, 1-3 events per "
+                         f"pass, is {reproduction.STUDY_REGIME} here); the 100 Mb/s delay follows it")
     ap.add_argument("--loopback", action="store_true", help="run every experiment over loopback")
     ap.add_argument("--python", help="interpreter for the Python servers")
     ap.add_argument("--results-dir")
@@ -125,7 +134,7 @@ def main(argv=None) -> int:
         return 1
     results = records.results_dir(args.results_dir)
     c_spec = c_server()
-    exps = reproduction.experiments(c_spec)
+    exps = reproduction.experiments(c_spec, args.concurrency)
     link_of = {lk: ("loopback" if args.loopback else effective_link(lk))
                for lk in dict.fromkeys(e["link"] for e in exps)}
     batches = plan(exps, link_of)
@@ -161,9 +170,11 @@ def main(argv=None) -> int:
             return 1
         note = f"Stopped early: {e}"
     link_of.update(reproduction.links_recorded(kept))      # a delayed link is recorded as 100mbit+5ms
+    # The regime section sets this reproduction beside the latest at every other concurrency.
+    regimes = reproduction.latest_by_concurrency(records.load_runs(results)[0])
     path = reproduction.write_reproduction(kept, results, link_of=link_of, c_spec=c_spec, note=note,
                                            settings={"repeat": args.repeat, "duration": args.duration,
-                                                     "warmup": args.warmup})
+                                                     "warmup": args.warmup}, regimes=regimes)
     print(f"\nwrote {path} ({len(kept)} runs, {(time.monotonic() - t0) / 60:.1f} min); "
           "`make report` draws the charts")
     return 130 if note.startswith("Interrupted") else 0

@@ -17,19 +17,34 @@ import time
 
 from harness import ablation, frame, study
 
-DELAY_100MBIT = "5ms"   # one way: RTT 10 ms, chosen as harness/reproduce.py's docstring says
+STUDY_RAW_EPOLL_100 = 3200    # conn/s: the study's raw epoll at 100 Mb/s, the delay's calibration
+DEFAULT_CONCURRENCY = 64
+STUDY_REGIME = 4              # in flight: raw epoll's polls return 1-3 events here (docs/performance.md)
 
 
-def experiments(c_spec: str) -> list[dict]:
+def delay_100mbit(concurrency: int = DEFAULT_CONCURRENCY) -> str:
+    """The one-way delay at which a closed loop of ``concurrency`` connections, each costing
+    two round trips, is bound at the study's raw epoll figure: C / (2 RTT) = 3,200/s
+    (harness/reproduce.py's docstring).  5ms at 64 in flight, 312us at 4: the calibration
+    follows the concurrency, so every reproduction offers the study's rate."""
+    us = round(concurrency * 1e6 / (4 * STUDY_RAW_EPOLL_100))
+    return f"{us // 1000}ms" if us % 1000 == 0 else f"{us}us"
+
+
+DELAY_100MBIT = delay_100mbit()   # one way at the default concurrency: RTT 10 ms
+
+
+def experiments(c_spec: str, concurrency: int = DEFAULT_CONCURRENCY) -> list[dict]:
     """The study's experiments: (key, intended link, our specs)."""
+    delay = delay_100mbit(concurrency)
     return [
         {"key": "100mbit", "link": "100mbit", "title": "100 Mb/s: raw epoll, master, C",
-         "specs": ["raw_epoll", "master", c_spec], "delay": DELAY_100MBIT},
+         "specs": ["raw_epoll", "master", c_spec], "delay": delay},
         {"key": "thread_pool", "link": "100mbit", "title": "Thread pool (mul_thread), 100 Mb/s",
-         "specs": ["raw_epoll", "master", "mul_thread"], "delay": DELAY_100MBIT},
+         "specs": ["raw_epoll", "master", "mul_thread"], "delay": delay},
         {"key": "merging", "link": "100mbit",
          "title": "Connection merging: master with 0.1 s before each poll, 100 Mb/s",
-         "specs": ["raw_epoll", "master", "master:poll_delay=0.1"], "delay": DELAY_100MBIT},
+         "specs": ["raw_epoll", "master", "master:poll_delay=0.1"], "delay": delay},
         {"key": "1000mbit", "link": "1000mbit",
          "title": "Unified proc, 1000 Mb/s: raw epoll, master, alone_proc, C",
          "specs": ["raw_epoll", "master", "alone_proc", c_spec]},
@@ -104,16 +119,30 @@ def _states(summary, link, spec, wanted: str) -> bool:
     finding's ratio rule alone decides, and the text says there is no interval)."""
     return _verdict_of(summary, link, spec) in (wanted, None)
 
-def findings(summary, link_of: dict, c_spec: str, df) -> list[str]:
+# The study's findings, by the key findings() files each verdict under (the regime table).
+FINDINGS = {
+    "master_slower": "master is slower than raw epoll",
+    "pool_slower": "the thread pool is slower than master",
+    "no_merging": "a 0.1 s delay before each poll does not merge connections",
+    "unified_close": "the unified proc brings Events close to raw epoll",
+    "c_fastest": "the C server is fastest",
+}
+
+
+def findings(summary, link_of: dict, c_spec: str, df, verdicts: list | None = None) -> list[str]:
     """Each of the study's findings, checked against our figures (computed, not asserted),
     per link: a finding the study states for two links is judged on each, with the verdict
     the batch states (a ratio whose interval holds 1.00 is "not distinguishable" and holds
-    no "slower" or "faster" finding)."""
+    no "slower" or "faster" finding).  ``verdicts``, when given, receives each verdict as
+    (key of FINDINGS, the study's link, holds) for the regime table."""
     out = []
     conc = int(df["concurrency"].max()) if len(df) else 64
     l100, l1000 = link_of.get("100mbit", "100mbit"), link_of.get("1000mbit", "1000mbit")
+    study_link = {eff: name for name, eff in link_of.items() if name in ("100mbit", "1000mbit")}
 
-    def verdict(ok):
+    def verdict(ok, key=None, lk=None):
+        if verdicts is not None and key:
+            verdicts.append((key, study_link.get(lk, lk), bool(ok)))
         return "**holds**" if ok else "**does not hold**"
 
     links = list(dict.fromkeys((l100, l1000)))
@@ -123,13 +152,14 @@ def findings(summary, link_of: dict, c_spec: str, df) -> list[str]:
         out.append("- *master is slower than raw epoll* (study: 0.88 at 100 Mb/s, 0.65 at "
                    "1000 Mb/s; holds on a link when the paired ratio is below 0.97 and the "
                    "batch states `slower`): "
-                   + "; ".join(f"on {lk} {verdict(v < 0.97 and _states(summary, lk, 'master', 'slower'))}"
+                   + "; ".join(f"on {lk} "
+                               f"{verdict(v < 0.97 and _states(summary, lk, 'master', 'slower'), 'master_slower', lk)}"
                                f" -- ours {_stated(summary, lk, 'master')}{_cpu(summary, lk, 'master')}"
                                for lk, v in vals) + ".")
     mt, ms = _ratio_of(summary, l100, "mul_thread"), _ratio_of(summary, l100, "master")
     if mt is not None and ms is not None:
         out.append(f"- *the thread pool is slower than master* (study: 800/s vs 2800/s, "
-                   f"{800 / 2800:.2f}x) on {l100}: {verdict(mt < ms)} by conn/s -- ours "
+                   f"{800 / 2800:.2f}x) on {l100}: {verdict(mt < ms, 'pool_slower', l100)} by conn/s -- ours "
                    f"{mt / ms:.2f}x master (x raw epoll: mul_thread {_stated(summary, l100, 'mul_thread')}; "
                    f"master {_stated(summary, l100, 'master')}){_cpu(summary, l100, 'mul_thread')}"
                    + _cpu_verdict(summary, l100, "mul_thread", "master")
@@ -137,7 +167,8 @@ def findings(summary, link_of: dict, c_spec: str, df) -> list[str]:
     md, ms = _ratio_of(summary, l100, "master:poll_delay=0.1"), _ratio_of(summary, l100, "master")
     if md is not None and ms is not None:
         out.append(f"- *a 0.1 s delay before each poll does not merge connections* (study: 80/s, "
-                   f"{80 / 2800:.3f}x master) on {l100}: {verdict(md < ms)} -- ours {md / ms:.3f}x master. "
+                   f"{80 / 2800:.3f}x master) on {l100}: {verdict(md < ms, 'no_merging', l100)} -- "
+                   f"ours {md / ms:.3f}x master. "
                    f"Why: a connection needs at least three passes (accept, read, write); with "
                    f"{conc} in flight and 0.1 s per pass the rate cannot exceed about "
                    f"{conc / 0.3:,.0f}/s, whatever the poll returns.")
@@ -145,7 +176,8 @@ def findings(summary, link_of: dict, c_spec: str, df) -> list[str]:
     if a is not None:
         out.append(f"- *the unified proc brings Events close to raw epoll* (study: 0.90, master "
                    f"0.65; holds here at 0.85 or more and ahead of master) on {l1000}: "
-                   f"{verdict(a >= 0.85 and (m is None or a > m))} by conn/s -- ours alone_proc "
+                   f"{verdict(a >= 0.85 and (m is None or a > m), 'unified_close', l1000)} by conn/s -- "
+                   "ours alone_proc "
                    f"{_stated(summary, l1000, 'alone_proc')}"
                    + (f", master {_stated(summary, l1000, 'master')}" if m is not None else "")
                    + _cpu(summary, l1000, "alone_proc") + ". When runs are client-bound, "
@@ -158,7 +190,7 @@ def findings(summary, link_of: dict, c_spec: str, df) -> list[str]:
         bound = int(crun["client_bound"].sum())
         out.append("- *the C server is fastest but unstable and loses connections* (study: Redis "
                    "AE 0.95-1.9x raw epoll, loss seen): fastest (the batch states `faster`) "
-                   + "; ".join(f"on {lk} {verdict(r > 1 and _states(summary, lk, c_spec, 'faster'))} "
+                   + "; ".join(f"on {lk} {verdict(r > 1 and _states(summary, lk, c_spec, 'faster'), 'c_fastest', lk)} "
                                f"({_stated(summary, lk, c_spec)})" for lk, r in cs)
                    + f"; {lost} connections lost in {len(crun)} run(s), {bound} client-bound "
                    "(then its figure is the client's, a lower bound).")
@@ -241,11 +273,15 @@ def _delay_line(records_, summary=None, link_of: dict | None = None) -> str:
     delays = sorted({f"{(r.get('config') or {}).get('delay')} on {r.get('link')}" for r in delayed})
     rtts = sorted(x for r in delayed if (x := (r.get("rtt") or {}).get("median_ms")) is not None)
     if delays:
+        from harness import linkspec
+        conc = int((delayed[0].get("config") or {}).get("concurrency") or DEFAULT_CONCURRENCY)
+        rtt_ms = 2e3 * linkspec.parse_delay((delayed[0].get("config") or {}).get("delay"))[1]
         measured = (f"; measured RTT median {rtts[len(rtts) // 2]:.2f} ms over the {len(rtts)} "
                     "runs on that link" if rtts else "")
         return ("- **A chosen round-trip time at 100 Mb/s.** One-way delay " + ", ".join(delays)
-                + f" (RTT 10 ms{measured}), chosen so that a closed loop of 64 connections, each "
-                "costing two round trips, is bound at 64 / 20 ms = 3,200 conn/s: the study's raw "
+                + f" (RTT {rtt_ms:g} ms{measured}), chosen so that a closed loop of {conc} "
+                f"connections, each costing two round trips, is bound at {conc} / {2 * rtt_ms:g} ms"
+                f" = {conc / (2 * rtt_ms) * 1e3:,.0f} conn/s: the study's raw "
                 "epoll figure. The study records neither its concurrency nor its RTT, so this "
                 "calibrates the link on raw epoll's figure and tests the other figures in "
                 "the latency-bound regime. " + _raw_epoll_vs_bound(delayed, summary, link_of)
@@ -275,18 +311,116 @@ def _raw_epoll_vs_bound(delayed: list[dict], summary, link_of: dict | None) -> s
             "in waves, so the server serves the arrivals of a wave one after the other "
             "(docs/links.md). The ratios to raw epoll are the figures to compare. ")
 
-def write_reproduction(records_: list[dict], results: str, *, link_of: dict | None = None,
-                       c_spec: str | None = None, settings: dict | None = None,
-                       note: str = "") -> str:
-    """REPRODUCTION.md from the run records of one reproduction: our figures beside the
-    study's, absolute and as ratios to raw epoll.  ``link_of`` maps the study's link to the
-    link the runs actually used (default: each link as itself)."""
+# --------------------------------------------------------------------------- the regime
+
+def latest_by_concurrency(records_: list[dict]) -> dict[int, list[dict]]:
+    """The runs of the latest reproduction at each concurrency recorded (a reproduction
+    runs at one concurrency), by concurrency."""
+    by_rid: dict[str, list[dict]] = {}
+    for r in records_:
+        rid = (r.get("labels") or {}).get("reproduction")
+        if rid:
+            by_rid.setdefault(rid, []).append(r)
+    out: dict[int, list[dict]] = {}
+    for runs in sorted(by_rid.values(), key=lambda rs: max(str(r.get("time_utc") or "") for r in rs)):
+        concs = {(r.get("config") or {}).get("concurrency") for r in runs}
+        if len(concs) == 1 and isinstance(c := concs.pop(), int):
+            out[c] = runs                   # a later reproduction replaces an earlier one
+    return dict(sorted(out.items()))
+
+def _full_links(link_of: dict | None) -> dict:
     link_of = dict(link_of or {})
     for f in study.FIGURES:
         link_of.setdefault(f.link, f.link)
+    return link_of
+
+def _c_spec_of(records_: list[dict]) -> str:
+    return "redis_ae" if "redis_ae" in {r.get("spec") for r in records_} else "c_epoll"
+
+def _events_cell(runs: list[dict], link: str) -> str:
+    """Raw epoll's events per pass on one link: the median over its runs, and the share of
+    its polls that returned 1-3 events (harness/passes.py)."""
+    from harness import passes
+    base = [r for r in runs if r.get("link") == link and r.get("spec") == frame.BASELINE
+            and r.get("status") == "ok"]
+    eps = sorted(x for r in base if (x := passes.of_run(r)["events_per_pass"]) is not None)
+    if not eps:
+        return "not counted"
+    share = passes.regime_share(passes.add_hists(passes.of_run(r)["events_hist"] for r in base))
+    return f"{eps[len(eps) // 2]:.1f}" + ("" if share is None else f" ({share:.0%} of polls 1-3)")
+
+def regime_section(regimes: dict[int, list[dict]]) -> list[str]:
+    """Which of the study's findings depend on the connections in flight: the latest
+    reproduction at each concurrency, side by side (issue 28).  Each column is its own
+    batches, paired within them; the columns are two machine states, compared by verdict,
+    never by pooling runs."""
+    md = ["## The study's regime: which findings depend on connections in flight\n"]
+    if len(regimes) < 2:
+        have = (f"Reproductions recorded at one concurrency only ({next(iter(regimes))} in flight)."
+                if regimes else "No `make reproduce` is recorded among these runs.")
+        return md + [f"{have} The "
+                     f"study saw each poll return 1-3 sockets; here that is {STUDY_REGIME} in "
+                     f"flight: `make reproduce CONCURRENCY={STUDY_REGIME}` adds that column.\n"]
+    levels = list(regimes)
+    cols: dict[int, dict] = {}
+    for c, runs in regimes.items():
+        link_of, df = _full_links(links_recorded(runs)), frame.frame(runs)
+        summary = frame.summarize(df) if len(df) else df
+        got: list = []
+        if len(df):
+            findings(summary, link_of, _c_spec_of(runs), df, verdicts=got)
+        cols[c] = {"link_of": link_of, "summary": summary, "verdicts": got,
+                   "batches": sorted({str(r.get("batch_id")) for r in runs})}
+    head = " | ".join(f"{c} in flight" for c in levels)
+    md.append("The latest `make reproduce` at each concurrency, side by side; each column is "
+              "paired within its own batches (" + "; ".join(
+                  f"{c}: {', '.join(cols[c]['batches'])}" for c in levels) + "). The 100 Mb/s "
+              "delay follows the concurrency (a closed loop bound at the study's 3,200/s).\n")
+    md.append(f"Raw epoll's events per pass (median over runs):\n\n| link | {head} |\n|---|"
+              + "---|" * len(levels))
+    for name in ("100mbit", "1000mbit"):
+        md.append(f"| {name} | " + " | ".join(
+            _events_cell(regimes[c], cols[c]["link_of"][name]) for c in levels) + " |")
+    md.append(f"\nThe study's findings:\n\n| finding | link | {head} | depends on the regime |"
+              "\n|---|---|" + "---|" * (len(levels) + 1))
+    keys = list(dict.fromkeys((k, lk) for c in levels for k, lk, _ in cols[c]["verdicts"]))
+    flips: list[str] = []
+    steady: list[str] = []
+    for key, lk in keys:
+        got = [next((ok for k, lk2, ok in cols[c]["verdicts"] if (k, lk2) == (key, lk)), None)
+               for c in levels]
+        known = [g for g in got if g is not None]
+        dep = "-" if len(known) < 2 else ("**yes**" if len(set(known)) > 1 else "no")
+        (flips if dep == "**yes**" else steady if dep == "no" else []).append(f"{FINDINGS[key]} ({lk})")
+        md.append(f"| {FINDINGS[key]} | {lk} | " + " | ".join(
+            "not run" if g is None else ("holds" if g else "does not hold") for g in got)
+            + f" | {dep} |")
+    md.append("\nServer CPU per connection x raw epoll's, with the interval and the verdict each "
+              f"batch states:\n\n| server | link | {head} |\n|---|---|" + "---|" * len(levels))
+    for name in ("100mbit", "1000mbit"):
+        specs = list(dict.fromkeys(s for c in levels for s in cols[c]["summary"].get("spec", [])
+                                   if s != frame.BASELINE
+                                   and _row_for(cols[c]["summary"], cols[c]["link_of"][name], s) is not None))
+        for spec in specs:
+            md.append(f"| {spec} | {name} | " + " | ".join(
+                _stated(cols[c]["summary"], cols[c]["link_of"][name], spec, "cpu") or "-"
+                for c in levels) + " |")
+    md.append("\n" + (f"**Depend on the regime:** {'; '.join(flips)}. " if flips else
+                       "**No finding changes its verdict between these concurrencies.** ")
+              + (f"**Hold the same at every concurrency recorded:** {'; '.join(steady)}.\n"
+                 if steady else "\n"))
+    return md
+
+def write_reproduction(records_: list[dict], results: str, *, link_of: dict | None = None,
+                       c_spec: str | None = None, settings: dict | None = None,
+                       note: str = "", regimes: dict[int, list[dict]] | None = None) -> str:
+    """REPRODUCTION.md from the run records of one reproduction: our figures beside the
+    study's, absolute and as ratios to raw epoll.  ``link_of`` maps the study's link to the
+    link the runs actually used (default: each link as itself).  ``regimes`` (the latest
+    reproduction at each concurrency, latest_by_concurrency) adds the regime section."""
+    link_of = _full_links(link_of)
     if c_spec is None:
-        present = {r.get("spec") for r in records_}
-        c_spec = "redis_ae" if "redis_ae" in present else "c_epoll"
+        c_spec = _c_spec_of(records_)
     df = frame.frame(records_)
     if not settings and len(df):    # from the records themselves (e.g. a partial run)
         settings = {"repeat": int(df["round"].nunique()), "duration": df["duration"].iloc[0],
@@ -334,6 +468,7 @@ def write_reproduction(records_: list[dict], results: str, *, link_of: dict | No
     md += findings(summary, link_of, c_spec, df) if len(df) else ["- No runs recorded."]
     md.append("")
     md += profile_findings(results)
+    md += regime_section(regimes if regimes is not None else latest_by_concurrency(records_))
     md += ablation.section(results)         # issue 23: the ae-literal design, step by step
     md.append("## What differs from the study, and why\n")
     md += differences(records_, summary, link_of, c_spec, settings or {})
@@ -344,7 +479,8 @@ def write_reproduction(records_: list[dict], results: str, *, link_of: dict | No
         md.append("## Excluded runs\n")
         md += [f"- {r['run_id']} ({r['spec']}, {r['link']}): {r['reason']}" for _, r in bad.iterrows()]
         md.append("")
-    md.append("Rerun: `make reproduce` (about 8 minutes here), then `make report` for the charts.\n")
+    md.append("Rerun: `make reproduce` (about 8 minutes here; `CONCURRENCY="
+              f"{STUDY_REGIME}` for the study's regime), then `make report` for the charts.\n")
     path = os.path.join(results, "REPRODUCTION.md")
     os.makedirs(results, exist_ok=True)
     tmp = path + ".tmp"
@@ -363,7 +499,8 @@ def refresh_latest(records_: list[dict], results: str) -> str | None:
         return None
     latest = max(repro, key=lambda r: str(r.get("time_utc") or ""))["labels"]["reproduction"]
     runs = [r for r in repro if r["labels"]["reproduction"] == latest]
-    return write_reproduction(runs, results, link_of=links_recorded(runs))
+    return write_reproduction(runs, results, link_of=links_recorded(runs),
+                              regimes=latest_by_concurrency(repro))
 
 def links_recorded(runs) -> dict:
     """The study's link -> the link its runs recorded (e.g. 100mbit -> 100mbit+5ms)."""

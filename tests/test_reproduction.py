@@ -90,3 +90,71 @@ def test_a_findings_rule_is_applied_per_link(tmp_path):
     assert f"on {L1000} **holds** -- ours 0.92 [0.90–0.96] slower" in m
     # one verdict per link, none for the finding as a whole
     assert len(re.findall(r"\*\*(?:does not )?hold", m)) == 2
+
+
+# --------------------------------------------------------------------------- the regime (issue 28)
+
+def _at_regime(master_1000: float):
+    """A second reproduction, later, at 4 in flight (the 100 Mb/s delay recalibrated to
+    312us): raw epoll's polls return ~1 event, master at 1000 Mb/s is ``master_1000``."""
+    l100 = "100mbit+312us"
+    out = []
+    for r in _records():
+        r = {**r, "config": {**r["config"], "concurrency": 4},
+             "labels": {**r["labels"], "reproduction": "rfix4"},
+             "batch_id": r["batch_id"] + "-c4", "time_utc": r["time_utc"].replace("T23", "T23:5")[:-1]}
+        r["time_utc"] = "2026-11-30T0" + r["time_utc"][12:]
+        if r["link"] == L100:
+            r["link"] = l100
+            r["config"]["delay"] = "312us"
+        if r["spec"] == "master" and r["link"] == L1000:
+            r["metrics"] = {**r["metrics"], "conn_per_s": BASE[L1000] * master_1000[r["round"]]}
+        if r["spec"] == "raw_epoll":
+            r["server_stats"] = {"passes": 3000, "events": 3300, "served": 1000,
+                                 "events_hist": [0, 2800, 200, 0, 0, 0]}
+        out.append(r)
+    return out
+
+
+def test_the_delay_follows_the_concurrency():
+    assert reproduction.delay_100mbit(64) == "5ms"
+    assert reproduction.delay_100mbit(4) == "312us"
+    exps = reproduction.experiments("c_epoll", 4)
+    assert {e.get("delay") for e in exps if e["link"] == "100mbit"} == {"312us"}
+
+
+def test_one_concurrency_says_how_to_add_the_regime(tmp_path):
+    md = _page(tmp_path)
+    sec = md.split("## The study's regime", 1)[1].split("\n## ", 1)[0]
+    assert "one concurrency only (64 in flight)" in sec
+    assert "`make reproduce CONCURRENCY=4`" in sec
+
+
+def test_regime_section_sets_the_latest_reproduction_per_concurrency_side_by_side(tmp_path):
+    flat = [1.00, 0.98, 1.03, 0.99, 1.02, 1.01]          # master not distinguishable at 4 in flight
+    path = reproduction.refresh_latest(_records() + _at_regime(flat), str(tmp_path))
+    md = open(path).read()
+    # the page's body is the latest reproduction (4 in flight, its own delay)
+    assert "closed loop of 4 connections" in md and "312us on 100mbit+312us" in md
+    sec = md.split("## The study's regime", 1)[1].split("\n## ", 1)[0]
+    assert "| link | 4 in flight | 64 in flight |" in sec
+    assert "| 100mbit | 1.1 (100% of polls 1-3) | not counted |" in sec
+    # master slower at 1000 Mb/s holds at 64, not at 4
+    assert ("| master is slower than raw epoll | 1000mbit | does not hold | holds | **yes** |"
+            in sec)
+    assert "| the C server is fastest | 1000mbit | holds | holds | no |" in sec
+    # alone_proc stays at 0.92-0.98 x raw epoll: no longer ahead of master, so it flips too
+    assert ("**Depend on the regime:** master is slower than raw epoll (1000mbit); the unified "
+            "proc brings Events close to raw epoll (1000mbit)." in sec)
+    # CPU ratios with the batch's own verdict, per concurrency
+    row = next(line for line in sec.splitlines() if line.startswith("| master | 1000mbit |"))
+    assert row.count("[") == 2
+
+
+def test_a_later_reproduction_at_the_same_concurrency_replaces_the_earlier():
+    old = _records()
+    new = [{**r, "labels": {**r["labels"], "reproduction": "rnew"},
+            "time_utc": "2026-12-01" + r["time_utc"][10:]} for r in old]
+    got = reproduction.latest_by_concurrency(old + new)
+    assert list(got) == [64]
+    assert {r["labels"]["reproduction"] for r in got[64]} == {"rnew"}
