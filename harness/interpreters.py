@@ -98,7 +98,8 @@ def interp_label(interp: str, runs: list[dict]) -> str:
                  and (interp == "pypy") == ((r["config"]["spec_python"]).get("implementation") == "pypy")
                  and (interp == "pypy" or r["config"]["spec_python"].get("name") == interp)), None) or {}
     impl = {"pypy": "PyPy", "cpython": "CPython"}.get(str(info.get("implementation")), "?")
-    return f"{impl} {info.get('version', '?')} ({info.get('executable', interp)})"
+    ft = ", free-threaded: GIL off" if info.get("gil") is False else ""
+    return f"{impl} {info.get('version', '?')} ({info.get('executable', interp)}{ft})"
 
 
 def _rows_by_spec(runs: list[dict], baseline: str) -> dict:

@@ -148,3 +148,21 @@ def test_compiled_app_and_compiled_raw_epoll_run_from_the_app_tree_by_c(tmp_path
     assert interp.record_config(alone)["compiled"]["part"] == "app"
     with pytest.raises(srv.ServerError, match="run make compiled"):
         srv.check_available(srv.parse_spec("alone_proc:compiled"))      # lib not built
+
+
+def test_an_interpreter_the_project_builds_is_found_by_name_and_says_its_gil(tmp_path, monkeypatch):
+    """python=python3.13t finds build/python-ft/bin/python3.13t (make python-ft) without a
+    path, and the record says whether the GIL was on (a fake interpreter stands in)."""
+    fake = tmp_path / "python3.13t-fake"
+    fake.write_text("#!/bin/sh\nprintf '%s\\ncpython\\ncpython-313t-x86_64-linux-gnu\\n3.13.5\\n0\\n' \"$0\"\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(interp, "OWN_BUILDS", (str(tmp_path),))
+    monkeypatch.setattr(interp, "_RESOLVED", {})
+    info = interp.resolve("python3.13t-fake")
+    assert info["executable"] == str(fake) and info["gil"] is False
+    from harness import interpreters
+    runs = [{"spec": "alone_proc:python=python3.13t-fake", "config": {"spec_python": info}}]
+    label = interpreters.interp_label("python3.13t-fake", runs)
+    assert label.startswith("CPython 3.13.5") and "free-threaded: GIL off" in label
+    with pytest.raises(interp.InterpError, match="interpreter not found"):
+        interp.resolve("python3.13t-missing")

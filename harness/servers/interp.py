@@ -3,8 +3,9 @@
 The interpreter is half the bill of a Python event loop, so it is a property of a *spec*,
 not only of a batch: ``alone_proc:python=pypy3`` and ``alone_proc`` are two rows of one
 batch, paired round by round like any two servers.  ``python=NAME`` is a name on PATH, a
-path, or a pyenv version's binary (resolved as harness/procs.py ``resolve_python`` does,
-once per process); the run record carries the resolved interpreter.  A spec without it runs
+path, a pyenv version's binary or one the project built (``python3.13t``, make python-ft),
+resolved as harness/procs.py ``resolve_python`` does, once per process; the run record
+carries the resolved interpreter, with ``gil`` False on a free-threaded build.  A spec without it runs
 on the batch's interpreter (``PYTHON=``/``--python``), else the venv's.
 
 ``compiled`` runs a variant on its library compiled by mypyc (``make compiled``,
@@ -40,13 +41,18 @@ _RESOLVED: dict[str, dict] = {}
 # so it must be quick and say only what the spec check needs.
 _PROBE = ("import sys, sysconfig; print(sys.executable); "
           "print(sys.implementation.name); print(sysconfig.get_config_var('SOABI') or ''); "
-          "print('%d.%d.%d' % sys.version_info[:3])")
+          "print('%d.%d.%d' % sys.version_info[:3]); "
+          "print(int(getattr(sys, '_is_gil_enabled', lambda: True)()))")
+# Interpreters the project builds itself (make python-ft): found by name, like pyenv's.
+OWN_BUILDS = (os.path.join(ROOT, "build", "python-ft", "bin"),)
 
 
 def _candidates(name: str) -> list[str]:
     found = shutil.which(name) if os.sep not in name else (name if os.path.exists(name) else None)
     out = [found] if found else []
     vdir = os.path.join(os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv"), "versions")
+    if os.sep not in name:
+        out += [p for d in OWN_BUILDS if os.access(p := os.path.join(d, name), os.X_OK)]
     if os.sep not in name and os.path.isdir(vdir):
         for v in sorted(os.listdir(vdir), reverse=True):
             p = os.path.join(vdir, v, "bin", name)
@@ -68,9 +74,10 @@ def resolve(name: str) -> dict:
         except (OSError, subprocess.SubprocessError):
             continue
         lines = r.stdout.split("\n")
-        if r.returncode == 0 and len(lines) >= 4 and lines[0]:
+        if r.returncode == 0 and len(lines) >= 5 and lines[0]:
+            # gil: False on a free-threaded build (python3.13t), whose GIL is off by default
             _RESOLVED[name] = {"name": name, "executable": lines[0], "implementation": lines[1],
-                               "soabi": lines[2], "version": lines[3]}
+                               "soabi": lines[2], "version": lines[3], "gil": lines[4] != "0"}
             return _RESOLVED[name]
     if not tried:
         raise InterpError(f"python={name}: interpreter not found (give a name on PATH or a path)")
