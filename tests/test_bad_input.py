@@ -142,8 +142,8 @@ CASES = [
     (["sweep-concurrency", "--from-batch", "bnope"], "no recorded runs of batch 'bnope'"),
     # N event loops behind SO_REUSEPORT (issue 26): WORKERS, WORKER_MODE, the budget
     (["compare", "--servers", "raw_epoll", "--server-workers", "0"], "--server-workers: '0' must be an integer >= 1"),
-    (["compare", "--servers", "raw_epoll asyncio", "--server-workers", "2", "--worker-mode", "threads"],
-     "raw_epoll has no threads mode"),
+    (["compare", "--servers", "c_epoll asyncio", "--server-workers", "2", "--worker-mode", "threads"],
+     "c_epoll has no threads mode"),
     (["compare", "--servers", "raw_epoll", "--server-workers", "200"], "200 workers x 0.4 core = 80 cores: more than"),
     (["compare", "--servers", "raw_epoll:loops=0"], "raw_epoll: loops=0 must be an integer >= 1"),
     (["compare", "--servers", "c_epoll:loop_mode=threads"], "server 'c_epoll' has no option 'loop_mode'"),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from variants.alone_proc import EventLoop
 
-from harness.servers import common
+from harness.servers import loops
 
 NAME = "alone_proc"
 
@@ -24,4 +24,4 @@ def make_loop(args, setsize):
 
 
 if __name__ == "__main__":
-    common.serve_events(NAME, make_loop)
+    loops.serve_events(NAME, make_loop)

@@ -32,10 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 import signal
 
-from harness.servers import common
+from harness.servers import common, loops
 
 NAME = "asyncio"
 
@@ -120,17 +119,12 @@ class AsyncioEcho:
         self.loop.stop()
 
 
-def serve(name: str, new_loop=asyncio.new_event_loop, argv=None):
-    args = common.parse_args(name, argv)
-    if args.loop_mode == "threads" and args.loops > 1:
-        serve_threads(name, new_loop, args)
-    listener = common.listen(args)
+def start_server(name: str, args, listener, new_loop) -> AsyncioEcho:
+    """A new loop (set as this thread's) serving ``listener``, with the idle sweep armed."""
     loop = new_loop()
     asyncio.set_event_loop(loop)
     server = AsyncioEcho(args, loop)
     loop.set_exception_handler(server.exception_handler)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, server.on_signal)
     try:
         loop.run_until_complete(loop.create_server(lambda: EchoProtocol(server),
                                                    sock=listener, backlog=args.backlog))
@@ -139,61 +133,32 @@ def serve(name: str, new_loop=asyncio.new_event_loop, argv=None):
     interval = common.sweep_interval(args)
     if interval:
         loop.call_later(interval, server.sweep, interval)
+    return server
+
+
+def member(name: str, args, listener, new_loop) -> loops.Member:
+    """One loop of ``--loops N --loop-mode threads`` (issue 26; the runner, signals and
+    STATS are loops.py's): its own asyncio loop, listener and counters.  Why threads: on
+    a free-threaded build N loops in one process can use N cores with no copy of the
+    interpreter per core; under the GIL they take turns (the harness flags such runs).
+    The runner's wake-up socket is not needed: ``call_soon_threadsafe`` wakes the loop."""
+    server = start_server(name, args, listener, new_loop)
+    loop = server.loop
+    return loops.Member(server.stats, loop.run_forever,
+                        lambda: loop.call_soon_threadsafe(loop.stop))
+
+
+def serve(name: str, new_loop=asyncio.new_event_loop, argv=None):
+    args = common.parse_args(name, argv)
+    if loops.threads_mode(args):
+        loops.serve_threads(name, args, lambda listener, _wake: member(name, args, listener, new_loop))
+    listener = common.listen(args)
+    server = start_server(name, args, listener, new_loop)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        server.loop.add_signal_handler(sig, server.on_signal)
     common.ready(name, listener)
-    loop.run_forever()
+    server.loop.run_forever()
     common.finish(server.stats)
-
-
-def serve_threads(name: str, new_loop, args) -> None:
-    """``--loops N --loop-mode threads`` (issue 26): N event loops in threads of this
-    process, each with its own SO_REUSEPORT listener on one port and its own counters.
-
-    Why threads: on a free-threaded build N loops in one process can use N cores with
-    no copy of the interpreter per core; under the GIL they take turns (the harness
-    flags such runs).  The main thread runs no loop: it blocks SIGTERM/SIGINT before
-    the threads start (they inherit the mask, so only it can take the signal), waits
-    for one, asks every loop to stop (``call_soon_threadsafe``), and prints one STATS
-    line, the loops' counts summed and each loop's own under ``workers``."""
-    import threading
-    args.reuse_port = True
-    listeners = [common.listen(args)]
-    args.port = listeners[0].getsockname()[1]
-    listeners += [common.listen(args) for _ in range(args.loops - 1)]
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-    servers: list = []
-    up = threading.Barrier(args.loops + 1)
-
-    def run(listener) -> None:
-        loop = new_loop()
-        asyncio.set_event_loop(loop)
-        server = AsyncioEcho(args, loop)
-        servers.append(server)
-        loop.set_exception_handler(server.exception_handler)
-        loop.run_until_complete(loop.create_server(lambda: EchoProtocol(server),
-                                                   sock=listener, backlog=args.backlog))
-        interval = common.sweep_interval(args)
-        if interval:
-            loop.call_later(interval, server.sweep, interval)
-        up.wait()
-        loop.run_forever()
-
-    threads = [threading.Thread(target=run, args=(sock,), daemon=True) for sock in listeners]
-    for t in threads:
-        t.start()
-    try:
-        up.wait(timeout=30)
-    except threading.BrokenBarrierError:
-        common.die(f"{name}: a loop thread did not start")
-    common.ready(name, listeners[0])
-    signal.sigwait({signal.SIGTERM, signal.SIGINT})
-    for server in servers:
-        server.loop.call_soon_threadsafe(server.loop.stop)
-    for t in threads:
-        t.join(timeout=5)
-    try:
-        common.say("STATS", common.sum_stats([s.stats.as_dict() for s in servers], one_process=True))
-    finally:
-        os._exit(0)
 
 
 if __name__ == "__main__":

@@ -615,35 +615,3 @@ class EventsEcho(EchoCore):
     def sweep_proc(self, loop, id, ms):
         self.sweep()
         return ms                   # call again in as many ms
-
-
-def serve_events(name: str, make_loop, add_options=None, echo_class=EventsEcho, argv=None):
-    """Run an echo server on an Events variant.
-
-    ``make_loop(args, setsize)`` builds the variant's EventLoop from the parsed options;
-    ``add_options(parser)`` declares the server's own options.  The setsize is the fd
-    limit (capped), so no fd this process can open is refused by the loop."""
-    args = parse_args(name, argv, add_options)
-    listener = listen(args)
-    try:
-        loop = make_loop(args, min(fd_limit(), 1 << 16))
-    except (ValueError, OSError, ImportError) as e:
-        die(f"{name}: cannot create the event loop: {e}")
-    server = echo_class(args, listener, loop)
-    wake = on_signals(server.stats, loop.stop)
-    if hasattr(loop, "set_after_sleep"):        # passes, counted by the library's own hook
-        loop.set_after_sleep(pass_hook(server.stats))
-    loop.create_file_event(wake.fileno(), READABLE, _drain_proc, wake)
-    loop.create_file_event(listener.fileno(), READABLE, server.on_accept)
-    interval = sweep_interval(args)
-    if interval:
-        ms = max(1, round(interval * 1000))
-        loop.create_time_event(ms, server.sweep_proc, ms)
-    ready(name, listener)
-    loop.main()
-    server.stopped()
-    finish(server.stats)
-
-
-def _drain_proc(loop, fd, sock, mask):
-    drain(sock)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 import inspect
 
-from harness.servers import common
+from harness.servers import loops
 
 NAME = "loop"
 
@@ -53,4 +53,4 @@ def make_loop(args, setsize):
 
 
 if __name__ == "__main__":
-    common.serve_events(NAME, make_loop, add_options)
+    loops.serve_events(NAME, make_loop, add_options)

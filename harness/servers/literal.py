@@ -18,7 +18,7 @@ where master's server adds WRITABLE and keeps READABLE, one ``MOD`` (the Redis i
 
 from variants.ablation import loop_class, parse_steps
 
-from harness.servers import common
+from harness.servers import common, loops
 from harness.servers.common import READABLE, WRITABLE, WRITING
 
 NAME = "literal"
@@ -45,4 +45,4 @@ def make_echo(args, listener, loop):
 
 
 if __name__ == "__main__":
-    common.serve_events(NAME, make_loop, echo_class=make_echo)
+    loops.serve_events(NAME, make_loop, echo_class=make_echo)

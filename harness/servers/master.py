@@ -22,7 +22,7 @@ import time
 
 from variants.master import EventLoop
 
-from harness.servers import common
+from harness.servers import loops
 
 NAME = "master"
 
@@ -36,4 +36,4 @@ def make_loop(args, setsize):
 
 
 if __name__ == "__main__":
-    common.serve_events(NAME, make_loop)
+    loops.serve_events(NAME, make_loop)

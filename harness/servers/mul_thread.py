@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from variants.mul_thread import EventLoop
 
-from harness.servers import common
+from harness.servers import common, loops
 
 NAME = "mul_thread"
 
@@ -26,4 +26,4 @@ def make_loop(args, setsize):
 
 
 if __name__ == "__main__":
-    common.serve_events(NAME, make_loop, echo_class=Echo)
+    loops.serve_events(NAME, make_loop, echo_class=Echo)

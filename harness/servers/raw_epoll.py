@@ -18,6 +18,9 @@ blocks without a timeout and reads no clock.
 
 Events per pass: the loop bumps ``polls[len(events)]`` once per pass (one list
 increment), so STATS has the exact histogram of events per poll (counters.py).
+
+``--loops N --loop-mode threads``: N of these loops in threads of one process, each with
+its own epoll object, listener and counters (``member``; the runner is loops.py).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 import select
 import time
 
-from harness.servers import common
+from harness.servers import common, loops
 from harness.servers.common import READABLE, READING, WRITABLE, WRITING
 
 NAME = "raw_epoll"
@@ -56,7 +59,8 @@ class RawEpollEcho(common.EchoCore):
         self.ep.unregister(conn.fd)
 
     def run(self, interval: float, wake):
-        """Serve until stop(); ``wake`` is the signal wake-up socket (common.on_signals)."""
+        """Serve until stop(); ``wake`` is the signal wake-up socket (common.on_signals), or
+        in threads mode the one the runner writes to after stop() (loops.py)."""
         lfd = self.listener.fileno()
         self.ep.register(lfd, select.EPOLLIN)
         self.ep.register(wake.fileno(), select.EPOLLIN)
@@ -93,8 +97,21 @@ class RawEpollEcho(common.EchoCore):
                 timeout = next_sweep - now
 
 
+def member(args, listener, wake) -> loops.Member:
+    """One loop of ``--loops N --loop-mode threads`` (harness/servers/loops.py): its own
+    epoll object, counters and listener, woken by the runner through ``wake``."""
+    server = RawEpollEcho(args, listener)
+
+    def run() -> None:
+        server.run(common.sweep_interval(args), wake)
+        server.stopped()
+    return loops.Member(server.stats, run, server.stop)
+
+
 def main(argv=None):
     args = common.parse_args(NAME, argv)
+    if loops.threads_mode(args):
+        loops.serve_threads(NAME, args, lambda listener, wake: member(args, listener, wake))
     listener = common.listen(args)
     server = RawEpollEcho(args, listener)
     wake = common.on_signals(server.stats, server.stop)
