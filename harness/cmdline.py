@@ -145,8 +145,9 @@ def add_common(p: argparse.ArgumentParser, *, duration: float = _DEFAULTS.durati
                         "--clients): one SNAPSHOT/FINAL stream, client-bound when the mean "
                         "process saturates its core")
     g.add_argument("--worker-mode", choices=("procs", "threads"), default="procs",
-                   help="procs (default): N server processes; threads (WORKER_MODE=threads; asyncio, "
-                        "uvloop): N loops in threads of one process, flagged on a GIL build")
+                   help="procs (default): N server processes; threads (WORKER_MODE=threads; raw_epoll, "
+                        "the variants, asyncio, uvloop): N loops in threads of one process, flagged "
+                        "on a GIL build")
     g.add_argument("--server-cpu", type=server_cpu_value, default=None, metavar="F|auto|off",
                    help="hold each server to F cores (its own cgroup with a CFS quota), so conn/s "
                         "measures the server; auto: calibrate so the client stays <= 70%% busy; "

@@ -25,8 +25,8 @@ The pinning spreads the workers over the CPUs the client does not use, and each 
 records the number of CPUs and whether server and client shared cores
 (harness/procs.spread); each worker's share of the connections is recorded (an idle
 worker is visible) and shown as the smallest share.  ``WORKER_MODE=threads`` runs the
-loops as threads of one process (asyncio, uvloop); on a GIL build every such run is
-flagged.
+loops as threads of one process (raw_epoll, the variants, asyncio, uvloop:
+harness/servers/loops.py); on a GIL build every such run is flagged.
 
 Outputs, drawn from the recorded runs only (``--from-batch ID`` redraws them):
 results/scale/BATCH.png (two panels against workers: conn/s and CPU per connection,

@@ -242,7 +242,8 @@ DIET = Option("diet", "the syscall diet: diet = every lever the server supports,
               "diet=L1+L2 those only", flag=True)
 # More than one core (issue 26): ``loops=N`` runs N event loops, each a full server on its
 # own SO_REUSEPORT listener bound to one port (harness/servers/workers.py); ``loop_mode``
-# (asyncio and uvloop only: declared on them) puts the N loops in threads of one process.
+# (declared by the servers that have it: raw_epoll, the three variants, asyncio, uvloop;
+# harness/servers/loops.py runs them) puts the N loops in threads of one process.
 # The harness's --server-workers/WORKERS and --worker-mode/WORKER_MODE add them to specs.
 LOOPS = Option("loops", "N event loops on SO_REUSEPORT listeners of one port (the harness "
                "starts N processes; loop_mode=threads: N threads of one process)",

@@ -7,9 +7,10 @@ with SO_REUSEPORT (nginx workers, uvloop servers, Redis-style shards); the kerne
 hashes each new connection's 4-tuple to one of the listeners, so the loops share
 nothing and never hand a connection over.  A spec says how many: ``NAME:loops=N``
 (the harness's ``--server-workers N``/``WORKERS=N`` adds it to every spec), and for
-asyncio and uvloop ``loop_mode=threads`` puts the N loops in threads of one process
-(meaningful on a free-threaded build; under the GIL they take turns, and the record
-says so).  Because the count is part of the spec, ``X`` and ``X:loops=2`` are two rows
+raw_epoll, the three variants, asyncio and uvloop ``loop_mode=threads`` puts the N loops
+in threads of one process (meaningful on a free-threaded build; under the GIL they take
+turns, and the record says so; the C servers and ``loop:``/``cmd:``/``literal`` specs have
+no threads mode).  Because the count is part of the spec, ``X`` and ``X:loops=2`` are two rows
 of any batch, paired round by round like any two servers.
 
 How a worker group starts and stops (``start`` / ``Workers.stop``):
@@ -20,8 +21,10 @@ How a worker group starts and stops (``start`` / ``Workers.stop``):
   them over the cores) and all join ONE CPU-budget cgroup before they exec, so the
   budget is the group's, N x the per-worker budget (harness/cpubudget.py).  If any
   worker fails to start, those already started are stopped and the start fails.
-* threads: one process, ``--loops N --loop-mode threads --reuse-port``; its STATS is
-  already the sum with each loop's counts under ``workers`` (asyncio_server.py).
+* threads: one process, ``--loops N --loop-mode threads --reuse-port``, its loops run by
+  harness/servers/loops.py (written once for every server with the mode: each loop its
+  own listener, poller and counters, a bounded stop); its STATS is already the sum with
+  each loop's counts under ``workers``.
 * ``alive()`` is true only while every worker lives: a worker that dies fails the run
   (the load client is stopped early, as for a single server).
 * ``stop()`` stops every worker (SIGTERM each once, STATS collected; SIGKILL after the
