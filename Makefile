@@ -65,7 +65,7 @@ help:
 	@echo "           [DELAY=5ms (one way)] [LOSS=1% (each way)]   (need an emulated LINK)"
 	@echo "make compare [SERVERS=\"raw_epoll master ...\"]   make test   make lint   make report   make profile VARIANT=x"
 	@echo "make compare SERVERS=\"master@HEAD master\" (a revision against your edit)   LOOP=mod:Class   SERVER_CMD='./srv {port}'"
-	@echo "make syscalls VARIANT=x   make reproduce [CONCURRENCY=4]   make soak VARIANT=x   make sweep VARIANT=x [RATES=2000,5000]"
+	@echo "make syscalls VARIANT=x   make reproduce [CONCURRENCY=4] [REPEAT=5]   make soak VARIANT=x   make sweep VARIANT=x [RATES=2000,5000]"
 	@echo "make twohost-serve VARIANT=x PORT=p    make twohost-load HOST=h PORT=p    (two-host runs)"
 	@echo "make python-ft (free-threaded CPython 3.13 in build/python-ft/)   make test-ft   PYTHON=build/python-ft/bin/python3.13t"
 	@echo "make pypy (Debian's pypy3, apt-get)   make test-pypy   PYTHON=pypy3"
@@ -108,7 +108,7 @@ TAKES_serve    := $(TAKES_twohost-serve)
 TAKES_load     := $(TAKES_twohost-load)
 TAKES_profile  := VARIANT CONNECTIONS
 TAKES_syscalls := VARIANT CONNECTIONS DIET
-TAKES_reproduce := SERVER_CPU CONCURRENCY
+TAKES_reproduce := SERVER_CPU CONCURRENCY REPEAT DURATION WARMUP
 TAKES_icount := VARIANT SERVERS PYTHON
 TAKES_icount-parts := VARIANT PYTHON
 TAKES_combine := BATCHES
@@ -261,7 +261,8 @@ ablation-icount: knobs-ablation-icount venv build
 	  --results-dir results/ablation $(if $(PYTHON),--python $(PYTHON))
 
 reproduce: knobs-reproduce $(STAMP)-report build
-	$(PY) -m harness reproduce $(if $(SERVER_CPU),--server-cpu $(SERVER_CPU)) $(if $(CONCURRENCY),--concurrency $(CONCURRENCY))
+	$(PY) -m harness reproduce $(if $(SERVER_CPU),--server-cpu $(SERVER_CPU)) $(if $(CONCURRENCY),--concurrency $(CONCURRENCY)) \
+	  $(if $(REPEAT),--repeat $(REPEAT)) $(if $(DURATION),--duration $(DURATION)) $(if $(WARMUP),--warmup $(WARMUP))
 
 # A free-threaded CPython 3.13 (--disable-gil) built from Debian's source package into
 # build/python-ft/ (tools/build-python-ft.sh: ~10 min on 2 cores, done once; not part of

@@ -127,6 +127,11 @@ FINDINGS = {
     "unified_close": "the unified proc brings Events close to raw epoll",
     "c_fastest": "the C server is fastest",
 }
+# The servers whose ratios decide each finding ("C": the reproduction's C server): a verdict
+# resting on a ratio with no interval (under 5 clean rounds) is shown as unresolved.
+FINDING_SPECS = {"master_slower": ("master",), "pool_slower": ("mul_thread", "master"),
+                 "no_merging": ("master:poll_delay=0.1", "master"),
+                 "unified_close": ("alone_proc", "master"), "c_fastest": ("C",)}
 
 
 def findings(summary, link_of: dict, c_spec: str, df, verdicts: list | None = None) -> list[str]:
@@ -369,8 +374,14 @@ def regime_section(regimes: dict[int, list[dict]]) -> list[str]:
         got: list = []
         if len(df):
             findings(summary, link_of, _c_spec_of(runs), df, verdicts=got)
-        cols[c] = {"link_of": link_of, "summary": summary, "verdicts": got,
+        cols[c] = {"link_of": link_of, "summary": summary, "verdicts": got, "c_spec": _c_spec_of(runs),
                    "batches": sorted({str(r.get("batch_id")) for r in runs})}
+
+    def resolved(c, key, lk) -> bool:
+        col = cols[c]
+        return all(_verdict_of(col["summary"], col["link_of"].get(lk, lk),
+                               col["c_spec"] if sp == "C" else sp) is not None
+                   for sp in FINDING_SPECS[key])
     head = " | ".join(f"{c} in flight" for c in levels)
     md.append("The latest `make reproduce` at each concurrency, side by side; each column is "
               "paired within its own batches (" + "; ".join(
@@ -386,15 +397,19 @@ def regime_section(regimes: dict[int, list[dict]]) -> list[str]:
     keys = list(dict.fromkeys((k, lk) for c in levels for k, lk, _ in cols[c]["verdicts"]))
     flips: list[str] = []
     steady: list[str] = []
+    open_: list[str] = []
     for key, lk in keys:
         got = [next((ok for k, lk2, ok in cols[c]["verdicts"] if (k, lk2) == (key, lk)), None)
                for c in levels]
+        sure = [g is None or resolved(c, key, lk) for c, g in zip(levels, got)]
         known = [g for g in got if g is not None]
-        dep = "-" if len(known) < 2 else ("**yes**" if len(set(known)) > 1 else "no")
-        (flips if dep == "**yes**" else steady if dep == "no" else []).append(f"{FINDINGS[key]} ({lk})")
+        dep = "-" if len(known) < 2 else "no" if len(set(known)) == 1 else \
+            "**yes**" if all(sure) else "undecided (no interval)"
+        name = f"{FINDINGS[key]} ({lk})"
+        {"**yes**": flips, "no": steady}.get(dep, open_ if dep != "-" else []).append(name)
         md.append(f"| {FINDINGS[key]} | {lk} | " + " | ".join(
-            "not run" if g is None else ("holds" if g else "does not hold") for g in got)
-            + f" | {dep} |")
+            "not run" if g is None else ("holds" if g else "does not hold")
+            + ("" if ok else " (no interval)") for g, ok in zip(got, sure)) + f" | {dep} |")
     md.append("\nServer CPU per connection x raw epoll's, with the interval and the verdict each "
               f"batch states:\n\n| server | link | {head} |\n|---|---|" + "---|" * len(levels))
     for name in ("100mbit", "1000mbit"):
@@ -406,9 +421,15 @@ def regime_section(regimes: dict[int, list[dict]]) -> list[str]:
                 _stated(cols[c]["summary"], cols[c]["link_of"][name], spec, "cpu") or "-"
                 for c in levels) + " |")
     md.append("\n" + (f"**Depend on the regime:** {'; '.join(flips)}. " if flips else
-                       "**No finding changes its verdict between these concurrencies.** ")
+                       "**No finding resolved at both concurrencies changes its verdict.** ")
+              + (f"**Undecided** (a column rests on a ratio with too few clean rounds for an "
+                 f"interval): {'; '.join(open_)}. " if open_ else "")
               + (f"**Hold the same at every concurrency recorded:** {'; '.join(steady)}.\n"
-                 if steady else "\n"))
+                 if steady else "\n")
+              + "\nEach column is one reproduction on one day: a verdict that flips between "
+              "them is a difference of regime only if it survives a rerun of both (`make "
+              "reproduce` and `make reproduce CONCURRENCY=4`), since a flip also shows a "
+              "noisy day (the batch files say how busy the machine was).\n")
     return md
 
 def write_reproduction(records_: list[dict], results: str, *, link_of: dict | None = None,

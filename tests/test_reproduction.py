@@ -158,3 +158,15 @@ def test_a_later_reproduction_at_the_same_concurrency_replaces_the_earlier():
     got = reproduction.latest_by_concurrency(old + new)
     assert list(got) == [64]
     assert {r["labels"]["reproduction"] for r in got[64]} == {"rnew"}
+
+
+def test_a_flip_resting_on_a_ratio_without_interval_is_undecided(tmp_path):
+    flat = [1.00, 0.98, 1.03, 0.99, 1.02, 1.01]
+    later = [r for r in _at_regime(flat)     # two rounds of master at 1000 Mb/s fail: 4 left
+             if not (r["spec"] == "master" and r["link"] == L1000 and r["round"] < 2)]
+    md = open(reproduction.refresh_latest(_records() + later, str(tmp_path))).read()
+    sec = md.split("## The study's regime", 1)[1].split("\n## ", 1)[0]
+    assert ("| master is slower than raw epoll | 1000mbit | does not hold (no interval) | holds | "
+            "undecided (no interval) |" in sec)
+    assert "**Undecided** (a column rests on a ratio with too few clean rounds" in sec
+    assert "**No finding resolved at both concurrencies changes its verdict.**" in sec
