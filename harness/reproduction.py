@@ -342,17 +342,17 @@ def _full_links(link_of: dict | None) -> dict:
 def _c_spec_of(records_: list[dict]) -> str:
     return "redis_ae" if "redis_ae" in {r.get("spec") for r in records_} else "c_epoll"
 
-def _events_cell(runs: list[dict], link: str) -> str:
-    """Raw epoll's events per pass on one link: the median over its runs, and the share of
-    its polls that returned 1-3 events (harness/passes.py)."""
+def _events_cell(summary, link: str) -> str:
+    """Raw epoll's events per pass on one link, as the batch table gives it: the median of
+    its clean runs' means, and the share of its polls that returned 1-3 events
+    (harness/passes.py)."""
     from harness import passes
-    base = [r for r in runs if r.get("link") == link and r.get("spec") == frame.BASELINE
-            and r.get("status") == "ok"]
-    eps = sorted(x for r in base if (x := passes.of_run(r)["events_per_pass"]) is not None)
-    if not eps:
+    row = _row_for(summary, link, frame.BASELINE)
+    got = None if row is None else row["_row"]
+    if not got or got.get("events_per_pass_median") is None:
         return "not counted"
-    share = passes.regime_share(passes.add_hists(passes.of_run(r)["events_hist"] for r in base))
-    return f"{eps[len(eps) // 2]:.1f}" + ("" if share is None else f" ({share:.0%} of polls 1-3)")
+    share = passes.regime_share(got.get("events_hist"))
+    return f"{got['events_per_pass_median']:.1f}" + ("" if share is None else f" ({share:.0%} of polls 1-3)")
 
 def regime_section(regimes: dict[int, list[dict]]) -> list[str]:
     """Which of the study's findings depend on the connections in flight: the latest
@@ -391,7 +391,7 @@ def regime_section(regimes: dict[int, list[dict]]) -> list[str]:
               + "---|" * len(levels))
     for name in ("100mbit", "1000mbit"):
         md.append(f"| {name} | " + " | ".join(
-            _events_cell(regimes[c], cols[c]["link_of"][name]) for c in levels) + " |")
+            _events_cell(cols[c]["summary"], cols[c]["link_of"][name]) for c in levels) + " |")
     md.append(f"\nThe study's findings:\n\n| finding | link | {head} | depends on the regime |"
               "\n|---|---|" + "---|" * (len(levels) + 1))
     keys = list(dict.fromkeys((k, lk) for c in levels for k, lk, _ in cols[c]["verdicts"]))
