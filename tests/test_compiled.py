@@ -157,7 +157,6 @@ def test_an_interpreter_the_project_builds_is_found_by_name_and_says_its_gil(tmp
     fake.write_text("#!/bin/sh\nprintf '%s\\ncpython\\ncpython-313t-x86_64-linux-gnu\\n3.13.5\\n0\\n' \"$0\"\n")
     fake.chmod(0o755)
     monkeypatch.setattr(interp, "OWN_BUILDS", (str(tmp_path),))
-    monkeypatch.setattr(interp, "_RESOLVED", {})
     info = interp.resolve("python3.13t-fake")
     assert info["executable"] == str(fake) and info["gil"] is False
     from harness import interpreters
