@@ -7,6 +7,12 @@ change of output regenerates them:
 
 and the diff of tests/golden/ is then part of the change, for review.
 
+The fixtures: fixA-fixC (tests/fixtures/runs) are records in the layout written before issue 28 (no events per
+pass, no server_bound, no CPU budget; fixB holds a failed run with no metrics and fixC an
+open-loop sweep), fixD (tests/fixtures/runs-current) is a budgeted batch on an emulated link (1000mbit) in
+the current layout, with events per pass counted.  runs.csv (the CSV rows), the batch
+tables and summaries, the soak verdict, the client's FINAL text, REPORT.md and REPRODUCTION.md are pinned.
+
 Charts are compared by their *data*, not their pixels: every call that draws or labels
 (bar, plot, annotate, set_title ...) is logged with its arguments, so a font or a
 renderer version cannot break the test, while a changed bar, label or title does."""
@@ -25,6 +31,8 @@ from harness.client import format_final
 
 HERE = os.path.dirname(__file__)
 FIXTURES = os.path.join(HERE, "fixtures", "runs")
+# Records in the current layout, read only here (the other tests count the records of FIXTURES).
+CURRENT = os.path.join(HERE, "fixtures", "runs-current")
 GOLDEN = os.path.join(HERE, "golden")
 UPDATE = os.environ.get("EVENTS_UPDATE_GOLDEN") == "1"
 
@@ -41,8 +49,9 @@ def _stable(text: str, tmp) -> str:
 
 def _fixture_records() -> list[dict]:
     recs, problems = records.load_runs(FIXTURES)
-    assert not problems
-    return sorted(recs, key=lambda r: r["run_id"])
+    current, more = records.load_runs(CURRENT)
+    assert not problems and not more and current
+    return sorted(recs + current, key=lambda r: r["run_id"])
 
 
 def _batches(recs):
@@ -112,12 +121,18 @@ def _capture(tmp, chart_log, capsys) -> dict[str, str]:
         out[f"table-{batch}.md"] = tables.format_table(copy.deepcopy(mine), markdown=True)
         out[f"summary-{batch}.json"] = json.dumps(tables.summarize(copy.deepcopy(mine)), indent=1,
                                                   sort_keys=True, default=str)
+    # runs.csv: the header and one row per fixture record, as records.append_csv writes them.
+    out["runs.csv"] = "\n".join(",".join(str(c) for c in row)
+                                 for row in [records.CSV_HEADER] + [records.csv_row(copy.deepcopy(r))
+                                                                    for r in recs]) + "\n"
     out["soak.txt"] = soak.format_soak(copy.deepcopy(recs[:3]))
     out["final.txt"] = "\n\n".join(format_final(r["client"]) for r in recs if r.get("client"))
 
     # make report: REPORT.md, the charts, and (no reproduction recorded) no REPRODUCTION.md
     results = tmp / "report"
     shutil.copytree(FIXTURES, results / "runs")
+    for name in os.listdir(CURRENT):
+        shutil.copy(os.path.join(CURRENT, name), results / "runs" / name)
     capsys.readouterr()
     assert report.main(["--results-dir", str(results)]) == 0
     out["report-stdout.txt"] = _stable(capsys.readouterr().out, tmp)
