@@ -8,6 +8,7 @@ within runs, and the open-loop sweeps.  Which rows a chart shows is decided here
 
 from __future__ import annotations
 
+from harness import metrics as _metrics
 from harness import summary as _summary
 from harness.frame import BASELINE, GROUP, is_headline_spec, link_order, pick_batch
 
@@ -101,7 +102,7 @@ def interpreter_rows(rows):
     beside 0.4-core ones would compare two loads), and for each interpreter one batch: the
     one with the most designs, the latest among equals (frame.pick_batch)."""
     s = rows[(rows["link"] == "loopback") & ~rows["is_baseline"].astype(bool)
-             & (rows["baseline"] == BASELINE) & rows["ratio_cpu"].notna()
+             & (rows["baseline"] == BASELINE) & rows["ratio_cpu_to_baseline"].notna()
              & rows["spec"].map(is_headline_spec)]
     if s.empty:
         return s
@@ -138,10 +139,13 @@ def chart_cpu_split(split, path):
     _save(plt, fig, path)
 
 
-def bar_chart(summary, df, path, *, med, lo, hi, col, ratio, ylabel, title, mark_bound, batch=""):
-    """One panel per link: median bars, min-max whiskers, raw_epoll as a dashed line,
-    each bar labelled with its paired ratio; excluded runs as red crosses."""
+def bar_chart(summary, df, path, *, metric, ratio, title, mark_bound, batch=""):
+    """One panel per link: the median of the metric ``metric`` (a row of the metrics
+    table, harness/metrics.py: its axis label) as bars, min-max whiskers, raw_epoll as a
+    dashed line, each bar labelled with its paired ratio; excluded runs as red crosses."""
     plt = _plt()
+    m = _metrics.by_name(metric)
+    med, lo, hi, col, ylabel = m.field("median"), m.field("min"), m.field("max"), m.name, m.label
     fig, panels = _link_panels(plt, summary)
     for ax, link, s in panels:
         x = range(len(s))
@@ -257,7 +261,7 @@ def chart_interpreters(summary, path) -> bool:
         for i, py in enumerate(pythons):
             row = s[(s["spec"] == sp) & (s["python"] == py)]
             if len(row):
-                v = row["ratio_cpu"].iloc[0]
+                v = row["ratio_cpu_to_baseline"].iloc[0]
                 ax.bar(i - 0.4 + width * (j + 0.5), v, width, color=cmap(j % 10),
                        label=None if labelled else sp)
                 labelled = True
@@ -272,7 +276,7 @@ def chart_interpreters(summary, path) -> bool:
     batches = [f"{p}: {b}" for p, b in s.groupby("python")["batch"].first().items()]
     lines = ["batches: " + "; ".join(batches[i:i + 3]) for i in range(0, len(batches), 3)]
     fig.text(0.01, 0.005, "\n".join(lines), fontsize=6.5, color="#555555")
-    ax.set_ylim(0, max(s["ratio_cpu"].max() * 1.2, 1.3))
+    ax.set_ylim(0, max(s["ratio_cpu_to_baseline"].max() * 1.2, 1.3))
     ax.legend(fontsize=7, loc="upper right")
     return _save(plt, fig, path, foot=True)
 
@@ -281,8 +285,8 @@ def chart_latency(summary, path, batch=""):
     fig, panels = _link_panels(plt, summary)
     for ax, link, s in panels:
         x = range(len(s))
-        ax.bar([i - 0.2 for i in x], s["p50_med"].fillna(0), 0.4, label="p50", color="#4a7ab5")
-        ax.bar([i + 0.2 for i in x], s["p99_med"].fillna(0), 0.4, label="p99", color="#d08c3a")
+        ax.bar([i - 0.2 for i in x], s["p50_us_median"].fillna(0), 0.4, label="p50", color="#4a7ab5")
+        ax.bar([i + 0.2 for i in x], s["p99_us_median"].fillna(0), 0.4, label="p99", color="#d08c3a")
         ax.set_xticks(list(x))
         ax.set_xticklabels(s["label"], rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("latency per connection (µs), median of clean runs")
@@ -297,13 +301,13 @@ def chart_cpu_vs_rate(df, path) -> bool:
     dependence.  A busier loop serves more events per epoll_wait, so CPU per connection
     falls as the rate rises; servers are compared like for like only at one rate."""
     plt = _plt()
-    sw = df[df["open_loop"] & ~df["excluded"] & df["cpu_us_per_conn"].notna()]
+    sw = df[df["open_loop"] & ~df["excluded"] & df["server_cpu_us_per_conn"].notna()]
     if sw.empty or sw.groupby(["link", "spec"])["rate"].nunique().max() < 2:
         return False
     fig, panels, color_of = _rate_panels(plt, sw)
     for ax, link, d in panels:
         for (sp, budget), runs in d.groupby(["spec", "budget"], sort=False):
-            med = runs.groupby("rate")["cpu_us_per_conn"].median()
+            med = runs.groupby("rate")["server_cpu_us_per_conn"].median()
             label = sp + ("" if budget == "off" else f" [{budget} core]")
             ax.plot(med.index, med.values, "o-", color=color_of(sp), label=label)
         ax.set_xlabel("offered rate (conn/s)")

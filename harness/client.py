@@ -1,6 +1,7 @@
 """The C load client (build/loadgen) as a child process: its command line, its output
 read live (one SNAPSHOT line a second, one FINAL line at the end; docs/architecture.md
-section 3), and the figures of one run computed from it and the server's CPU time.
+section 3).  The figures of one run are computed from it by the metrics table
+(harness/metrics.py).
 """
 
 from __future__ import annotations
@@ -14,12 +15,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+from harness.metrics import CLIENT_BOUND_SHARE
 from harness.procs import ROOT, Signals, stop_pid
-
-CLIENT_BOUND_SHARE = 0.90
-# A budgeted server is "server-bound" when it used at least this share of its budget
-# (CFS accounting lets a group overshoot a little within a period, never for long).
-SERVER_BOUND_SHARE = 0.90
 
 
 @dataclass
@@ -181,45 +178,3 @@ def _count(x) -> str:
 
 def _ms(us) -> str:
     return "?" if us is None else f"{us / 1000:.2f}"
-
-
-
-# --------------------------------------------------------------------------- metrics
-
-def compute_metrics(final: dict | None, server_cpu_s: float | None, wall_s: float | None,
-                    budget: float | None = None) -> dict:
-    """The figures of one run.  ``budget``: the server's CPU budget in cores (None = none);
-    ``server_bound`` says the budget, not the client, set the pace: the server used at
-    least SERVER_BOUND_SHARE of it and the client was not saturated."""
-    final = final or {}
-    completed = final.get("completed_total")
-    started = final.get("started_total")
-    failed = final.get("failed_total")
-    lat = final.get("latency_us") or {}
-    share = final.get("client_cpu_share")
-    per_conn = (server_cpu_s / completed * 1e6) if server_cpu_s is not None and completed else None
-    server_share = server_cpu_s / wall_s if server_cpu_s is not None and wall_s else None
-    client_bound = (share >= CLIENT_BOUND_SHARE) if share is not None else None
-    server_bound = None
-    if budget is not None and server_share is not None and client_bound is not None:
-        server_bound = bool(server_share >= SERVER_BOUND_SHARE * budget and not client_bound)
-    return {
-        "conn_per_s": final.get("conn_per_s"),
-        "server_cpu_s": round_or_none(server_cpu_s, 4),
-        "server_cpu_us_per_conn": round_or_none(per_conn, 2),
-        "server_cpu_share": round_or_none(server_share, 4),
-        "client_cpu_share": share,
-        "client_bound": client_bound,
-        "server_bound": server_bound,
-        "started": started,
-        "completed": completed,
-        "failed": failed,
-        # lost = started and not completed: failed ones plus any still unfinished.
-        "lost": (started - completed) if started is not None and completed is not None else None,
-        "p50_us": lat.get("p50"),
-        "p99_us": lat.get("p99"),
-    }
-
-
-def round_or_none(x, nd):
-    return None if x is None else round(x, nd)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 
+from harness import metrics as _metrics
 from harness import records as _records
 from harness import summary as _summary
 
@@ -70,10 +71,8 @@ def frame(records: list[dict], incomplete: set[str] | frozenset = frozenset()):
 
     rows = []
     for r in records:
-        m = r.get("metrics") or {}
         c = r.get("config") or {}
         status = r.get("status") or "ok"
-        lost = m.get("lost")
         # One rule for which runs count, the summary engine's (harness/summary.py).
         reason = _summary.exclusion(r)
         rate = c.get("rate")
@@ -82,6 +81,8 @@ def frame(records: list[dict], incomplete: set[str] | frozenset = frozenset()):
         # user = the interpreter, the library and the procs; sys = the kernel (TCP, epoll).
         user_share = user / (user + sys_) if user is not None and sys_ and user + sys_ > 0 else None
         rows.append({
+            # The run's figures, under the metrics table's names (harness/metrics.py).
+            **{m.name: m.value(r) for m in _metrics.METRICS},
             "run_id": r.get("run_id"), "batch_id": r.get("batch_id"), "kind": r.get("kind"),
             "time_utc": r.get("time_utc"), "spec": r.get("spec") or r.get("server"),
             "server": r.get("server"), "link": r.get("link") or "loopback",
@@ -90,22 +91,18 @@ def frame(records: list[dict], incomplete: set[str] | frozenset = frozenset()):
             "rate": float(rate) if rate else None, "duration": c.get("duration"),
             "python": _python_label(r),
             "budget": _summary.budget_label(c.get("server_cpu")),
-            "server_bound": bool(m.get("server_bound")),
-            "conn_per_s": m.get("conn_per_s"),
-            "cpu_us_per_conn": m.get("server_cpu_us_per_conn"),
             "user_share": user_share,
-            "p50_us": m.get("p50_us"), "p99_us": m.get("p99_us"),
-            "completed": m.get("completed"), "failed": m.get("failed") or 0, "lost": lost or 0,
-            "client_cpu_share": m.get("client_cpu_share"),
-            "client_bound": bool(m.get("client_bound")),
             "excluded": reason is not None, "reason": reason or "",
             "snapshots": r.get("snapshots") or [], "record": r,
         })
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    for col in ("conn_per_s", "cpu_us_per_conn", "user_share", "p50_us", "p99_us", "rate",
-                "client_cpu_share", "completed", "failed", "lost"):
+    for col in ("failed", "lost"):
+        df[col] = df[col].fillna(0)
+    for col in ("client_bound", "server_bound"):
+        df[col] = df[col].map(bool)
+    for col in [m.name for m in _metrics.METRICS if m.name in NUMERIC_RUN] + ["user_share", "rate"]:
         df[col] = pd.to_numeric(df[col], errors="coerce")
     # Missing concurrency/size would make groupby drop the row; -1 is "not recorded".
     df["concurrency"] = pd.to_numeric(df["concurrency"], errors="coerce").fillna(-1).astype(int)
@@ -115,8 +112,8 @@ def frame(records: list[dict], incomplete: set[str] | frozenset = frozenset()):
     df["batch_time"] = df.groupby("batch")["time_utc"].transform(lambda t: max(str(x or "") for x in t))
     df["batch_complete"] = ~df["batch"].isin(set(incomplete))
     df["open_loop"] = df["rate"].notna() & (df["rate"] > 0)
-    df["user_us"] = df["cpu_us_per_conn"] * df["user_share"]
-    df["sys_us"] = df["cpu_us_per_conn"] - df["user_us"]
+    df["user_us"] = df["server_cpu_us_per_conn"] * df["user_share"]
+    df["sys_us"] = df["server_cpu_us_per_conn"] - df["user_us"]
     return df
 
 # --------------------------------------------------------------------------- which batches
@@ -196,7 +193,7 @@ def cpu_split(df, results: str):
     g = clean.groupby(["spec", "python"])
     out = pd.DataFrame({"runs": g.size(), "user_us": g["user_us"].median(),
                         "sys_us": g["sys_us"].median(),
-                        "cpu_us": g["cpu_us_per_conn"].median()}).reset_index()
+                        "cpu_us": g["server_cpu_us_per_conn"].median()}).reset_index()
     calls = {}
     for spec in out["spec"].unique():
         try:
@@ -263,28 +260,21 @@ def head_to_head(df, pairs=HEAD_TO_HEAD):
 def _h2h_row(a, b, what, r, batch, g) -> dict:
     return {"a": a, "b": b, "what": what, "link": r["link"], "python": r["python"],
             "budget": r["budget"], "concurrency": r["concurrency"], "size": r["size"],
-            "rounds": r["paired_rounds"], "batches": r["paired_batches"],
-            "ratio_cpu": r["ratio_cpu_to_baseline"],
-            "ratio_conn": r["ratio_conn_to_baseline"],
-            "cpu_ci": r["ratio_cpu_interval"], "conn_ci": r["ratio_conn_interval"],
+            **{k: r[k] for k in ("paired_rounds", "paired_batches", "ratio_cpu_to_baseline",
+                                 "ratio_conn_to_baseline", "ratio_cpu_interval",
+                                 "ratio_conn_interval")},
             "verdict_conn": _summary.verdict_text(r, "conn"),
             "verdict_cpu": _summary.verdict_text(r, "cpu"),
             "batch": batch, "batch_time": g["batch_time"].iloc[0],
             "batch_complete": bool(g["batch_complete"].iloc[0])}
 
-# The engine's row fields, under the names the charts, tables and reproduce.py use.
-_COLUMNS = {"runs": "runs", "excluded": "excluded", "failed": "failed_conns", "clean": "clean",
-            "client_bound": "client_bound", "server_bound": "server_bound",
-            "conn_per_s_median": "conn_med", "conn_per_s_min": "conn_min", "conn_per_s_max": "conn_max",
-            "server_cpu_us_per_conn_median": "cpu_med", "server_cpu_us_per_conn_min": "cpu_min",
-            "server_cpu_us_per_conn_max": "cpu_max", "p50_us_median": "p50_med",
-            "p99_us_median": "p99_med", "ratio_conn_to_baseline": "ratio_conn",
-            "ratio_cpu_to_baseline": "ratio_cpu", "paired_rounds": "ratio_n",
-            "consistency": "consistency", "ratio_conn_interval": "conn_ci",
-            "ratio_cpu_interval": "cpu_ci", "verdict_conn": "verdict_conn",
-            "verdict_cpu": "verdict_cpu", "is_baseline": "is_baseline", "baseline": "baseline",
-            "variant_commit": "variant_commit", "lossy_runs": "lossy_runs",
-            "failed_runs": "failed_runs"}
+# The engine's fields that are not figures of the metrics table, by type.
+FLOAT_FIELDS = ["ratio_conn_to_baseline", "ratio_cpu_to_baseline", "consistency"]
+INT_FIELDS = ["runs", "excluded", "clean", "paired_rounds"]
+# Per-run columns read as numbers (the others: flags, histograms).
+NUMERIC_RUN = ("conn_per_s", "server_cpu_s", "server_cpu_us_per_conn", "server_cpu_share",
+               "client_cpu_share", "started", "completed", "failed", "lost", "p50_us", "p99_us",
+               "events_per_pass", "passes_per_conn")
 
 def _batches_of(df):
     """(batch, its runs' frame rows) for each batch of ``df``, in the frame's order."""
@@ -310,15 +300,16 @@ def summarize(df, latest: bool = True):
         rows += [(meta, r) for r in _summary.summarize(_records_of(g)) if r["rate"] is None]
     if not rows:
         return pd.DataFrame()
-    out = pd.DataFrame([{**{k: r[k] for k in GROUP}, **{v: r[k] for k, v in _COLUMNS.items()},
-                         **meta, "_row": r} for meta, r in rows])
+    # The engine's row fields under their own names (no second vocabulary here).
+    out = pd.DataFrame([{**r, **meta, "_row": r} for meta, r in rows])
     if latest:
         out = out.sort_values(["batch_complete", "batch_time", "batch"], kind="stable")
         out = out.drop_duplicates(GROUP + ["baseline"], keep="last")
-    for col in ("conn_med", "conn_min", "conn_max", "cpu_med", "cpu_min", "cpu_max", "p50_med",
-                "p99_med", "ratio_conn", "ratio_cpu", "consistency"):
+    for col in FLOAT_FIELDS + [m.field(a) for m in _metrics.METRICS for a in m.summary
+                               if a in ("median", "min", "max")]:
         out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)
-    for col in ("runs", "excluded", "failed_conns", "clean", "client_bound", "server_bound", "ratio_n"):
+    for col in INT_FIELDS + [m.field(a) for m in _metrics.METRICS for a in m.summary
+                             if a in ("sum", "sum_clean", "count")]:
         out[col] = out[col].fillna(0).astype(int)
     # The baseline first on each link, then by conn/s: the eye reads the baseline first.
     out["_order"] = (~out["is_baseline"].astype(bool)).astype(int)
@@ -326,7 +317,7 @@ def summarize(df, latest: bool = True):
     out["_budget"] = out["budget"].map(lambda b: -1.0 if b == "off" else float(b))
     out["_base"] = (out["baseline"] != BASELINE).astype(int)
     out = out.sort_values(["_link", "_budget", "python", "concurrency", "size", "_base", "baseline",
-                           "_order", "conn_med"],
+                           "_order", "conn_per_s_median"],
                           ascending=[True, False, True, True, True, True, True, True, False]
                           ).drop(columns=["_order", "_link", "_budget", "_base"])
     nun = out.groupby("link")[["concurrency", "size", "python", "budget"]].transform("nunique")
@@ -358,10 +349,15 @@ def range_text(med, lo, hi):
     return "-" if med != med else f"{fmt_num(med)} [{fmt_num(lo)}-{fmt_num(hi)}]"
 
 
+def range_of(row, name: str) -> str:
+    """A summary row's median of the metric ``name`` with its min-max (range_text)."""
+    return range_text(row[f"{name}_median"], row[f"{name}_min"], row[f"{name}_max"])
+
+
 def ratio_ci(row, which: str = "conn") -> str:
     """A report row's paired ratio with its interval, ``1.04 [1.01-1.07]`` (the engine's text)."""
-    r = row[f"ratio_{which}"]
-    ci = row.get(f"{which}_ci") if hasattr(row, "get") else None
+    r = row[f"ratio_{which}_to_baseline"]
+    ci = row.get(f"ratio_{which}_interval") if hasattr(row, "get") else None
     return _summary.ratio_text(None if r is None or r != r else float(r),
                                ci if isinstance(ci, (tuple, list)) else None)
 

@@ -19,7 +19,8 @@ replace or corrupt them, so every write here follows three rules:
   cannot parse, so one corrupt file never hides the others.
 
 The JSON record is the source of truth; the CSV is a flat convenience for pandas
-(``pandas.read_csv("results/runs.csv")``).  Its columns are defined once, here.
+(``pandas.read_csv("results/runs.csv")``).  Its columns are defined once: the run's
+identity here, its figures in the metrics table (harness/metrics.py).
 
 The results directory defaults to ``<repo>/results`` and can be redirected with
 ``EVENTS_RESULTS_DIR`` or the runner's ``--results-dir`` (tests always do).
@@ -37,35 +38,22 @@ import secrets
 import tempfile
 import time
 from datetime import datetime, timezone
+from typing import Callable
 
-from harness import summary
+from harness import metrics, summary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA = 1
 
 # The flat columns of runs.csv: (column, function of the record).  Only scalar
-# figures: nested data (snapshots, env, failures by cause) stays in the JSON.
-def _m(key):
-    return lambda r: (r.get("metrics") or {}).get(key)
-
-
+# figures: nested data (snapshots, env, failures by cause) stays in the JSON.  The
+# figures are the metrics table's rows (harness/metrics.py), in its order, between the
+# run's identity and conditions and its commit.
 def _c(key):
     return lambda r: (r.get("config") or {}).get(key)
 
 
-def _k(key):
-    return lambda r: (r.get("kernel") or {}).get(key)
-
-
-def _l(key):
-    # link figures may be split by direction ({"client_to_server", ..., "total"}): keep the total
-    def get(r):
-        v = (r.get("link_stats") or {}).get(key)
-        return v.get("total") if isinstance(v, dict) else v
-    return get
-
-
-CSV_COLUMNS = (
+IDENTITY_COLUMNS = (
     ("run_id", lambda r: r.get("run_id")),
     ("batch_id", lambda r: r.get("batch_id")),
     ("kind", lambda r: r.get("kind")),
@@ -86,28 +74,18 @@ CSV_COLUMNS = (
     # The interpreter as a label (python3.12, python3.13t), never its path: the path is this
     # machine's (the JSON record keeps it), the CSV is read on others. Blank = the venv's.
     ("python", lambda r: summary.python_label(r) if (r.get("config") or {}).get("python") else None),
-    ("conn_per_s", _m("conn_per_s")),
-    ("server_cpu_s", _m("server_cpu_s")),
-    ("server_cpu_us_per_conn", _m("server_cpu_us_per_conn")),
-    ("server_cpu_share", _m("server_cpu_share")),
-    ("client_cpu_share", _m("client_cpu_share")),
-    ("client_bound", _m("client_bound")),
-    ("server_cpu", _c("server_cpu")),
-    ("server_bound", _m("server_bound")),
-    ("throttled_s", lambda r: (r.get("server_cgroup") or {}).get("throttled_s")),
-    ("completed", _m("completed")),
-    ("failed", _m("failed")),
-    ("lost", _m("lost")),
-    ("p50_us", _m("p50_us")),
-    ("p99_us", _m("p99_us")),
-    ("listen_overflows", _k("ListenOverflows")),
-    ("listen_drops", _k("ListenDrops")),
-    ("packets_per_conn", _l("packets_per_conn")),
-    ("bytes_per_conn", _l("bytes_per_conn")),
-    ("qdisc_drops", _l("qdisc_drops")),
-    ("git_commit", lambda r: (r.get("env") or {}).get("git_commit")),
 )
-CSV_HEADER = [name for name, _ in CSV_COLUMNS]
+TAIL_COLUMNS = (("git_commit", lambda r: (r.get("env") or {}).get("git_commit")),)
+
+
+def csv_columns() -> list[tuple[str, Callable[[dict], object]]]:
+    """runs.csv's columns, read from the metrics table at each call (a row added to it
+    is a column here)."""
+    return [*IDENTITY_COLUMNS, *((m.name, m.value) for m in metrics.METRICS if m.csv), *TAIL_COLUMNS]
+
+
+def csv_header() -> list[str]:
+    return [name for name, _ in csv_columns()]
 
 
 def results_dir(override: str | None = None) -> str:
@@ -218,7 +196,7 @@ def write_record(record: dict, root: str | None = None) -> str:
 
 def csv_row(record: dict) -> list:
     row = []
-    for _, get in CSV_COLUMNS:
+    for _, get in csv_columns():
         try:
             value = get(record)
         except (AttributeError, TypeError, IndexError):
@@ -239,11 +217,11 @@ def append_csv(record: dict, root: str | None = None) -> str:
             try:
                 f.seek(0, os.SEEK_END)
                 if f.tell() == 0:
-                    _write_rows(f, [CSV_HEADER, csv_row(record)])
+                    _write_rows(f, [csv_header(), csv_row(record)])
                     return path
                 f.seek(0)
                 header = f.readline().rstrip("\r\n").split(",")
-                if header == CSV_HEADER:
+                if header == csv_header():
                     f.seek(0, os.SEEK_END)
                     _write_rows(f, [csv_row(record)])
                     return path

@@ -43,7 +43,7 @@ from harness import records as _records
 from harness import summary as _summary
 from harness.frame import (NO_RUNS, cpu_split, environment_md, fmt_num, float_or_none, frame,
                            head_to_head, headline_batches, headline_rows, incomplete_batches,
-                           latest_batch_per_link, link_order, load, range_text, ratio_ci,
+                           latest_batch_per_link, link_order, load, range_of, ratio_ci,
                            shown_path, summarize)
 
 
@@ -68,13 +68,14 @@ def table_md(summary) -> str:
         lines.append(
             f"| {r.get('batch', '-')} | {r['label']} | {r['concurrency']} | "
             f"{'off' if r['budget'] == 'off' else r['budget'] + ' core'} | {r['runs']} "
-            f"({r['clean']}/{r['excluded']}) | {range_text(r['conn_med'], r['conn_min'], r['conn_max'])} | "
+            f"({r['clean']}/{r['excluded']}) | {range_of(r, 'conn_per_s')} | "
             f"{'1 (baseline)' if base else ratio_ci(r, 'conn')} | "
-            f"{fmt_num(r['cpu_med'], '{:.1f}')} | {'1' if base else ratio_ci(r, 'cpu')} | "
+            f"{fmt_num(r['server_cpu_us_per_conn_median'], '{:.1f}')} | {'1' if base else ratio_ci(r, 'cpu')} | "
             f"{'baseline' if base else verdicts_md(r)} | "
             f"{'-' if base else _summary.consistency_text(r['consistency'], none='-')} | "
-            f"{'-' if base else _summary.pairs_text(r['_row'])} | {fmt_num(r['p50_med'])} / {fmt_num(r['p99_med'])} | "
-            f"{r['failed_conns']} | {r['client_bound']}"
+            f"{'-' if base else _summary.pairs_text(r['_row'])} | "
+            f"{fmt_num(r['p50_us_median'])} / {fmt_num(r['p99_us_median'])} | "
+            f"{r['failed']} | {r['client_bound']}"
             + (" (lower bound)" if r["client_bound"] else "") + " | "
             + ("-" if r["budget"] == "off" else f"{r['server_bound']}/{r['clean']}") + " |")
     return head + "\n".join(lines) + "\n"
@@ -140,8 +141,7 @@ def _headline_charts(results, df, every, charts_dir, made) -> dict:
                      "Revision specs (NAME@REV), options (NAME:key=value) and one-off servers "
                      "are left out (they are in the tables)."))
         charts.bar_chart(rows, runs, os.path.join(charts_dir, f"conn_per_s_{name}.png"),
-                         med="conn_med", lo="conn_min", hi="conn_max", col="conn_per_s",
-                         ratio="ratio_conn", ylabel="connections per second (conn/s)",
+                         metric="conn_per_s", ratio="ratio_conn_to_baseline",
                          title="conn/s (median, min-max)", mark_bound=True, batch=batch)
         made.append((f"conn_per_s_{name}.png", f"link {link}: connections per second",
                      f"Batch `{batch}` only. Bars: median of clean runs; whiskers: min-max; "
@@ -150,8 +150,7 @@ def _headline_charts(results, df, every, charts_dir, made) -> dict:
                      "client-bound runs (lower bound); red crosses: excluded runs. With a CPU "
                      "budget (in the title) conn/s is the budget ÷ CPU per connection."))
         charts.bar_chart(rows, runs, os.path.join(charts_dir, f"cpu_per_conn_{name}.png"),
-                         med="cpu_med", lo="cpu_min", hi="cpu_max", col="cpu_us_per_conn",
-                         ratio="ratio_cpu", ylabel="server CPU (user+sys) µs per connection",
+                         metric="server_cpu_us_per_conn", ratio="ratio_cpu_to_baseline",
                          title="server CPU per connection", mark_bound=False, batch=batch)
         made.append((f"cpu_per_conn_{name}.png", f"link {link}: server CPU per connection",
                      f"Batch `{batch}` only. Lower is better; the label is the paired ratio of "
@@ -246,9 +245,9 @@ def write_report(results: str, records: list[dict], problems: list[str]) -> str:
         for _, r in h2h.iterrows():
             md.append(f"| {r['a']} | {r['b']} | {r['what']} | {r['link']} | {r['python']} | "
                       f"{'off' if r['budget'] == 'off' else r['budget'] + ' core'} | "
-                      f"{r['batch']} | {r['rounds']} | "
-                      f"{_summary.ratio_text(float_or_none(r['ratio_cpu']), r['cpu_ci'])} | "
-                      f"{_summary.ratio_text(float_or_none(r['ratio_conn']), r['conn_ci'])} | "
+                      f"{r['batch']} | {r['paired_rounds']} | "
+                      f"{_summary.ratio_text(float_or_none(r['ratio_cpu_to_baseline']), r['ratio_cpu_interval'])} | "
+                      f"{_summary.ratio_text(float_or_none(r['ratio_conn_to_baseline']), r['ratio_conn_interval'])} | "
                       f"{r['verdict_conn']}; CPU: {r['verdict_cpu']} |")
         md.append("\nMedian over rounds of (a ÷ b) where both ran clean in the same round of "
                   "one batch, the latest batch that ran both (pool several with `make combine`). "
@@ -278,7 +277,8 @@ def write_report(results: str, records: list[dict], problems: list[str]) -> str:
             md.append(f"| {link} | {batch} | {spec} | {'off' if budget == 'off' else budget + ' core'} | "
                       f"{fmt_num(rate)} | {len(g)} ({int(g['excluded'].sum())}) | "
                       f"{fmt_num(got)}{' (not sustained)' if short else ''} | "
-                      f"{fmt_num(ok['cpu_us_per_conn'].median(), '{:.1f}')} | {fmt_num(ok['p50_us'].median())} | "
+                      f"{fmt_num(ok['server_cpu_us_per_conn'].median(), '{:.1f}')} | "
+                      f"{fmt_num(ok['p50_us'].median())} | "
                       f"{fmt_num(ok['p99_us'].median())} |")
         md.append(f"\nAn offered rate is *not sustained* when the server completed less than "
                   f"{_summary.SUSTAINED_SHARE:.0%} of it; its CPU per connection is then a saturated server's.\n")

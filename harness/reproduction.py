@@ -66,14 +66,15 @@ def _fmt_ours(row) -> tuple[str, str, str, str]:
         return f"no clean run ({row['excluded']} excluded)", "-", "-", "-"
     base = row["spec"] == frame.BASELINE
     ratio = "1" if base else frame.ratio_ci(row, "conn")
-    cpu = frame.fmt_num(row["cpu_med"], "{:.1f}") + ("" if base else f" (x{frame.ratio_ci(row, 'cpu')})")
+    cpu = frame.fmt_num(row["server_cpu_us_per_conn_median"], "{:.1f}") \
+        + ("" if base else f" (x{frame.ratio_ci(row, 'cpu')})")
     runs = f"{row['clean']}/{row['excluded']}" + (f", {row['client_bound']} client-bound"
                                                    if row["client_bound"] else "")
-    return (frame.range_text(row["conn_med"], row["conn_min"], row["conn_max"]), ratio, cpu, runs)
+    return (frame.range_of(row, "conn_per_s"), ratio, cpu, runs)
 
-def _ratio_of(summary, link, spec, col="ratio_conn"):
+def _ratio_of(summary, link, spec, col="ratio_conn_to_baseline"):
     """Our paired ratio to raw_epoll (conn/s, or server CPU per connection with
-    col="ratio_cpu"); None when there is no clean pair."""
+    col="ratio_cpu_to_baseline"); None when there is no clean pair."""
     row = _row_for(summary, link, spec)
     if row is None or not row["clean"]:
         return None
@@ -85,14 +86,14 @@ def _ratio_of(summary, link, spec, col="ratio_conn"):
 def _cpu_verdict(summary, link, slow, fast) -> str:
     """', and it holds/does not in server CPU per connection (a vs b x raw epoll)': the
     test that survives client-bound runs, beside a conn/s verdict."""
-    a, b = (_ratio_of(summary, link, sp, "ratio_cpu") for sp in (slow, fast))
+    a, b = (_ratio_of(summary, link, sp, "ratio_cpu_to_baseline") for sp in (slow, fast))
     if a is None or b is None:
         return ""
     return (f"; in server CPU per connection it {'**holds**' if a > b * 1.03 else '**does not hold**'}"
             f" ({slow} x{a:.2f} vs {fast} x{b:.2f} raw epoll's)")
 
 def _cpu(summary, link, spec) -> str:
-    r = _ratio_of(summary, link, spec, "ratio_cpu")
+    r = _ratio_of(summary, link, spec, "ratio_cpu_to_baseline")
     return "" if r is None else f" (server CPU per connection x{r:.2f})"
 
 def _stated(summary, link, spec, which="conn") -> str | None:
@@ -101,7 +102,7 @@ def _stated(summary, link, spec, which="conn") -> str | None:
     row = _row_for(summary, link, spec)
     if row is None or not row["clean"] or spec == frame.BASELINE:
         return None
-    r = row[f"ratio_{which}"]
+    r = row[f"ratio_{which}_to_baseline"]
     if r is None or r != r:
         return None
     v = _verdict_of(summary, link, spec, which)
@@ -308,7 +309,7 @@ def _raw_epoll_vs_bound(delayed: list[dict], summary, link_of: dict | None) -> s
     row = _row_for(summary, link, frame.BASELINE) if summary is not None and link else None
     if row is None or not row["clean"]:
         return ""
-    ours = float(row["conn_med"])
+    ours = float(row["conn_per_s_median"])
     return (f"Our raw epoll reaches {ours:,.0f}/s there, {ours / 3200:.0%} of 3,200: below the "
             "bound because a connection takes more than two round trips here -- each hand-off "
             "on its critical path (the delay line's timer, server and client wake-ups on a "

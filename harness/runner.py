@@ -41,9 +41,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from harness import cpubudget, environment, kstats, noise, passes, records
+from harness import cpubudget, environment, kstats, noise, records
 from harness import servers as srv
-from harness.client import CLIENT_BOUND_SHARE, client_argv, compute_metrics, run_client
+from harness.client import client_argv, run_client
+from harness.metrics import CLIENT_BOUND_SHARE, compute_metrics
 from harness.procs import RunnerError, Signals, check_loadgen, pinning, spread
 from harness.servers import workers as wk
 from harness.progress import Progress
@@ -288,10 +289,10 @@ class Batch:
             record["server_stderr_tail"] = tail or None
             cpu = (cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else None
             record.update(client=cres.final, snapshots=cres.snapshots,
-                          metrics=compute_metrics(cres.final, cpu, t1 - t0, cores),
+                          # Events per pass from the STATS line (None where not counted).
+                          metrics=compute_metrics(cres.final, cpu, t1 - t0, cores,
+                                                  stats=record["server_stats"]),
                           kernel=kstats.delta(k_server0, k_server1))
-            # Events per pass from the STATS line (None where the loop was not counted).
-            record["metrics"].update(passes.of_stats(record["server_stats"]))
             if loops > 1 or s.clients > 1:
                 record["warnings"] += worker_warnings(record, loop_mode, self.env)
             if k_client0 is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sys
 
-from harness.client import round_or_none
+from harness.metrics import round_or_none
 from harness.runner import Batch, Planned, Settings, mode_of, unique_specs
 
 SOAK_MIN_CONNECTIONS = 1_000_000

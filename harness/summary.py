@@ -47,7 +47,7 @@ import math
 import os
 import statistics
 
-from harness import passes
+from harness import metrics
 
 BASELINE = "raw_epoll"
 LEVEL = 0.95            # the interval we aim for
@@ -277,9 +277,6 @@ def summarize(runs: list[dict], baseline: str | None = None) -> list[dict]:
     out = []
     for (spec, link, conc, size, python, budget, rate, base), rs in groups.items():
         ok = [r for r in rs if counts(r)]
-        m = [r["metrics"] for r in ok]
-        cps = [x["conn_per_s"] for x in m if x.get("conn_per_s") is not None]
-        cpu = [x["server_cpu_us_per_conn"] for x in m if x.get("server_cpu_us_per_conn") is not None]
         r_conn, r_cpu, batches = [], [], set()
         for r in ok:
             bs = base_runs.get(pair_key(r))
@@ -312,19 +309,6 @@ def summarize(runs: list[dict], baseline: str | None = None) -> list[dict]:
             "failed_runs": failed_runs,
             "lossy_runs": sum(1 for r in rs if (r.get("status") or "ok") == "ok"
                               and (r.get("metrics") or {}).get("lost")),
-            "conn_per_s_median": median(cps), "conn_per_s_min": min(cps) if cps else None,
-            "conn_per_s_max": max(cps) if cps else None,
-            "server_cpu_us_per_conn_median": median(cpu),
-            "server_cpu_us_per_conn_min": min(cpu) if cpu else None,
-            "server_cpu_us_per_conn_max": max(cpu) if cpu else None,
-            "p50_us_median": median([x.get("p50_us") for x in m]),
-            "p99_us_median": median([x.get("p99_us") for x in m]),
-            # Connection counts over every run of the group, excluded ones too: losses are shown.
-            "failed": sum((r.get("metrics") or {}).get("failed") or 0 for r in rs),
-            "lost": sum((r.get("metrics") or {}).get("lost") or 0 for r in rs),
-            "client_bound": sum(1 for x in m if x.get("client_bound")),
-            "server_bound": sum(1 for x in m if x.get("server_bound")),
-            "listen_overflows": sum((r.get("kernel") or {}).get("ListenOverflows", 0) for r in ok),
             "ratio_conn_to_baseline": rc, "ratio_cpu_to_baseline": ru,
             "ratio_conn_interval": ci_conn, "ratio_cpu_interval": ci_cpu,
             "verdict_conn": "baseline" if is_base else verdict(ci_conn, up="faster", down="slower"),
@@ -338,10 +322,10 @@ def summarize(runs: list[dict], baseline: str | None = None) -> list[dict]:
             "rtt_warnings": sum(1 for r in rs if any(str(w).startswith("RTT ")
                                                      for w in r.get("warnings") or [])),
             "link_drops": _sum_known([link_drops(r) for r in ok]),
-            # Events per pass (harness/passes.py): median of the runs' means, and the
-            # runs' histograms summed; None where the server's loop was not counted.
-            "events_per_pass_median": median([passes.of_run(r)["events_per_pass"] for r in ok]),
-            "events_hist": passes.add_hists([passes.of_run(r)["events_hist"] for r in ok]),
+            # The figures of the metrics table (harness/metrics.py), each aggregated as its
+            # row says: conn_per_s_median/_min/_max, p99_us_median, failed, lost (every run,
+            # excluded ones too: losses are shown), client_bound (clean runs), events per pass...
+            **{k: v for m in metrics.METRICS for k, v in metrics.aggregate(m, rs, ok).items()},
         })
     # Per conditions (in order of appearance): the baseline first, then the specs as given.
     conds: dict = {}

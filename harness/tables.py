@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import sys
 
-from harness import passes, summary
+from harness import metrics, summary
 from harness import servers as srv
-from harness.client import CLIENT_BOUND_SHARE, SERVER_BOUND_SHARE
+from harness.metrics import CLIENT_BOUND_SHARE, SERVER_BOUND_SHARE
 
 def summarize(recs: list[dict], baseline: str | None = None) -> list[dict]:
     """The batch's rows, from the one summary engine (harness/summary.py: which runs
@@ -33,8 +33,11 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
     rtt = any(r.get("rtt_ms_median") is not None for r in rows)
     drops = any(r.get("rtt_expected_ms") is not None or r.get("link_drops") for r in rows)
     pythons = len({r["python"] for r in rows}) > 1
-    # Events per pass (harness/passes.py): shown when some run counted them.
-    counted = any(r.get("events_per_pass_median") is not None for r in rows)
+    # The metrics shown beside CPU per connection (events per pass...): each when some run
+    # has it (harness/metrics.py).
+    beside = [m for m in metrics.shown() if any(r.get(m.fields()[0]) is not None for r in rows)]
+    counted = any(m.name == "events_per_pass" for m in beside)
+    h = {m.name: m.header for m in metrics.METRICS}
     bases = {r["baseline"] for r in rows}
     several = len(bases) > 1
     base = "base" if several else (next(iter(bases)) or srv.BASELINE)
@@ -42,11 +45,11 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
         + (["python"] if pythons else []) \
         + (["offered/s"] if sweep else []) + (["CPU budget"] if budgeted else []) \
         + (["baseline"] if several else []) + [
-        "runs clean/excl.", "conn/s median [min–max]", f"conn/s ×{base} [CI]", "verdict",
-        "server CPU µs/conn"] + (["events/pass"] if counted else []) + [
+        "runs clean/excl.", h["conn_per_s"], f"conn/s ×{base} [CI]", "verdict",
+        h["server_cpu_us_per_conn"]] + [m.header for m in beside] + [
         f"CPU ×{base} [CI]", "CPU verdict", "conn/s × CPU", "pairs",
-        "p99 ms", "failed/lost", "client-bound"] \
-        + (["server-bound"] if budgeted else []) + (["RTT ms"] if rtt else []) + (["pkt drops"] if drops else [])
+        h["p99_us"], "failed/lost", h["client_bound"]] \
+        + ([h["server_bound"]] if budgeted else []) + (["RTT ms"] if rtt else []) + (["pkt drops"] if drops else [])
     body = []
     for r in rows:
         cps = "?" if r["conn_per_s_median"] is None else \
@@ -66,8 +69,7 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
             "1 (baseline)" if isb else summary.ratio_text(r["ratio_conn_to_baseline"],
                                                           r["ratio_conn_interval"]),
             "–" if isb else summary.verdict_text(r, "conn"),
-            "?" if cpu is None else f"{cpu:.1f}"] + (
-            [passes.text(r.get("events_per_pass_median"), r.get("events_hist"))] if counted else []) + [
+            "?" if cpu is None else f"{cpu:.1f}"] + [m.text(r) for m in beside] + [
             "1 (baseline)" if isb else summary.ratio_text(r["ratio_cpu_to_baseline"],
                                                           r["ratio_cpu_interval"]),
             "–" if isb else summary.verdict_text(r, "cpu"),

@@ -40,7 +40,7 @@ import socket
 import sys
 import time
 
-from harness import client, cmdline, cpubudget, environment, kstats, procs, records
+from harness import client, cmdline, cpubudget, environment, kstats, metrics, procs, records
 from harness import servers as srv
 from harness.cmdline import EXIT_INTERRUPTED, EXIT_MISSING, EXIT_USAGE
 
@@ -121,7 +121,7 @@ def _base_record(kind: str, rid: str, spec: str, server: str | None, link: str) 
         "time_utc": records.utc_now(), "spec": spec, "server": server, "link": link,
         "round": 1, "position": 1, "status": "ok", "error": None, "server_stderr_tail": None,
         "config": {}, "client": None, "server_stats": None, "snapshots": [],
-        "metrics": client.compute_metrics(None, None, None), "kernel": None, "link_stats": None,
+        "metrics": metrics.compute_metrics(None, None, None), "kernel": None, "link_stats": None,
         "env": None, "two_host": {"run_id": rid, "side": kind}, "warnings": [],
     }
 
@@ -250,8 +250,8 @@ def serve(argv: list[str]) -> int:
         served = (stats or {}).get("served")
         errors = (stats or {}).get("errors")
         m = record["metrics"]
-        m.update(server_cpu_s=client.round_or_none(cpu, 4), completed=served, failed=errors,
-                 server_cpu_us_per_conn=(client.round_or_none(cpu / served * 1e6, 2)
+        m.update(server_cpu_s=metrics.round_or_none(cpu, 4), completed=served, failed=errors,
+                 server_cpu_us_per_conn=(metrics.round_or_none(cpu / served * 1e6, 2)
                                          if cpu is not None and served else None))
         record["serve_wall_s"] = round(t1 - t0, 3)
         if died:
@@ -377,7 +377,7 @@ def load(argv: list[str]) -> int:
         signals.restore()
     prog.done()
     record.update(client=res.final, snapshots=res.snapshots, kernel=kstats.delta(k0, kstats.snapshot()),
-                  metrics=client.compute_metrics(res.final, None, res.wall_s))
+                  metrics=metrics.compute_metrics(res.final, None, res.wall_s))
     if res.stderr.strip():
         record["client_stderr_tail"] = res.stderr[-2000:]
     if res.returncode == 2:

@@ -123,7 +123,7 @@ def _capture(tmp, chart_log, capsys) -> dict[str, str]:
                                                   sort_keys=True, default=str)
     # runs.csv: the header and one row per fixture record, as records.append_csv writes them.
     out["runs.csv"] = "\n".join(",".join(str(c) for c in row)
-                                 for row in [records.CSV_HEADER] + [records.csv_row(copy.deepcopy(r))
+                                 for row in [records.csv_header()] + [records.csv_row(copy.deepcopy(r))
                                                                     for r in recs]) + "\n"
     out["soak.txt"] = soak.format_soak(copy.deepcopy(recs[:3]))
     out["final.txt"] = "\n\n".join(format_final(r["client"]) for r in recs if r.get("client"))

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from harness import kstats, records, runner
-from harness import client, soak, tables
+from harness import metrics, soak, tables
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -56,7 +56,7 @@ def test_write_record_json_and_csv(tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["spec"] for r in rows] == ["raw_epoll", "master"]
     assert rows[1]["lost"] == "10" and rows[1]["server_cpu_us_per_conn"] == "40.0"
-    assert list(rows[0].keys()) == records.CSV_HEADER
+    assert list(rows[0].keys()) == records.csv_header()
     # no temp files left behind
     assert [n for n in os.listdir(tmp_path / "runs") if not n.endswith(".json")] == []
 
@@ -109,7 +109,7 @@ def test_csv_with_other_columns_is_not_rewritten(tmp_path):
 def test_csv_names_the_interpreter_never_its_path():
     """runs.csv is read on other machines: the interpreter is a label there (the JSON record
     keeps the path it ran)."""
-    col = records.CSV_HEADER.index("python")
+    col = records.csv_header().index("python")
     r = _record()
     r["config"]["python"] = "/root/.pyenv/versions/3.12.1/bin/python3.12"
     r["env"] = {"server_python": {"version": "3.12.1", "implementation": "cpython"}}
@@ -152,10 +152,10 @@ def test_concurrent_writers_do_not_collide(tmp_path):
     assert len({r["run_id"] for r in recs}) == 160
     with open(tmp_path / "runs.csv") as f:
         lines = f.read().splitlines()
-    assert len(lines) == 161 and lines.count(",".join(records.CSV_HEADER)) == 1
+    assert len(lines) == 161 and lines.count(",".join(records.csv_header())) == 1
     rows = list(csv.reader(lines))
-    assert all(len(row) == len(records.CSV_HEADER) for row in rows)
-    assert sorted(float(r[records.CSV_HEADER.index("conn_per_s")]) for r in rows[1:]) == \
+    assert all(len(row) == len(records.csv_header()) for row in rows)
+    assert sorted(float(r[records.csv_header().index("conn_per_s")]) for r in rows[1:]) == \
         sorted(float(t * 1000 + i) for t in range(4) for i in range(40))
 
 
@@ -234,12 +234,12 @@ def test_summary_of_a_sweep_groups_by_rate():
 def test_compute_metrics():
     final = {"started_total": 1010, "completed_total": 1000, "failed_total": 7, "conn_per_s": 500.0,
              "client_cpu_share": 0.93, "latency_us": {"p50": 10, "p99": 99}}
-    m = client.compute_metrics(final, 0.05, 2.0)
+    m = metrics.compute_metrics(final, 0.05, 2.0)
     assert m["lost"] == 10 and m["failed"] == 7             # 3 unfinished count as lost
     assert m["server_cpu_us_per_conn"] == 50.0 and m["server_cpu_share"] == 0.025
     assert m["client_bound"] is True and m["p99_us"] == 99
-    assert client.compute_metrics({**final, "client_cpu_share": 0.5}, None, 1)["client_bound"] is False
-    assert client.compute_metrics(None, None, None)["conn_per_s"] is None
+    assert metrics.compute_metrics({**final, "client_cpu_share": 0.5}, None, 1)["client_bound"] is False
+    assert metrics.compute_metrics(None, None, None)["conn_per_s"] is None
 
 
 def test_plan_rotates_order_each_round():

@@ -59,14 +59,14 @@ def test_marked_runs_are_excluded_from_medians(results):
     master = _row(summary, "loopback", "master")
     # master: 20000, (15000 lost 3 -> excluded), 21000
     assert master["runs"] == 3 and master["clean"] == 2 and master["excluded"] == 1
-    assert master["conn_med"] == pytest.approx(20500)
-    assert master["conn_min"] == 20000 and master["cpu_med"] == pytest.approx(44.5)
+    assert master["conn_per_s_median"] == pytest.approx(20500)
+    assert master["conn_per_s_min"] == 20000 and master["server_cpu_us_per_conn_median"] == pytest.approx(44.5)
     # client-bound runs stay in the median but are counted
     alone = _row(summary, "loopback", "alone_proc")
     assert alone["clean"] == 3 and alone["client_bound"] == 1
-    assert alone["conn_med"] == pytest.approx(24000)
+    assert alone["conn_per_s_median"] == pytest.approx(24000)
     failed = _row(summary, "100mbit", "mul_thread")
-    assert failed["clean"] == 0 and failed["conn_med"] != failed["conn_med"]   # NaN
+    assert failed["clean"] == 0 and failed["conn_per_s_median"] != failed["conn_per_s_median"]   # NaN
     # the open-loop sweep never enters the closed-loop table
     assert _row(summary, "loopback", "raw_epoll")["runs"] == 3
 
@@ -75,13 +75,13 @@ def test_ratios_are_paired_per_round(results):
     df, summary = _summary(results)
     master = _row(summary, "loopback", "master")
     # rounds 0 and 2 only (round 1 excluded): 20000/25000 = 0.8, 21000/26000 = 0.8077
-    assert master["ratio_n"] == 2
-    assert master["ratio_conn"] == pytest.approx((0.8 + 21000 / 26000) / 2)
+    assert master["paired_rounds"] == 2
+    assert master["ratio_conn_to_baseline"] == pytest.approx((0.8 + 21000 / 26000) / 2)
     # not the ratio of medians (20500 / 25000 = 0.82)
-    assert master["ratio_conn"] != pytest.approx(20500 / 25000, abs=1e-3)
-    assert master["ratio_cpu"] == pytest.approx((45 / 36 + 44 / 35) / 2)
+    assert master["ratio_conn_to_baseline"] != pytest.approx(20500 / 25000, abs=1e-3)
+    assert master["ratio_cpu_to_baseline"] == pytest.approx((45 / 36 + 44 / 35) / 2)
     # 100mbit: the only pair is in another batch than loopback's
-    assert _row(summary, "100mbit", "master")["ratio_conn"] == pytest.approx(2700 / 3100)
+    assert _row(summary, "100mbit", "master")["ratio_conn_to_baseline"] == pytest.approx(2700 / 3100)
 
 
 def test_no_runs_is_a_clear_message(tmp_path, capsys):
@@ -157,8 +157,8 @@ def test_head_to_head_pairs_only_rounds_where_both_ran_clean(results):
     assert list(h2h["a"]) == ["alone_proc"]           # no uvloop run: no row, no guess
     row = h2h.iloc[0]
     # fixA: master's round 1 lost connections, so only rounds 0 and 2 pair.
-    assert row["rounds"] == 2 and row["link"] == "loopback"
-    assert 0 < row["ratio_cpu"] < 10 and 0 < row["ratio_conn"] < 10
+    assert row["paired_rounds"] == 2 and row["link"] == "loopback"
+    assert 0 < row["ratio_cpu_to_baseline"] < 10 and 0 < row["ratio_conn_to_baseline"] < 10
 
 
 def test_other_interpreters_get_their_own_chart(results):

@@ -79,14 +79,14 @@ def test_table_rows_come_from_one_batch_each(two_days):
     assert set(loop["batch"]) == {"dayB"}                  # the latest; fixA not pooled in
     for _, row in loop.iterrows():
         day = _day(df, "dayB", row["spec"])
-        assert (row["conn_min"], row["conn_max"]) == (day[0], day[-1])
+        assert (row["conn_per_s_min"], row["conn_per_s_max"]) == (day[0], day[-1])
     # Every batch's rows are there when asked for: one row per batch, never a mix.
     every = frame.summarize(df, latest=False)
     master = every[(every["link"] == "loopback") & (every["spec"] == "master")]
     assert sorted(master["batch"]) == ["dayB", "fixA"]
     a, b = (master[master["batch"] == x].iloc[0] for x in ("fixA", "dayB"))
-    assert b["conn_med"] == pytest.approx(2 * a["conn_med"])
-    assert b["cpu_med"] == pytest.approx(a["cpu_med"] / 2)
+    assert b["conn_per_s_median"] == pytest.approx(2 * a["conn_per_s_median"])
+    assert b["server_cpu_us_per_conn_median"] == pytest.approx(a["server_cpu_us_per_conn_median"] / 2)
 
 
 def test_an_interrupted_batch_is_not_the_latest(two_days):
@@ -146,7 +146,7 @@ def test_every_chart_draws_one_batch_per_link(two_days, monkeypatch):
         link = rows["link"].iloc[0]
         want = {"loopback": "dayB", "100mbit": "fixB"}[link]
         assert batches_of(rows) == batches_of(runs) == {want} and kw["batch"] == want
-        assert rows["conn_med"].max() <= runs["conn_per_s"].max()
+        assert rows["conn_per_s_median"].max() <= runs["conn_per_s"].max()
     for (rows, _path), kw in log["chart_latency"]:
         assert len(batches_of(rows)) == 1 and kw["batch"] in batches_of(rows)
     for (meta, rows, _path), _ in log["draw"]:

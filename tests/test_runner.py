@@ -298,7 +298,7 @@ def test_two_batches_at_once_do_not_collide(tmp_path):
     assert problems == [] and len(recs) == 4
     assert len({r["run_id"] for r in recs}) == 4 and len({r["batch_id"] for r in recs}) == 2
     lines = (tmp_path / "runs.csv").read_text().splitlines()
-    assert len(lines) == 5 and lines[0] == ",".join(records.CSV_HEADER)
+    assert len(lines) == 5 and lines[0] == ",".join(records.csv_header())
     # Each batch: its summary (.json), its table (.md) and its chart (.png, harness/batchchart.py).
     names = sorted(os.listdir(tmp_path / "batches"))
     assert len(names) == 6 and {n.rsplit(".", 1)[1] for n in names} == {"json", "md", "png"}
