@@ -17,6 +17,7 @@ import os
 
 from harness import metrics as _metrics
 from harness import records as _records
+from harness import runrecord as _runrecord
 from harness import summary as _summary
 
 BASELINE = "raw_epoll"
@@ -71,21 +72,22 @@ def frame(records: list[dict], incomplete: set[str] | frozenset = frozenset()):
 
     rows = []
     for r in records:
-        c = r.get("config") or {}
-        status = r.get("status") or "ok"
+        r = _runrecord.upgrade(r, strict=False)      # every field present (runrecord.py)
+        c = r["config"]
+        status = r["status"] or "ok"
         # One rule for which runs count, the summary engine's (harness/summary.py).
         reason = _summary.exclusion(r)
         rate = c.get("rate")
-        ss = r.get("server_stats") or {}
+        ss = r["server_stats"] or {}
         user, sys_ = ss.get("cpu_user_s"), ss.get("cpu_sys_s")
         # user = the interpreter, the library and the procs; sys = the kernel (TCP, epoll).
         user_share = user / (user + sys_) if user is not None and sys_ and user + sys_ > 0 else None
         rows.append({
             # The run's figures, under the metrics table's names (harness/metrics.py).
             **{m.name: m.value(r) for m in _metrics.METRICS},
-            "run_id": r.get("run_id"), "batch_id": r.get("batch_id"), "kind": r.get("kind"),
-            "time_utc": r.get("time_utc"), "spec": r.get("spec") or r.get("server"),
-            "server": r.get("server"), "link": r.get("link") or "loopback",
+            "run_id": r["run_id"], "batch_id": r["batch_id"], "kind": r["kind"],
+            "time_utc": r.get("time_utc"), "spec": r["spec"] or r["server"],
+            "server": r["server"], "link": r.get("link") or "loopback",
             "round": r.get("round"), "position": r.get("position"), "status": status,
             "concurrency": c.get("concurrency"), "size": c.get("size"),
             "rate": float(rate) if rate else None, "duration": c.get("duration"),
@@ -93,7 +95,7 @@ def frame(records: list[dict], incomplete: set[str] | frozenset = frozenset()):
             "budget": _summary.budget_label(c.get("server_cpu")),
             "user_share": user_share,
             "excluded": reason is not None, "reason": reason or "",
-            "snapshots": r.get("snapshots") or [], "record": r,
+            "snapshots": r["snapshots"], "record": r,
         })
     df = pd.DataFrame(rows)
     if df.empty:
@@ -372,7 +374,7 @@ def environment_md(records) -> str:
     from collections import Counter
     fields: dict[str, Counter] = {}
     for r in records:
-        for k, v in (r.get("env") or {}).items():
+        for k, v in _runrecord.upgrade(r, strict=False)["env"].items():
             if isinstance(v, (dict, list)):
                 v = json.dumps(v, sort_keys=True)
             fields.setdefault(k, Counter())[shown_path(str(v))] += 1

@@ -37,13 +37,14 @@ import re
 import secrets
 import tempfile
 import time
-from datetime import datetime, timezone
 from typing import Callable
 
-from harness import metrics, summary
+from harness import metrics, runrecord, summary
+# The record's shape and schema live in runrecord.py; its time stamp is re-exported for the
+# writers of other files under results/.
+from harness.runrecord import SCHEMA, utc_now as utc_now
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCHEMA = 1
 
 # The flat columns of runs.csv: (column, function of the record).  Only scalar
 # figures: nested data (snapshots, env, failures by cause) stays in the JSON.  The
@@ -132,10 +133,6 @@ def write_json(path: str, obj, replace: bool = False) -> None:
     FileExistsError rather than replacing ``path``, unless ``replace`` (a file that holds
     the latest count of something, as results/icount/)."""
     _atomic_write(path, json.dumps(portable(obj), indent=1, default=str) + "\n", replace)
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def new_id(prefix: str = "") -> str:
@@ -273,7 +270,8 @@ def load_runs(directory: str | None = None) -> tuple[list[dict], list[tuple[str,
         if reason:
             problems.append((path, reason))
             continue
-        records.append(record)
+        # Every record a reader gets is in the current schema (runrecord.upgrade).
+        records.append(runrecord.upgrade(record))
     records.sort(key=lambda r: (str(r.get("time_utc")), str(r.get("run_id"))))
     return records, problems
 
@@ -284,7 +282,7 @@ def _invalid(record) -> str | None:
     for key in ("run_id", "kind", "spec", "status"):
         if key not in record:
             return f"missing field {key!r}"
-    if record.get("schema") != SCHEMA:
+    if record.get("schema") not in runrecord.READABLE:
         return f"unknown schema {record.get('schema')!r}"
     if not isinstance(record.get("metrics", {}), (dict, type(None))):
         return "field 'metrics' is not an object"

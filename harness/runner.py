@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from harness import cpubudget, environment, kstats, noise, records
+from harness import cpubudget, environment, kstats, noise, records, runrecord
 from harness import servers as srv
 from harness.client import client_argv, run_client
 from harness.metrics import CLIENT_BOUND_SHARE, compute_metrics
@@ -199,27 +199,22 @@ class Batch:
         if probe:
             where = f"calibration @{cores:g} core"
         tag = f"[{n}/{self.total} {spec.text} {where}]"
-        record = {
-            "schema": records.SCHEMA, "run_id": run_id, "batch_id": self.batch_id, "kind": s.kind,
-            "time_utc": records.utc_now(), "spec": spec.text, "server": spec.name, "link": lk.name,
-            "round": item.round, "position": item.position, "status": "ok", "error": None,
-            "server_stderr_tail": None,
-            "config": {"concurrency": conc, "size": s.size, "duration": duration,
-                       "warmup": warmup, "rate": rate, "timeout_ms": s.timeout_ms,
-                       "close_mode": s.close_mode, "python": s.python, "delay": s.delay,
-                       "loss": s.loss,
-                       "idle_timeout": s.idle_timeout, "argv": list(sys.argv),
-                       "server_argv": None, "client_argv": None,
-                       "pinning": pin or {"server": self.server_prefix[-1:], "client": self.client_prefix[-1:]},
-                       "workers": loops, "worker_mode": loop_mode, "server_cpu_per_worker": per_worker,
-                       "clients": s.clients,
-                       "server_cpu": cores, "server_cpu_mode": s.server_cpu_mode,
-                       "variant_commit": spec.commit, "diet_levers": list(spec.levers),
-                       **srv.interp.record_config(spec)},     # python=, compiled (issue 25)
-            "client": None, "server_stats": None, "snapshots": [], "metrics": compute_metrics(None, None, None),
-            "kernel": None, "link_stats": None, "env": self.env, "labels": s.labels or {},
-            "warnings": [], "server_cgroup": None,
-        }
+        record = runrecord.new_run(
+            run_id=run_id, batch_id=self.batch_id, kind=s.kind, spec=spec.text, server=spec.name,
+            link=lk.name, round=item.round, position=item.position, env=self.env,
+            labels=s.labels or {},
+            config={"concurrency": conc, "size": s.size, "duration": duration,
+                    "warmup": warmup, "rate": rate, "timeout_ms": s.timeout_ms,
+                    "close_mode": s.close_mode, "python": s.python, "delay": s.delay,
+                    "loss": s.loss,
+                    "idle_timeout": s.idle_timeout, "argv": list(sys.argv),
+                    "server_argv": None, "client_argv": None,
+                    "pinning": pin or {"server": self.server_prefix[-1:], "client": self.client_prefix[-1:]},
+                    "workers": loops, "worker_mode": loop_mode, "server_cpu_per_worker": per_worker,
+                    "clients": s.clients,
+                    "server_cpu": cores, "server_cpu_mode": s.server_cpu_mode,
+                    "variant_commit": spec.commit, "diet_levers": list(spec.levers),
+                    **srv.interp.record_config(spec)})     # python=, compiled (issue 25)
         if s.server_cpu_mode == "auto" and not probe:
             record["config"]["server_cpu_calibration"] = self.calibration
         server = None

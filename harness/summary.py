@@ -47,7 +47,7 @@ import math
 import os
 import statistics
 
-from harness import metrics
+from harness import metrics, runrecord
 
 BASELINE = "raw_epoll"
 LEVEL = 0.95            # the interval we aim for
@@ -258,6 +258,8 @@ def _sum_known(xs):
 def summarize(runs: list[dict], baseline: str | None = None) -> list[dict]:
     """One row per experiment (group key + baseline), in the order the specs were given.
     ``baseline``: compare every group to this spec instead of the baseline rule."""
+    # Every field present from here on (runrecord.py): records of any schema, or built by hand.
+    runs = [runrecord.upgrade(r, strict=False) for r in runs]
     base_of = baselines(runs)
     if baseline is not None:
         base_of = {k: baseline for k in base_of}
@@ -298,17 +300,17 @@ def summarize(runs: list[dict], baseline: str | None = None) -> list[dict]:
         ci_conn, ci_cpu = median_interval(r_conn), median_interval(r_cpu)
         rc, ru = median(r_conn), median(r_cpu)
         n = max(len(r_conn), len(r_cpu))
-        failed_runs = sum(1 for r in rs if (r.get("status") or "ok") != "ok")
+        failed_runs = sum(1 for r in rs if (r["status"] or "ok") != "ok")
+        config = rs[0]["config"]
         out.append({
             "spec": spec, "server": rs[0].get("server"), "link": link, "concurrency": conc,
             "size": size, "python": python, "budget": budget,
-            "server_cpu": (rs[0].get("config") or {}).get("server_cpu"), "rate": rate,
+            "server_cpu": config.get("server_cpu"), "rate": rate,
             "baseline": base, "is_baseline": is_base,
-            "variant_commit": (rs[0].get("config") or {}).get("variant_commit"),
+            "variant_commit": config.get("variant_commit"),
             "runs": len(rs), "clean": len(ok), "excluded": len(rs) - len(ok),
             "failed_runs": failed_runs,
-            "lossy_runs": sum(1 for r in rs if (r.get("status") or "ok") == "ok"
-                              and (r.get("metrics") or {}).get("lost")),
+            "lossy_runs": sum(1 for r in rs if (r["status"] or "ok") == "ok" and r["metrics"]["lost"]),
             "ratio_conn_to_baseline": rc, "ratio_cpu_to_baseline": ru,
             "ratio_conn_interval": ci_conn, "ratio_cpu_interval": ci_cpu,
             "verdict_conn": "baseline" if is_base else verdict(ci_conn, up="faster", down="slower"),
@@ -320,7 +322,7 @@ def summarize(runs: list[dict], baseline: str | None = None) -> list[dict]:
             "rtt_expected_ms": next(((r.get("rtt") or {}).get("expected_ms") for r in rs
                                      if (r.get("rtt") or {}).get("expected_ms") is not None), None),
             "rtt_warnings": sum(1 for r in rs if any(str(w).startswith("RTT ")
-                                                     for w in r.get("warnings") or [])),
+                                                     for w in r["warnings"])),
             "link_drops": _sum_known([link_drops(r) for r in ok]),
             # The figures of the metrics table (harness/metrics.py), each aggregated as its
             # row says: conn_per_s_median/_min/_max, p99_us_median, failed, lost (every run,

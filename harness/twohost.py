@@ -40,7 +40,7 @@ import socket
 import sys
 import time
 
-from harness import client, cmdline, cpubudget, environment, kstats, metrics, procs, records
+from harness import client, cmdline, cpubudget, environment, kstats, metrics, procs, records, runrecord
 from harness import servers as srv
 from harness.cmdline import EXIT_INTERRUPTED, EXIT_MISSING, EXIT_USAGE
 
@@ -116,14 +116,10 @@ def _save(record: dict, root: str | None) -> str:
 
 
 def _base_record(kind: str, rid: str, spec: str, server: str | None, link: str) -> dict:
-    return {
-        "schema": records.SCHEMA, "run_id": f"{rid}-{kind}", "batch_id": rid, "kind": kind,
-        "time_utc": records.utc_now(), "spec": spec, "server": server, "link": link,
-        "round": 1, "position": 1, "status": "ok", "error": None, "server_stderr_tail": None,
-        "config": {}, "client": None, "server_stats": None, "snapshots": [],
-        "metrics": metrics.compute_metrics(None, None, None), "kernel": None, "link_stats": None,
-        "env": None, "two_host": {"run_id": rid, "side": kind}, "warnings": [],
-    }
+    # The runner's constructor (runrecord.new_run): one shape for every run record.
+    return runrecord.new_run(run_id=f"{rid}-{kind}", batch_id=rid, kind=kind, spec=spec,
+                             server=server, link=link, round=1, position=1,
+                             two_host={"run_id": rid, "side": kind})
 
 
 # --------------------------------------------------------------------------- serve

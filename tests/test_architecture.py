@@ -243,7 +243,7 @@ LAYERS = [
                    "harness.impairment", "harness.cpubudget", "harness.servers*"]),
     ("base", ["harness.summary", "harness.records", "harness.linkspec", "harness.environment",
               "harness.kstats", "harness.noise", "harness.procfs", "harness.progress",
-              "harness.passes", "harness.metrics"]),
+              "harness.passes", "harness.metrics", "harness.runrecord"]),
 ]
 
 
