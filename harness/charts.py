@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from harness import metrics as _metrics
 from harness import summary as _summary
-from harness.frame import BASELINE, GROUP, is_headline_spec, link_order, pick_batch
+from harness.frame import GROUP, is_headline_spec, link_order, pick_batch
+from harness.summary import BASELINE
 
 def _plt():
     import matplotlib

@@ -28,6 +28,7 @@ from harness.cmdline import (DIET_HELP, EXIT_INTERRUPTED, EXIT_MISSING, EXIT_USA
                              diet_levers, nonneg_float, positive_float, positive_int, rate_value,
                              server_cpu_value, settings_kwargs)
 from harness.progress import Progress
+from harness.summary import BASELINE
 from harness import servers as srv
 
 # Subcommands implemented by other modules: name -> (module, leading argv, help).
@@ -337,9 +338,9 @@ def cmd_load(a) -> int:
 def cmd_bench(a) -> int:
     variant = _variant(a.variant)
     print(f"bench: variant {variant}" + (" (default; choose with VARIANT=... or --variant)"
-                                         if not a.variant else "") + f" against {srv.BASELINE}")
+                                         if not a.variant else "") + f" against {BASELINE}")
     kw = _batch_kwargs(a, budget_default=True)
-    specs = _check_applies(a, [variant, _parse(srv.BASELINE)])
+    specs = _check_applies(a, [variant, _parse(BASELINE)])
     _preflight(specs, kw["python"], skip=False)
     procs.check_loadgen()
     return outcome(_charted(runner.run_batch(specs, kind="bench", **kw), kw, "bench"))
@@ -412,8 +413,8 @@ def cmd_sweep(a) -> int:
     else:
         variant = _variant(a.variant)
         if not a.variant:
-            print(f"sweep: variant {variant} (default; choose with --variant) and {srv.BASELINE}")
-        specs = [variant, _parse(srv.BASELINE)]
+            print(f"sweep: variant {variant} (default; choose with --variant) and {BASELINE}")
+        specs = [variant, _parse(BASELINE)]
     rates = _parse_rates(a.rates)
     if a.rate:
         raise UsageError("sweep takes --rates a,b,c, not --rate")

@@ -75,10 +75,10 @@ def parse_servers(text: str | None) -> list[srv.Spec]:
     dup = sorted({t for t in texts if texts.count(t) > 1})
     if dup:
         raise UsageError(f"{', '.join(dup)} named twice: give each server once")
-    if srv.BASELINE not in texts:
-        specs.insert(0, srv.parse_spec(srv.BASELINE))
+    if summary.BASELINE not in texts:
+        specs.insert(0, srv.parse_spec(summary.BASELINE))
     else:
-        specs.insert(0, specs.pop(texts.index(srv.BASELINE)))
+        specs.insert(0, specs.pop(texts.index(summary.BASELINE)))
     return specs
 
 
@@ -114,7 +114,7 @@ def sweep_rows(runs: list[dict]) -> list[dict]:
     """One row per (spec, level), from the one summary engine, with the bound and the
     events per pass."""
     out = []
-    for r in summary.summarize(runs, srv.BASELINE):
+    for r in summary.summarize(runs, summary.BASELINE):
         out.append({
             "spec": r["spec"], "concurrency": r["concurrency"], "clean": r["clean"],
             "excluded": r["excluded"], "is_baseline": r["is_baseline"],
@@ -135,7 +135,7 @@ def sweep_rows(runs: list[dict]) -> list[dict]:
 def regime_levels(rows: list[dict]) -> list[int]:
     """The levels where raw epoll's mean events per pass lies in the study's 1-3."""
     lo, hi = passes.REGIME
-    return [r["concurrency"] for r in rows if r["spec"] == srv.BASELINE
+    return [r["concurrency"] for r in rows if r["spec"] == summary.BASELINE
             and r["events_per_pass"] is not None and lo <= r["events_per_pass"] <= hi]
 
 
@@ -177,7 +177,7 @@ def markdown(batch_id: str, rows: list[dict], runs: list[dict]) -> str:
     head = ["concurrency", "bound (raw epoll)"] + specs
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for c in levels:
-        base = at.get((srv.BASELINE, c))
+        base = at.get((summary.BASELINE, c))
         cells = [str(c), base["bound"] if base else "?"]
         for s in specs:
             r = at.get((s, c))
@@ -230,7 +230,7 @@ def chart(rows: list[dict], path: str, batch_id: str) -> None:
         color = colors(i % 10)
         # why: the servers' error bars at one level side by side, not on top of each other
         shift = 1 + 0.04 * (i - (len(specs) - 1) / 2)
-        if spec != srv.BASELINE:
+        if spec != summary.BASELINE:
             pts = [r for r in mine if r["ratio_cpu"] is not None]
             xs = [r["concurrency"] * shift for r in pts]
             ys = [r["ratio_cpu"] for r in pts]

@@ -20,15 +20,12 @@ from harness import records as _records
 from harness import runrecord as _runrecord
 from harness import summary as _summary
 
-BASELINE = "raw_epoll"
-
 NO_RUNS = "no runs recorded yet: run make bench"
 
-# Group key of the closed-loop tables: a median over runs with different
-# concurrency, message size or interpreter (PYTHON=...) would mix two experiments.
-# The CPU budget too: a server held to 0.4 core is busier per unit of CPU than a free one,
-# so its CPU per connection is another experiment's figure ("off" = no budget).
-GROUP = ["link", "spec", "concurrency", "size", "python", "budget"]
+# Group key of the closed-loop tables: the spec and the summary engine's conditions
+# (summary.CONDITIONS, the one home of the key), but the offered rate: these rows are
+# closed loop (open-loop runs have tables of their own).
+GROUP = ["spec"] + [c for c in _summary.CONDITIONS if c != "rate"]
 
 
 # --------------------------------------------------------------------------- loading
@@ -144,7 +141,7 @@ def headline_batches(rows) -> dict:
     ``rows``: ``summarize(df, latest=False)``, every batch's rows."""
     if rows is None or rows.empty:
         return {}
-    c = rows[rows["batch_kind"].isin(HEADLINE_KINDS) & (rows["baseline"] == BASELINE)
+    c = rows[rows["batch_kind"].isin(HEADLINE_KINDS) & (rows["baseline"] == _summary.BASELINE)
              & rows["spec"].map(is_headline_spec) & (rows["clean"] > 0)]
     has_default = c.groupby("link")["python"].transform(lambda p: (p == "default").any())
     c = c[~has_default | (c["python"] == "default")]
@@ -158,7 +155,7 @@ def headline_batches(rows) -> dict:
 def headline_rows(rows, link: str, batch: str):
     """The rows a link's headline charts draw: that batch's designs against raw_epoll."""
     s = rows[(rows["link"] == link) & (rows["batch"] == batch) & rows["spec"].map(is_headline_spec)
-             & (rows["baseline"] == BASELINE)]
+             & (rows["baseline"] == _summary.BASELINE)]
     if (s["python"] == "default").any():
         s = s[s["python"] == "default"]
     s = s.reset_index(drop=True)
@@ -317,7 +314,7 @@ def summarize(df, latest: bool = True):
     out["_order"] = (~out["is_baseline"].astype(bool)).astype(int)
     out["_link"] = out["link"].map({l: i for i, l in enumerate(link_order(out["link"]))})
     out["_budget"] = out["budget"].map(lambda b: -1.0 if b == "off" else float(b))
-    out["_base"] = (out["baseline"] != BASELINE).astype(int)
+    out["_base"] = (out["baseline"] != _summary.BASELINE).astype(int)
     out = out.sort_values(["_link", "_budget", "python", "concurrency", "size", "_base", "baseline",
                            "_order", "conn_per_s_median"],
                           ascending=[True, False, True, True, True, True, True, True, False]
@@ -325,7 +322,7 @@ def summarize(df, latest: bool = True):
     nun = out.groupby("link")[["concurrency", "size", "python", "budget"]].transform("nunique")
     multi, multi_py = nun[["concurrency", "size"]].max(axis=1) > 1, nun["python"] > 1
     multi_b = nun["budget"] > 1
-    vs = [("" if b == BASELINE or b is None else (" (baseline)" if isb else f" ÷ {b}"))
+    vs = [("" if b == _summary.BASELINE or b is None else (" (baseline)" if isb else f" ÷ {b}"))
           for b, isb in zip(out["baseline"], out["is_baseline"])]
     out["label"] = [s + v + (f" c={c} s={z}" if m else "") + (f" [{py}]" if mp else "")
                     + ((" [no budget]" if b == "off" else f" [{b} core]") if mb else "")

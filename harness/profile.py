@@ -417,15 +417,16 @@ def run(spec: str, *, connections: int = DEFAULT_CONNECTIONS,
 
     from harness import client, procs
     from harness import servers as srv
+    from harness.summary import BASELINE
 
     spec_obj = srv.parse_spec(spec)
     if spec_obj.server.kind != "python":
         raise procs.RunnerError(f"{spec_obj.name} is not a Python server: line_profiler "
                                 "cannot see inside it")
-    if not (spec_obj.server.variant or spec_obj.name == srv.BASELINE):
+    if not (spec_obj.server.variant or spec_obj.name == BASELINE):
         # asyncio/uvloop: their loops are not in this repository, so the categories would
         # only see the protocol callbacks and the verdict would mean nothing.
-        raise procs.RunnerError(f"profile covers {srv.BASELINE} and the Events variants "
+        raise procs.RunnerError(f"profile covers {BASELINE} and the Events variants "
                                 f"({', '.join(srv.VARIANTS)}); {spec_obj.name}'s event loop "
                                 "is not ours to profile line by line")
     loadgen = procs.check_loadgen()

@@ -16,6 +16,7 @@ import os
 import time
 
 from harness import ablation, frame, study
+from harness.summary import BASELINE
 
 STUDY_RAW_EPOLL_100 = 3200    # conn/s: the study's raw epoll at 100 Mb/s, the delay's calibration
 DEFAULT_CONCURRENCY = 64
@@ -64,7 +65,7 @@ def _fmt_ours(row) -> tuple[str, str, str, str]:
         return "not run", "-", "-", "-"
     if not row["clean"]:
         return f"no clean run ({row['excluded']} excluded)", "-", "-", "-"
-    base = row["spec"] == frame.BASELINE
+    base = row["spec"] == BASELINE
     ratio = "1" if base else frame.ratio_ci(row, "conn")
     cpu = frame.fmt_num(row["server_cpu_us_per_conn_median"], "{:.1f}") \
         + ("" if base else f" (x{frame.ratio_ci(row, 'cpu')})")
@@ -78,7 +79,7 @@ def _ratio_of(summary, link, spec, col="ratio_conn_to_baseline"):
     row = _row_for(summary, link, spec)
     if row is None or not row["clean"]:
         return None
-    if spec == frame.BASELINE:
+    if spec == BASELINE:
         return 1.0
     r = row[col]
     return None if r != r else float(r)
@@ -100,7 +101,7 @@ def _stated(summary, link, spec, which="conn") -> str | None:
     """``0.92 [0.90–0.96] slower``: the paired ratio, its interval and the verdict the
     batch states (harness/summary.py), never a verdict of our own on the bare ratio."""
     row = _row_for(summary, link, spec)
-    if row is None or not row["clean"] or spec == frame.BASELINE:
+    if row is None or not row["clean"] or spec == BASELINE:
         return None
     r = row[f"ratio_{which}_to_baseline"]
     if r is None or r != r:
@@ -306,7 +307,7 @@ def _raw_epoll_vs_bound(delayed: list[dict], summary, link_of: dict | None) -> s
     """Our raw epoll on the delayed link against the study's 3,200/s: calibrated on, not
     matched (docs/links.md, "100 Mb/s with a 10 ms round trip")."""
     link = (link_of or {}).get("100mbit") or (delayed[0].get("link") if delayed else None)
-    row = _row_for(summary, link, frame.BASELINE) if summary is not None and link else None
+    row = _row_for(summary, link, BASELINE) if summary is not None and link else None
     if row is None or not row["clean"]:
         return ""
     ours = float(row["conn_per_s_median"])
@@ -348,7 +349,7 @@ def _events_cell(summary, link: str) -> str:
     its clean runs' means, and the share of its polls that returned 1-3 events
     (harness/passes.py)."""
     from harness import passes
-    row = _row_for(summary, link, frame.BASELINE)
+    row = _row_for(summary, link, BASELINE)
     got = None if row is None else row["_row"]
     if not got or got.get("events_per_pass_median") is None:
         return "not counted"
@@ -415,7 +416,7 @@ def regime_section(regimes: dict[int, list[dict]]) -> list[str]:
               f"batch states:\n\n| server | link | {head} |\n|---|---|" + "---|" * len(levels))
     for name in ("100mbit", "1000mbit"):
         specs = list(dict.fromkeys(s for c in levels for s in cols[c]["summary"].get("spec", [])
-                                   if s != frame.BASELINE
+                                   if s != BASELINE
                                    and _row_for(cols[c]["summary"], cols[c]["link_of"][name], s) is not None))
         for spec in specs:
             md.append(f"| {spec} | {name} | " + " | ".join(

@@ -48,6 +48,7 @@ from harness.metrics import CLIENT_BOUND_SHARE, compute_metrics
 from harness.procs import RunnerError, Signals, check_loadgen, pinning, spread
 from harness.servers import workers as wk
 from harness.progress import Progress
+from harness.summary import BASELINE
 from harness.tables import fmt_count, fmt_ms, format_table, print_table, summarize
 
 DEFAULT_SERVERS = ("raw_epoll", "master", "mul_thread", "alone_proc", "asyncio", "uvloop", "c_epoll")
@@ -509,7 +510,7 @@ def _noise_seconds() -> float:
         return 1.0
 
 
-def baseline_spread(recs: list[dict], baseline: str = srv.BASELINE) -> float | None:
+def baseline_spread(recs: list[dict], baseline: str = BASELINE) -> float | None:
     """(max - min) / median of the baseline's CPU per connection over the batch's clean
     closed-loop runs (None with fewer than two)."""
     xs = [r["metrics"].get("server_cpu_us_per_conn") for r in recs

@@ -40,7 +40,7 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
     h = {m.name: m.header for m in metrics.METRICS}
     bases = {r["baseline"] for r in rows}
     several = len(bases) > 1
-    base = "base" if several else (next(iter(bases)) or srv.BASELINE)
+    base = "base" if several else (next(iter(bases)) or summary.BASELINE)
     head = ["spec"] + (["link"] if links else []) + (["conc/size"] if shapes else []) \
         + (["python"] if pythons else []) \
         + (["offered/s"] if sweep else []) + (["CPU budget"] if budgeted else []) \

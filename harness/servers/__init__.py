@@ -110,7 +110,6 @@ OWN_SERVERS: dict[str, Server] = {s.name: s for s in (
 )}
 
 VARIANTS = tuple(n for n, s in SERVERS.items() if s.variant)
-BASELINE = "raw_epoll"
 
 
 @dataclass(frozen=True)
