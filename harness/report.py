@@ -162,10 +162,29 @@ def _headline_charts(results, df, every, charts_dir, made) -> dict:
     return chosen
 
 def write_report(results: str, records: list[dict], problems: list[str]) -> str:
-    """Write REPORT.md and the charts; return the REPORT.md path."""
+    """Write REPORT.md and the charts; return the REPORT.md path.  The phases, in order:
+    the frames (one row per run, the summary rows), the charts, then each section of
+    the page, then the file."""
     df = frame(records, incomplete_batches(results))
     every = summarize(df, latest=False) if len(df) else df
     summary = summarize(df)
+    split = cpu_split(df, results)
+    made = draw_charts(results, df, every, summary, split)
+    md = (md_header(results, records, problems) + md_results(summary) + md_head_to_head(df)
+          + md_cpu_split(split) + md_sweeps(df) + md_charts(made) + md_excluded(df)
+          + md_client_bound(df)
+          + ["## Environment of the runs\n", environment_md(records),
+             "Rerun: `make bench` / `make compare` to record runs, then `make report`.\n"])
+    path = os.path.join(results, "REPORT.md")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(md))
+    os.replace(tmp, path)
+    return path
+
+def draw_charts(results: str, df, every, summary, split) -> list[tuple[str, str, str]]:
+    """Every chart of the report under results/charts/ (stale ones removed first), as
+    (file, title, caption) in the order the page shows them."""
     charts_dir = os.path.join(results, "charts")
     os.makedirs(charts_dir, exist_ok=True)
     for old in os.listdir(charts_dir):      # a link or chart no longer drawn leaves no stale file
@@ -186,7 +205,6 @@ def write_report(results: str, records: list[dict], problems: list[str]) -> str:
                                                  used.groupby("python")["batch"].first().items())
                            + ". A ratio is paired within its batch; bars of two interpreters "
                            "come from two batches."))
-    split = cpu_split(df, results)
     if not split.empty:
         charts.chart_cpu_split(split, os.path.join(charts_dir, "cpu_split.png"))
         made.append(("cpu_split.png", "Where the server's CPU goes",
@@ -222,6 +240,9 @@ def write_report(results: str, records: list[dict], problems: list[str]) -> str:
                        "Open loop, each link's latest sweep batch (in the title); the knee, "
                        "where p99 turns up, is the sustainable rate."))
 
+    return made
+
+def md_header(results: str, records: list[dict], problems: list[str]) -> list[str]:
     md = ["# Benchmark report\n",
           f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `make report` "
           f"from {len(records)} run records in `{shown_path(os.path.join(results, 'runs'))}`.\n"]
@@ -230,6 +251,10 @@ def write_report(results: str, records: list[dict], problems: list[str]) -> str:
         md += [f"- {p}" for p in problems]
         md.append("")
     md.append(HOW_TO_READ)
+    return md
+
+def md_results(summary) -> list[str]:
+    md: list[str] = []
     if not summary.empty:
         md.append("## Closed-loop results per link\n")
         for link in link_order(summary["link"]):
@@ -237,6 +262,10 @@ def write_report(results: str, records: list[dict], problems: list[str]) -> str:
             md.append(table_md(summary[summary["link"] == link]))
     else:
         md.append("No closed-loop runs recorded.\n")
+    return md
+
+def md_head_to_head(df) -> list[str]:
+    md: list[str] = []
     h2h = head_to_head(df) if len(df) else None
     if h2h is not None and len(h2h):
         md.append("## Head to head (paired in the same rounds)\n")
@@ -252,6 +281,10 @@ def write_report(results: str, records: list[dict], problems: list[str]) -> str:
         md.append("\nMedian over rounds of (a ÷ b) where both ran clean in the same round of "
                   "one batch, the latest batch that ran both (pool several with `make combine`). "
                   "conn/s ratios of client-bound runs measure the client.\n")
+    return md
+
+def md_cpu_split(split) -> list[str]:
+    md: list[str] = []
     if not split.empty:
         md.append(f"## Where the server's CPU goes (loopback, batch `{split['batch'].iloc[0]}`)\n")
         md.append("| spec | runs | CPU us/conn | user us/conn | sys us/conn | syscalls/conn |")
@@ -262,6 +295,10 @@ def write_report(results: str, records: list[dict], problems: list[str]) -> str:
         md.append("\nuser = interpreter, event library and procs; sys = the kernel's TCP and "
                   "epoll work. Medians of the clean runs of that one batch (not paired: for ratios "
                   "read the tables above).\n")
+    return md
+
+def md_sweeps(df) -> list[str]:
+    md: list[str] = []
     if df["open_loop"].any():
         md.append("## Open-loop sweeps\n")
         md.append("| link | batch | spec | CPU budget | offered rate | runs (excl.) | achieved conn/s | "
@@ -282,9 +319,17 @@ def write_report(results: str, records: list[dict], problems: list[str]) -> str:
                       f"{fmt_num(ok['p99_us'].median())} |")
         md.append(f"\nAn offered rate is *not sustained* when the server completed less than "
                   f"{_summary.SUSTAINED_SHARE:.0%} of it; its CPU per connection is then a saturated server's.\n")
+    return md
+
+def md_charts(made) -> list[str]:
+    md: list[str] = []
     md.append("## Charts\n")
     for fname, title, caption in made:
         md.append(f"### {title}\n\n![{title}](charts/{fname})\n\n{caption}\n")
+    return md
+
+def md_excluded(df) -> list[str]:
+    md: list[str] = []
     md.append("## Excluded runs\n")
     bad = df[df["excluded"]]
     if bad.empty:
@@ -295,6 +340,10 @@ def write_report(results: str, records: list[dict], problems: list[str]) -> str:
             md.append(f"| {r['run_id']} | {r['spec']} | {r['link']} | {r['kind']} | {r['round']} "
                       f"| {fmt_num(r['conn_per_s'])} | {r['reason']} |")
         md.append("")
+    return md
+
+def md_client_bound(df) -> list[str]:
+    md: list[str] = []
     md.append("## Client-bound runs (kept, conn/s is a lower bound)\n")
     cb = df[df["client_bound"] & ~df["excluded"]]
     if cb.empty:
@@ -305,16 +354,7 @@ def write_report(results: str, records: list[dict], problems: list[str]) -> str:
             md.append(f"| {r['run_id']} | {r['spec']} | {r['link']} | {fmt_num(r['conn_per_s'])} | "
                       f"{fmt_num(r['client_cpu_share'], '{:.2f}')} |")
         md.append("")
-    md.append("## Environment of the runs\n")
-    md.append(environment_md(records))
-    md.append("Rerun: `make bench` / `make compare` to record runs, then `make report`.\n")
-
-    path = os.path.join(results, "REPORT.md")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(md))
-    os.replace(tmp, path)
-    return path
+    return md
 
 def main(argv=None) -> int:
     from harness import cmdline
