@@ -19,8 +19,9 @@ summary, ``p99_med`` in the report's frame).  Here each figure is one row of
   the columns' order, and a new column starts a new runs-N.csv, records.append_csv);
 * ``header``/``report_header``/``label``: its name in the batch table, in REPORT.md
   and on a chart's axis; ``cell`` formats a summary row's value for a table;
-  ``shown`` puts it in the tables' columns beside CPU per connection (when some row
-  has a value).
+  ``shown`` puts it in the batch table's columns beside CPU per connection (when some
+  row has a value), and in REPORT.md's too when it has a ``report_header``; ``note``
+  says under such a table how to read it.
 
 The vocabulary is the record's: the engine's fields and the frame's columns are
 ``NAME`` and ``NAME_<agg>``, nothing else.  Adding a statistic is adding a row.
@@ -84,6 +85,7 @@ class Metric:
     label: str = ""
     cell: Callable[[Any], str] | None = None
     shown: bool = False
+    note: str = ""                    # how to read its column, under a table that shows it
 
     def value(self, run: dict) -> Any:
         """This figure of a recorded run."""
@@ -191,8 +193,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("p50_us", _latency("p50"), summary=("median",), label="latency (µs)"),
     Metric("p99_us", _latency("p99"), summary=("median",), header="p99 ms", label="latency (µs)"),
     Metric("events_per_pass", _EV_READ, _EV_RUN, summary=("median",), csv=False,
-           header="events/pass", report_header="events/pass", label="events per pass",
-           cell=_events_cell, shown=True),
+           header="events/pass", label="events per pass", cell=_events_cell, shown=True,
+           note="events/pass: events the server dispatched per poll of its loop (median over "
+                "runs); in brackets, the share of polls returning 1–3 events (the study's "
+                "regime). n/a: the library owns the loop and it was not counted."),
     Metric("events_hist", _HIST_READ, _HIST_RUN, summary=("hist",), csv=False),
     Metric("passes_per_conn", _PPC_READ, _PPC_RUN, csv=False),
     Metric("listen_overflows", of_run=_record("kernel", "ListenOverflows"), summary=("sum_clean",)),

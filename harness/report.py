@@ -39,6 +39,7 @@ import sys
 import time
 
 from harness import batchchart, charts, reproduction
+from harness import metrics as _metrics
 from harness import records as _records
 from harness import summary as _summary
 from harness.frame import (NO_RUNS, cpu_split, environment_md, fmt_num, float_or_none, frame,
@@ -54,10 +55,15 @@ def verdicts_md(row) -> str:
     return f"{_summary.verdict_text(r, 'conn')}; CPU: {_summary.verdict_text(r, 'cpu')}"
 
 def table_md(summary) -> str:
-    head = ("| batch | spec | c | CPU budget | runs (clean/excl.) | conn/s median [min-max] | "
-            "ratio conn/s [CI] | CPU us/conn median | ratio CPU [CI] | verdict | conn/s x CPU | pairs | "
-            "p50 / p99 us | failed conns | client-bound | server-bound |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    # The metrics shown beside CPU per connection (harness/metrics.py), where some row has one.
+    beside = [m for m in _metrics.shown() if m.report_header
+              and m.fields()[0] in summary and summary[m.fields()[0]].notna().any()]
+    h = {m.name: m.report_header for m in _metrics.METRICS}
+    cols = (["batch", "spec", "c", "CPU budget", "runs (clean/excl.)", h["conn_per_s"],
+             "ratio conn/s [CI]", h["server_cpu_us_per_conn"]] + [m.report_header for m in beside]
+            + ["ratio CPU [CI]", "verdict", "conn/s x CPU", "pairs", "p50 / p99 us", h["failed"],
+               h["client_bound"], h["server_bound"]])
+    head = "| " + " | ".join(cols) + " |\n" + "|" + "---|" * len(cols) + "\n"
     lines = []
     # Each row is one batch's (the latest that ran it): the newest batches first, a batch's
     # rows together, so a reader compares figures of one machine state with each other.
@@ -70,7 +76,9 @@ def table_md(summary) -> str:
             f"{'off' if r['budget'] == 'off' else r['budget'] + ' core'} | {r['runs']} "
             f"({r['clean']}/{r['excluded']}) | {range_of(r, 'conn_per_s')} | "
             f"{'1 (baseline)' if base else ratio_ci(r, 'conn')} | "
-            f"{fmt_num(r['server_cpu_us_per_conn_median'], '{:.1f}')} | {'1' if base else ratio_ci(r, 'cpu')} | "
+            f"{fmt_num(r['server_cpu_us_per_conn_median'], '{:.1f}')} | "
+            + "".join(f"{m.text(r)} | " for m in beside)
+            + f"{'1' if base else ratio_ci(r, 'cpu')} | "
             f"{'baseline' if base else verdicts_md(r)} | "
             f"{'-' if base else _summary.consistency_text(r['consistency'], none='-')} | "
             f"{'-' if base else _summary.pairs_text(r['_row'])} | "
@@ -78,7 +86,8 @@ def table_md(summary) -> str:
             f"{r['failed']} | {r['client_bound']}"
             + (" (lower bound)" if r["client_bound"] else "") + " | "
             + ("-" if r["budget"] == "off" else f"{r['server_bound']}/{r['clean']}") + " |")
-    return head + "\n".join(lines) + "\n"
+    notes = [m.note for m in beside if m.note]
+    return head + "\n".join(lines) + "\n" + "".join(f"\n{n}\n" for n in notes)
 
 HOW_TO_READ = """\
 ## How to read this report

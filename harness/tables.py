@@ -36,7 +36,6 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
     # The metrics shown beside CPU per connection (events per pass...): each when some run
     # has it (harness/metrics.py).
     beside = [m for m in metrics.shown() if any(r.get(m.fields()[0]) is not None for r in rows)]
-    counted = any(m.name == "events_per_pass" for m in beside)
     h = {m.name: m.header for m in metrics.METRICS}
     bases = {r["baseline"] for r in rows}
     several = len(bases) > 1
@@ -95,10 +94,7 @@ def format_table(recs: list[dict], *, markdown: bool = False) -> str:
     notes.append(f"conn/s × CPU: the conn/s ratio times the CPU ratio, 1.00 when conn/s is what CPU per "
                  f"connection predicts; '!' marks a gap over {summary.CONSISTENCY_TOLERANCE:.0%} "
                  "(expected for client-bound runs, a warning for server-bound ones).")
-    if counted:
-        notes.append("events/pass: events the server dispatched per poll of its loop (median over "
-                     "runs); in brackets, the share of polls returning 1–3 events (the study's "
-                     "regime). n/a: the library owns the loop and it was not counted.")
+    notes += [m.note for m in beside if m.note]
     if sweep:
         notes.append(f"Open loop: 'short' marks an offered rate the server did not sustain (< "
                      f"{summary.SUSTAINED_SHARE:.0%} of it completed); CPU per connection compares servers "
