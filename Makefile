@@ -60,8 +60,11 @@ C_BINS := $(BUILD)/loadgen $(BUILD)/c_epoll $(BUILD)/delayline
 
 all: venv build
 
+# The variants as the server table declares them (harness/servers/__init__.py), for `make help`.
+VARIANT_LIST = $(shell python3 -c "from harness.servers import SERVERS; print('|'.join(SERVERS.variants()))" 2>/dev/null || echo NAME)
+
 help:
-	@echo "make bench [VARIANT=master|mul_thread|alone_proc] [LINK=loopback|1000mbit|100mbit] [REPEAT=3] [DURATION=10] [SERVER_CPU=0.4|auto|off]"
+	@echo "make bench [VARIANT=$(VARIANT_LIST)] [LINK=loopback|1000mbit|100mbit] [REPEAT=3] [DURATION=10] [SERVER_CPU=0.4|auto|off]"
 	@echo "           [DELAY=5ms (one way)] [LOSS=1% (each way)]   (need an emulated LINK)"
 	@echo "make compare [SERVERS=\"raw_epoll master ...\"]   make test   make lint   make report   make profile VARIANT=x"
 	@echo "make compare SERVERS=\"master@HEAD master\" (a revision against your edit)   LOOP=mod:Class   SERVER_CMD='./srv {port}'"

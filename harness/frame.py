@@ -18,6 +18,7 @@ import os
 from harness import metrics as _metrics
 from harness import records as _records
 from harness import runrecord as _runrecord
+from harness import servers as _servers
 from harness import summary as _summary
 
 NO_RUNS = "no runs recorded yet: run make bench"
@@ -223,19 +224,15 @@ def _records_of(df) -> list[dict]:
     """The run records behind a frame's rows (frame keeps each one in ``record``)."""
     return list(df["record"]) if len(df) and "record" in df else []
 
-# Head-to-head comparisons the targets are stated in (docs/performance.md): (a, b, what).
-HEAD_TO_HEAD = [
-    ("alone_proc", "uvloop", "unified proc vs uvloop"),
-    ("alone_proc", "master", "unified proc vs ae's read/write procs"),
-    ("mul_thread:pool=oneshot", "mul_thread", "improved pool vs the study's pool"),
-    ("raw_epoll:diet", "raw_epoll:diet,no_cork", "TCP_CORK's share of the diet"),
-]
-
-def head_to_head(df, pairs=HEAD_TO_HEAD):
+def head_to_head(df, pairs=None):
     """Paired ratios a / b from rounds where both ran clean in the same batch (same link,
     concurrency, size, Python, budget): one row per pair and conditions, only where such
-    rounds exist.  The summary engine's pairing, with b as the baseline."""
+    rounds exist.  The summary engine's pairing, with b as the baseline.  ``pairs``: (a,
+    b, what), default the comparisons the server table declares (servers.SERVERS.head_to_head:
+    the targets docs/performance.md states)."""
     import pandas as pd
+
+    pairs = _servers.SERVERS.head_to_head() if pairs is None else pairs
 
     rows = []
     for batch, g in _batches_of(df):

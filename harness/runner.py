@@ -51,7 +51,8 @@ from harness.progress import Progress
 from harness.summary import BASELINE
 from harness.tables import fmt_count, fmt_ms, format_table, print_table, summarize
 
-DEFAULT_SERVERS = ("raw_epoll", "master", "mul_thread", "alone_proc", "asyncio", "uvloop", "c_epoll")
+# The references and every variant, in the server table's order (servers.SERVERS.default_servers).
+DEFAULT_SERVERS = srv.SERVERS.default_servers()
 
 
 class BatchInterrupted(KeyboardInterrupt):

@@ -18,13 +18,17 @@ import time
 
 import pytest
 
+from harness import servers
 from variants.common import backends
 
 # The ae-literal design and its steps (variants/ablation, issue 23): the literal loop, the
 # whole path to master, and the unified proc on each.
 ABLATION = {"literal": "", "literal_all": "all", "literal_unified": "unified",
             "literal_all_unified": "all+unified"}
-VARIANTS = ("master", "mul_thread", "mul_thread_oneshot", "alone_proc") + tuple(ABLATION)
+# The variants' loop configurations as the server table declares them (harness/servers:
+# a variant declared there is tested here on every backend, with no edit of this file).
+LOOPS = {c.name: c for c in servers.SERVERS.loop_configs()}
+VARIANTS = tuple(LOOPS) + tuple(ABLATION)
 BACKENDS = backends.available()
 CONFIGS = [(v, b) for v in VARIANTS for b in BACKENDS]
 CONSTANTS = dict(NONE=0, READABLE=1, WRITABLE=2, BARRIER=4, FILE_EVENTS=1, TIME_EVENTS=2,
@@ -39,15 +43,13 @@ NOW = ALL | DONT_WAIT
 def package(variant):
     if variant in ABLATION:
         return importlib.import_module("variants.ablation")
-    return importlib.import_module("variants." + variant.replace("_oneshot", ""))
+    return importlib.import_module(LOOPS[variant].package)
 
 
 def make_loop(variant, backend=None, **kw):
     if variant in ABLATION:
         return package(variant).loop_class(ABLATION[variant])(backend=backend, **kw)
-    if variant == "mul_thread_oneshot":
-        kw.setdefault("pool", "oneshot")
-    return package(variant).EventLoop(backend=backend, **kw)
+    return package(variant).EventLoop(backend=backend, **{**dict(LOOPS[variant].kwargs), **kw})
 
 
 def is_async(loop):
@@ -106,7 +108,9 @@ def pair():
 
 
 def alone(loop):
-    return type(loop).__module__.startswith("variants.alone_proc") or getattr(loop, "unified", False)
+    """One proc per fd: a variant declared unified, or an ablation loop with that step."""
+    unified = {c.package for c in LOOPS.values() if c.unified}
+    return type(loop).__module__.rpartition(".")[0] in unified or getattr(loop, "unified", False)
 
 
 def heap_timers(loop):
@@ -319,10 +323,10 @@ def serial_loop(cfg, **kw):
     """A loop whose passes run one proc at a time in the poll's order (ae's pass):
     mul_thread's faithful pool with one worker; None for oneshot (asynchronous)."""
     variant, backend = cfg
-    if variant == "mul_thread_oneshot":
-        return None
-    if variant == "mul_thread":
-        kw["workers"] = 1
+    if variant in LOOPS:
+        if LOOPS[variant].asynchronous:
+            return None
+        kw = {**dict(LOOPS[variant].serial), **kw}
     return make_loop(variant, backend, **kw)
 
 

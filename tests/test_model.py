@@ -66,6 +66,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, get_state_machine_test, initialize,
                                  invariant, rule)
 
+from harness import servers
 from variants.common import backends
 
 R, W, BARRIER, NOMORE = 1, 2, 4, -1
@@ -141,14 +142,22 @@ class OneshotLoop(LoopUnderTest):
 
 
 def variant_loop(package, adapter=LoopUnderTest, procs="two", **kw):
-    """A factory for one of variants/: EventLoop(backend=..., **kw) in ``adapter``."""
+    """A factory for a library (``package``, e.g. variants.master): EventLoop(backend=...,
+    **kw) in ``adapter``."""
     def factory(backend):
-        module = importlib.import_module("variants." + package)
+        module = importlib.import_module(package)
         spec = adapter(module.EventLoop(backend=backend, **kw))
         spec.procs = procs
-        spec.clock_modules = LoopUnderTest.clock_modules + ("variants.%s.events" % package,)
+        spec.clock_modules = LoopUnderTest.clock_modules + (package + ".events",)
         return spec
     return factory
+
+
+def declared_loop(cfg):
+    """A variant's loop configuration as the server table declares it (harness/servers),
+    its passes serial (ae's pass: mul_thread with one worker)."""
+    return variant_loop(cfg.package, OneshotLoop if cfg.asynchronous else LoopUnderTest,
+                        procs="one" if cfg.unified else "two", **{**dict(cfg.serial), **dict(cfg.kwargs)})
 
 
 class AblationLoop(LoopUnderTest):
@@ -188,12 +197,9 @@ def ablation_loop(steps):
     return factory
 
 
-# mul_thread runs with one worker: ae's pass, one proc at a time in the poll's order.
-LOOPS = [
-    ("master", variant_loop("master")),
-    ("alone_proc", variant_loop("alone_proc", procs="one")),
-    ("mul_thread", variant_loop("mul_thread", workers=1, pool="faithful")),
-    ("mul_thread_oneshot", variant_loop("mul_thread", OneshotLoop, workers=1, pool="oneshot")),
+# The variants: every loop configuration the server table declares (a variant declared there
+# is tested here with no edit of this file).
+LOOPS = [(cfg.name, declared_loop(cfg)) for cfg in servers.SERVERS.loop_configs()] + [
     # The ae-literal design's file events (every step but ``timers`` left out), the whole
     # path to master, the unified proc on each. Without the ``timers`` step the timers are
     # ae's list: due ones run in list order and a finalizer runs at the next scan (ae's

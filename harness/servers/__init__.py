@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 from harness.servers import interp
 from harness.servers import options as opts
+from harness.servers.table import LoopConfig, Server, Table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(ROOT, "build")
@@ -54,50 +55,46 @@ class ServerError(Exception):
     """A clear, user-facing error about a server (unknown name, failed start...)."""
 
 
-@dataclass(frozen=True)
-class Server:
-    name: str
-    kind: str                 # "python" or "c"
-    target: str               # python module or path of the binary under build/
-    doc: str
-    options: tuple = ()       # its own options (options.Option) beyond options.COMMON
-    variant: bool = False     # one of the three Events libraries
-    requires: tuple = ()      # python modules that must import (e.g. uvloop)
-    diet: opts.Diet = opts.ECHO_CORE_DIET   # the diet levers it supports, and why not the others
-
-
 # Options every server accepts through a spec (declared in options.py, with their checks).
 COMMON_OPTIONS = tuple(o.name for o in opts.COMMON)
 
 _VARIANT_OPTS = (opts.BACKEND, opts.COMPILED, opts.COMPILED_APP)
 
-SERVERS: dict[str, Server] = {s.name: s for s in (
+SERVERS = Table({s.name: s for s in (
     Server("raw_epoll", "python", "harness.servers.raw_epoll",
            "Python select.epoll, no library: the classic register/modify/unregister pattern",
-           options=(opts.COMPILED, opts.LOOP_MODE)),
+           options=(opts.COMPILED, opts.LOOP_MODE), reference=True,
+           head_to_head=(("raw_epoll:diet", "raw_epoll:diet,no_cork", "TCP_CORK's share of the diet"),)),
     Server("master", "python", "harness.servers.master",
            "Events master: ae structure, read proc + write proc per fd",
            options=_VARIANT_OPTS + (opts.POLL_DELAY, opts.LOOP_MODE), variant=True),
     Server("mul_thread", "python", "harness.servers.mul_thread",
            "Events mul_thread: fired file events run on a thread pool",
-           options=_VARIANT_OPTS + (opts.WORKERS, opts.POOL, opts.LOOP_MODE), variant=True),
+           options=_VARIANT_OPTS + (opts.WORKERS, opts.POOL, opts.LOOP_MODE), variant=True,
+           serial=(("workers", 1), ("pool", "faithful")),
+           loop_configs=(LoopConfig("mul_thread_oneshot", kwargs=(("pool", "oneshot"),),
+                                    asynchronous=True),),
+           head_to_head=(("mul_thread:pool=oneshot", "mul_thread", "improved pool vs the study's pool"),)),
     Server("alone_proc", "python", "harness.servers.alone_proc",
            "Events alone_proc: one unified proc per fd",
-           options=_VARIANT_OPTS + (opts.LOOP_MODE,), variant=True),
+           options=_VARIANT_OPTS + (opts.LOOP_MODE,), variant=True, unified=True,
+           head_to_head=(("alone_proc", "uvloop", "unified proc vs uvloop"),
+                         ("alone_proc", "master", "unified proc vs ae's read/write procs"))),
     Server("literal", "python", "harness.servers.literal",
            "the ae-literal design (a 2016 port of ae.c) and its steps: literal:steps=STEP+STEP",
            options=_VARIANT_OPTS + (opts.STEPS,)),
     Server("asyncio", "python", "harness.servers.asyncio_server",
            "asyncio Protocol on the default event loop", diet=opts.ASYNCIO_DIET,
-           options=(opts.LOOP_MODE,)),
+           options=(opts.LOOP_MODE,), reference=True),
     Server("uvloop", "python", "harness.servers.uvloop_server",
            "asyncio Protocol on uvloop", requires=("uvloop",), diet=opts.UVLOOP_DIET,
-           options=(opts.LOOP_MODE,)),
+           options=(opts.LOOP_MODE,), reference=True),
     Server("c_epoll", "c", "c_epoll",
-           "single-threaded C epoll echo server: the ceiling on this machine", diet=opts.C_DIET),
+           "single-threaded C epoll echo server: the ceiling on this machine", diet=opts.C_DIET,
+           reference=True),
     Server("redis_ae", "c", "redis_ae",
            "C echo server on Redis ae (built by `make redis_ae`)", diet=opts.C_DIET),
-)}
+)})
 
 # Bring your own (README, "Bring your own loop"): not in the table (nothing iterates over
 # them as "every server"); the rest of the spec names the code.
@@ -109,7 +106,8 @@ OWN_SERVERS: dict[str, Server] = {s.name: s for s in (
            diet=opts.NO_DIET),
 )}
 
-VARIANTS = tuple(n for n, s in SERVERS.items() if s.variant)
+VARIANTS = SERVERS.variants()
+
 
 
 @dataclass(frozen=True)
