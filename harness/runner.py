@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from harness import cpubudget, environment, kstats, noise, records, runrecord
+from harness import calibration, cpubudget, environment, kstats, noise, records, runrecord
 from harness import servers as srv
 from harness.client import client_argv, run_client
 from harness.metrics import CLIENT_BOUND_SHARE, compute_metrics
@@ -143,6 +143,40 @@ class Planned:
     server_cpu: float | None = None     # this run's budget per worker, else the batch's (scale)
 
 
+@dataclass
+class RunPlan:
+    """One run as Batch.run's phases pass it on: what runs and its record."""
+    n: int
+    spec: srv.Spec
+    tag: str
+    record: dict
+    conc: int
+    rate: float | None
+    duration: float
+    warmup: float
+    loops: int
+    loop_mode: str
+    cores: float | None
+    prefixes: list
+    client_prefix: list
+    server: Any = None
+    group: Any = None
+
+
+@dataclass
+class Measured:
+    """What the measure phase read: the client's result and the counters around the run."""
+    cres: Any
+    cpu: float | None
+    wall: float
+    k_server: tuple
+    k_client: tuple
+    link: tuple
+    cgroup: tuple
+    died: bool
+    exit_code: int | None
+
+
 class Batch:
     """The state of one batch: its link, environment, signals and kept runs."""
 
@@ -179,7 +213,28 @@ class Batch:
 
     def run(self, n: int, item: Planned, *, observer=None, probe: tuple | None = None) -> dict:
         """One run, recorded.  ``probe=(cores, duration, warmup)``: a calibration probe of
-        SERVER_CPU=auto instead -- the same run, short, at that budget, not recorded."""
+        SERVER_CPU=auto instead -- the same run, short, at that budget, not recorded.
+        The phases: plan (what runs, its record), start (the server in its budget),
+        measure (the load client, the counters around it), collect (the figures into the
+        record), judge (ok or failed), keep (written, reported); stop in every case."""
+        p = self._plan(n, item, probe)
+        try:
+            if not self._start(p):
+                return p.record if probe else self._keep(p.record)
+            got = self._measure(p, observer)
+            self._collect(p, got)
+            self._judge(p, got)
+            if observer:
+                observer.annotate(p.record)
+            if probe:
+                return p.record
+            self._report(p.tag, p.record)
+            return self._keep(p.record)
+        finally:
+            self._stop(p)
+
+    def _plan(self, n: int, item: Planned, probe: tuple | None) -> RunPlan:
+        """What runs: the spec, its budget, pinning, duration and warm-up, and its record."""
         s, lk = self.s, self.link
         spec = srv.parse_spec(item.spec)          # a Spec already (a str is parsed)
         rate = item.rate if item.rate is not None else s.rate
@@ -219,133 +274,153 @@ class Batch:
                     **srv.interp.record_config(spec)})     # python=, compiled (issue 25)
         if s.server_cpu_mode == "auto" and not probe:
             record["config"]["server_cpu_calibration"] = self.calibration
-        server = None
-        group = None
+        return RunPlan(n, spec, tag, record, conc, rate, duration, warmup, loops, loop_mode, cores,
+                       prefixes, client_prefix)
+
+    def _start(self, p: RunPlan) -> bool:
+        """The server, in its CPU budget's cgroup; False (the record says why) if it did not start."""
+        s, lk, record = self.s, self.link, p.record
         try:
-            try:
-                with self.signals.deferred():
-                    if cores is not None:
-                        group = cpubudget.Group(self.cpu_ctl, cores)
-                    server = wk.start(spec, host=lk.server_host, size=s.size,
-                                      idle_timeout=s.idle_timeout, python=s.python,
-                                      prefixes=[list(lk.server_prefix) + p for p in prefixes],
-                                      cgroup_procs=group.procs_file if group else None)
-            except cpubudget.BudgetError as e:
-                raise RunnerError(f"cannot hold the server to a CPU budget: {e}") from None
-            except srv.ServerError as e:
-                msg = str(e)
-                record.update(status="failed", error=msg.split("\n", 1)[0],
-                              server_stderr_tail=msg.split("stderr:\n", 1)[1] if "stderr:\n" in msg else None)
-                self.progress.line(f"{tag} FAILED to start: {msg}")
-                return record if probe else self._keep(record)
-            record["config"]["server_argv"] = server.argv
-            record["config"]["hash_seed"] = server.hash_seed      # setup randomization (servers.random_hash_seed)
-            argv = client_argv(self.loadgen, lk.server_host, server.port, concurrency=conc,
-                               size=s.size, duration=duration, warmup=warmup, rate=rate,
-                               timeout_ms=s.timeout_ms, close_mode=s.close_mode, run_id=run_id,
-                               clients=s.clients)
-            record["config"]["client_argv"] = argv
-            # The round trip through the link, idle, just before the run (None on loopback).
-            record["rtt"] = _guarded(lk.probe_rtt, record)
-            warn = rtt_warning(record["rtt"], lk.expected_rtt_ms)
-            if warn:
-                record["warnings"].append(warn)
-                self.progress.line(f"{tag} warning: {warn}")
-            k_server0 = kstats.snapshot(lambda p: lk.read_proc(p, "server"))
-            k_client0 = kstats.snapshot(lambda p: lk.read_proc(p, "client")) if lk.name != "loopback" else None
-            l0 = _guarded(lk.snapshot, record)
-            g0 = group.stat() if group else None
-            cpu0, t0 = server.cpu_seconds(), time.monotonic()
-            if observer:
-                observer.started(server)
+            with self.signals.deferred():
+                if p.cores is not None:
+                    p.group = cpubudget.Group(self.cpu_ctl, p.cores)
+                p.server = wk.start(p.spec, host=lk.server_host, size=s.size,
+                                    idle_timeout=s.idle_timeout, python=s.python,
+                                    prefixes=[list(lk.server_prefix) + x for x in p.prefixes],
+                                    cgroup_procs=p.group.procs_file if p.group else None)
+        except cpubudget.BudgetError as e:
+            raise RunnerError(f"cannot hold the server to a CPU budget: {e}") from None
+        except srv.ServerError as e:
+            msg = str(e)
+            record.update(status="failed", error=msg.split("\n", 1)[0],
+                          server_stderr_tail=msg.split("stderr:\n", 1)[1] if "stderr:\n" in msg else None)
+            self.progress.line(f"{p.tag} FAILED to start: {msg}")
+            return False
+        record["config"]["server_argv"] = p.server.argv
+        record["config"]["hash_seed"] = p.server.hash_seed      # setup randomization (servers.random_hash_seed)
+        return True
 
-            def show(snap):
-                speed = snap.get("speed") or 0
-                left = f"t={snap.get('t', 0):.0f}s/{duration + warmup:.0f}s"
-                extra = observer.status() if observer else ""
-                self.progress.update(f"{tag} {speed:,.0f} conn/s  {left}  failed={snap.get('failed', 0)}"
-                                     + extra)
+    def _measure(self, p: RunPlan, observer) -> Measured:
+        """The load client against the server, with the kernel's, the link's and the
+        cgroup's counters and the server's CPU time read around it."""
+        s, lk, record, server, group = self.s, self.link, p.record, p.server, p.group
+        tag, duration, warmup = p.tag, p.duration, p.warmup
+        argv = client_argv(self.loadgen, lk.server_host, server.port, concurrency=p.conc,
+                           size=s.size, duration=duration, warmup=warmup, rate=p.rate,
+                           timeout_ms=s.timeout_ms, close_mode=s.close_mode, run_id=record["run_id"],
+                           clients=s.clients)
+        record["config"]["client_argv"] = argv
+        # The round trip through the link, idle, just before the run (None on loopback).
+        record["rtt"] = _guarded(lk.probe_rtt, record)
+        warn = rtt_warning(record["rtt"], lk.expected_rtt_ms)
+        if warn:
+            record["warnings"].append(warn)
+            self.progress.line(f"{tag} warning: {warn}")
+        k_server0 = kstats.snapshot(lambda p: lk.read_proc(p, "server"))
+        k_client0 = kstats.snapshot(lambda p: lk.read_proc(p, "client")) if lk.name != "loopback" else None
+        l0 = _guarded(lk.snapshot, record)
+        g0 = group.stat() if group else None
+        cpu0, t0 = server.cpu_seconds(), time.monotonic()
+        if observer:
+            observer.started(server)
 
-            timeout = duration + warmup + s.timeout_ms / 1000 + 30
-            cres = run_client(list(lk.client_prefix) + client_prefix + argv, timeout=timeout,
-                              on_snapshot=show, server_alive=server.alive, signals=self.signals,
-                              on_tick=(lambda el: observer.tick(server, el)) if observer else None)
-            cpu1, t1 = server.cpu_seconds(), time.monotonic()
-            g1 = group.stat() if group else None
-            if observer and server.alive():
-                observer.finish(server, t1 - t0)
-            l1 = _guarded(lk.snapshot, record)
-            k_server1 = kstats.snapshot(lambda p: lk.read_proc(p, "server"))
-            k_client1 = kstats.snapshot(lambda p: lk.read_proc(p, "client")) if lk.name != "loopback" else None
-            self.progress.done()
-            died = not server.alive()
-            exit_code = server.proc.returncode if died else None
-            record["server_stats"] = server.stop()
-            record["server_ready"] = server.ready
-            tail = server.stderr_tail()
-            record["server_stderr_tail"] = tail or None
-            cpu = (cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else None
-            record.update(client=cres.final, snapshots=cres.snapshots,
-                          # Events per pass from the STATS line (None where not counted).
-                          metrics=compute_metrics(cres.final, cpu, t1 - t0, cores,
-                                                  stats=record["server_stats"]),
-                          kernel=kstats.delta(k_server0, k_server1))
-            if loops > 1 or s.clients > 1:
-                record["warnings"] += worker_warnings(record, loop_mode, self.env)
-            if k_client0 is not None:
-                record["kernel_client"] = kstats.delta(k_client0, k_client1)
-            if group is not None:
-                record["server_cgroup"] = group.record(g0, g1)
-            started = (cres.final or {}).get("started_total")
-            try:
-                record["link_stats"] = lk.stats_between(l0, l1, started)
-            except Exception as e:            # descriptive only: keep the run
-                record["warnings"].append(f"link stats unavailable: {e}")
-            dl_share = ((record["link_stats"] or {}).get("delayline") or {}).get("cpu_share")
-            if dl_share is not None and dl_share >= CLIENT_BOUND_SHARE:
-                record["warnings"].append(f"delay line saturated: it used {dl_share:.0%} of a core, "
-                                          "so the link emulation, not the server, may bind conn/s")
-            if died:
-                record.update(status="failed",
-                              error=f"server exited during the run (exit code {exit_code})")
-            elif cres.error:
-                record.update(status="failed", error=cres.error)
-            if cres.stderr.strip():
-                record["client_stderr_tail"] = cres.stderr[-2000:]
-            if record["server_stats"] is None and not died:
-                record["warnings"].append("server printed no STATS line on SIGTERM")
-            reported = (record["server_stats"] or {}).get("diet_levers")
-            if reported is not None and list(reported) != list(spec.levers) \
-                    and record["status"] == "ok":
-                # A server that does not report the field is not checked.
-                record.update(status="failed",
-                              error=f"the server applied diet levers {reported}, the spec asked for "
-                                    f"{list(spec.levers)}")
-            if cres.returncode == 2 and not died:
-                # Bad arguments fail every run the same way: stop the batch now.
-                self._keep(record)
-                raise RunnerError(cres.error)
-            if observer:
-                observer.annotate(record)
-            if probe:
-                return record
-            self._report(tag, record)
-            return self._keep(record)
-        finally:
-            self.progress.done()
-            if server is not None:
-                # Idempotent; matters on the way out of an error or an interrupt.  Deferred,
-                # so a second Ctrl-C cannot cut the stop short and leave the server running.
-                with self.signals.deferred():
-                    server.stop(timeout=5.0)
-            if group is not None:
-                # After the server is gone (its group is then empty).  A group that will
-                # not go is said, never hidden; cleanup_stale retries at the next start.
-                with self.signals.deferred():
-                    if not group.remove():
-                        msg = f"cgroup {group.path} could not be removed (still in use)"
-                        record["warnings"].append(msg)
-                        self.progress.line(f"{tag} warning: {msg}")
+        def show(snap):
+            speed = snap.get("speed") or 0
+            left = f"t={snap.get('t', 0):.0f}s/{duration + warmup:.0f}s"
+            extra = observer.status() if observer else ""
+            self.progress.update(f"{tag} {speed:,.0f} conn/s  {left}  failed={snap.get('failed', 0)}"
+                                 + extra)
+
+        timeout = duration + warmup + s.timeout_ms / 1000 + 30
+        cres = run_client(list(lk.client_prefix) + p.client_prefix + argv, timeout=timeout,
+                          on_snapshot=show, server_alive=server.alive, signals=self.signals,
+                          on_tick=(lambda el: observer.tick(server, el)) if observer else None)
+        cpu1, t1 = server.cpu_seconds(), time.monotonic()
+        g1 = group.stat() if group else None
+        if observer and server.alive():
+            observer.finish(server, t1 - t0)
+        l1 = _guarded(lk.snapshot, record)
+        k_server1 = kstats.snapshot(lambda p: lk.read_proc(p, "server"))
+        k_client1 = kstats.snapshot(lambda p: lk.read_proc(p, "client")) if lk.name != "loopback" else None
+        self.progress.done()
+        died = not server.alive()
+        exit_code = server.proc.returncode if died else None
+        return Measured(cres, (cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else None,
+                        t1 - t0, (k_server0, k_server1), (k_client0, k_client1), (l0, l1), (g0, g1),
+                        died, exit_code)
+
+    def _collect(self, p: RunPlan, got: Measured) -> None:
+        """The run's figures into its record: the server's STATS, the metrics table's
+        figures (harness/metrics.py), the kernel's, the cgroup's and the link's counters."""
+        lk, record, server, group, cres = self.link, p.record, p.server, p.group, got.cres
+        record["server_stats"] = server.stop()
+        record["server_ready"] = server.ready
+        tail = server.stderr_tail()
+        record["server_stderr_tail"] = tail or None
+        record.update(client=cres.final, snapshots=cres.snapshots,
+                      # Events per pass from the STATS line (None where not counted).
+                      metrics=compute_metrics(cres.final, got.cpu, got.wall, p.cores,
+                                              stats=record["server_stats"]),
+                      kernel=kstats.delta(*got.k_server))
+        if p.loops > 1 or self.s.clients > 1:
+            record["warnings"] += worker_warnings(record, p.loop_mode, self.env)
+        if got.k_client[0] is not None:
+            record["kernel_client"] = kstats.delta(*got.k_client)
+        if group is not None:
+            record["server_cgroup"] = group.record(*got.cgroup)
+        started = (cres.final or {}).get("started_total")
+        try:
+            record["link_stats"] = lk.stats_between(*got.link, started)
+        except Exception as e:            # descriptive only: keep the run
+            record["warnings"].append(f"link stats unavailable: {e}")
+        dl_share = ((record["link_stats"] or {}).get("delayline") or {}).get("cpu_share")
+        if dl_share is not None and dl_share >= CLIENT_BOUND_SHARE:
+            record["warnings"].append(f"delay line saturated: it used {dl_share:.0%} of a core, "
+                                      "so the link emulation, not the server, may bind conn/s")
+
+    def _judge(self, p: RunPlan, got: Measured) -> None:
+        """ok or failed, and why: the server died, the client failed, the server applied
+        other diet levers than the spec asked for.  A client that refused its arguments
+        stops the batch (every run would fail the same way)."""
+        record, cres, died, spec = p.record, got.cres, got.died, p.spec
+        if died:
+            record.update(status="failed",
+                          error=f"server exited during the run (exit code {got.exit_code})")
+        elif cres.error:
+            record.update(status="failed", error=cres.error)
+        if cres.stderr.strip():
+            record["client_stderr_tail"] = cres.stderr[-2000:]
+        if record["server_stats"] is None and not died:
+            record["warnings"].append("server printed no STATS line on SIGTERM")
+        reported = (record["server_stats"] or {}).get("diet_levers")
+        if reported is not None and list(reported) != list(spec.levers) \
+                and record["status"] == "ok":
+            # A server that does not report the field is not checked.
+            record.update(status="failed",
+                          error=f"the server applied diet levers {reported}, the spec asked for "
+                                f"{list(spec.levers)}")
+        if cres.returncode == 2 and not died:
+            # Bad arguments fail every run the same way: stop the batch now.
+            self._keep(record)
+            raise RunnerError(cres.error)
+
+    def _stop(self, p: RunPlan) -> None:
+        """The server stopped and its cgroup removed, whatever happened before."""
+        record, tag, server, group = p.record, p.tag, p.server, p.group
+        self.progress.done()
+        if server is not None:
+            # Idempotent; matters on the way out of an error or an interrupt.  Deferred,
+            # so a second Ctrl-C cannot cut the stop short and leave the server running.
+            with self.signals.deferred():
+                server.stop(timeout=5.0)
+        if group is not None:
+            # After the server is gone (its group is then empty).  A group that will
+            # not go is said, never hidden; cleanup_stale retries at the next start.
+            with self.signals.deferred():
+                if not group.remove():
+                    msg = f"cgroup {group.path} could not be removed (still in use)"
+                    record["warnings"].append(msg)
+                    self.progress.line(f"{tag} warning: {msg}")
 
     def _keep(self, record: dict) -> dict:
         self.paths.append(records.write_record(record, self.root))
@@ -380,7 +455,9 @@ class Batch:
                 if self.cpu_ctl is not None:
                     cpubudget.cleanup_stale(self.cpu_ctl, out=self.out)
                     if self.s.server_cpu == "auto":
-                        self.s.server_cpu = self._calibrate(unique_specs(p.spec for p in plan))
+                        self.s.server_cpu, self.calibration = calibration.calibrate(
+                            lambda n, spec, pos, probe: self.run(n, Planned(spec, -1, pos), probe=probe),
+                            unique_specs(p.spec for p in plan), self.progress)
                         self.server_prefix, self.client_prefix = pinning(self._cores())
                     self.progress.line(self._budget_line())
                 for n, item in enumerate(plan, 1):
@@ -402,64 +479,6 @@ class Batch:
         return (f"server CPU budget: {self._cores():g} core per server run, "
                 f"{self.cpu_ctl.describe()}, period {cpubudget.PERIOD_US // 1000} ms"
                 + how.get(self.s.server_cpu_mode, ""))
-
-    # The client's share of its core that SERVER_CPU=auto aims for against the fastest server:
-    # "well below saturation" (the client-bound flag is at 90 %).
-    AUTO_TARGET = 0.70
-    AUTO_PROBE = (0.4, 2.0, 0.5)        # probe budget (cores), duration, warm-up (s)
-
-    def _calibrate(self, specs: list[srv.Spec]) -> float:
-        """SERVER_CPU=auto: the largest budget (in 0.05-core steps) at which the client stays
-        at or below AUTO_TARGET of its core against every server of the batch.
-
-        A short probe of each spec at AUTO_PROBE's budget gives its server CPU per
-        connection (s) and the client's CPU per connection (c); at budget B the
-        server-bound rate is B/s and the client's share B*c/s, so B = target * s / c,
-        the minimum over specs (the fastest server sets it).  A check probe of that
-        server at B follows; while the client is still above target B shrinks and is
-        checked again (three check probes at most).  The
-        probes are not recorded as runs; the batch summary and every run's config keep
-        the calibration."""
-        cores0, dur, warm = self.AUTO_PROBE
-        probes, best = [], None
-        for i, spec in enumerate(specs, 1):
-            rec = self.run(i, Planned(spec, -1, i - 1), probe=(cores0, dur, warm))
-            m = rec["metrics"]
-            row = {"spec": spec.text, "cores": cores0, "status": rec["status"],
-                   "conn_per_s": m.get("conn_per_s"), "client_cpu_share": m.get("client_cpu_share"),
-                   "server_cpu_share": m.get("server_cpu_share"),
-                   "server_cpu_us_per_conn": m.get("server_cpu_us_per_conn")}
-            probes.append(row)
-            self.progress.line(f"calibration {spec.text} @{cores0:g} core: {fmt_count(row['conn_per_s'])} conn/s, "
-                               f"client {_pct0(row['client_cpu_share'])} of its core"
-                               + ("" if rec["status"] == "ok" else f" ({rec['error']})"))
-            if rec["status"] != "ok" or not m.get("conn_per_s") or not m.get("client_cpu_share") \
-                    or not m.get("server_cpu_us_per_conn"):
-                continue
-            client_us = m["client_cpu_share"] / m["conn_per_s"] * 1e6
-            b = self.AUTO_TARGET * m["server_cpu_us_per_conn"] / client_us
-            if best is None or b < best[0]:
-                best = (b, spec)
-        if best is None:
-            raise RunnerError("SERVER_CPU=auto: no calibration probe completed; give a budget "
-                              "(e.g. SERVER_CPU=0.4) or SERVER_CPU=off")
-        ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        b = _step_down(min(best[0], float(max(1, ncpu - 1))))
-        check = None
-        for _ in range(3):
-            rec = self.run(len(specs) + 1, Planned(best[1], -1, 0), probe=(b, dur, warm))
-            share = rec["metrics"].get("client_cpu_share")
-            check = {"spec": best[1].text, "cores": b, "status": rec["status"],
-                     "conn_per_s": rec["metrics"].get("conn_per_s"), "client_cpu_share": share}
-            self.progress.line(f"calibration check {best[1].text} @{b:g} core: {fmt_count(check['conn_per_s'])} "
-                               f"conn/s, client {_pct0(share)} of its core")
-            if share is None or share <= self.AUTO_TARGET + 0.05 or b <= 0.05:
-                break
-            b = _step_down(b * self.AUTO_TARGET / share)
-        self.calibration = {"target_client_share": self.AUTO_TARGET, "probe_cores": cores0,
-                            "probe_duration_s": dur, "probes": probes, "fastest": best[1].text,
-                            "check": check, "chosen_cores": b}
-        return b
 
     def write_batch(self, interrupted: bool = False) -> tuple[str, str] | None:
         if not self.records:
@@ -521,15 +540,6 @@ def baseline_spread(recs: list[dict], baseline: str = BASELINE) -> float | None:
     if len(xs) < 2:
         return None
     return (max(xs) - min(xs)) / statistics.median(xs)
-
-
-def _step_down(cores: float) -> float:
-    """Round a budget down to 0.05 core (at least 0.05: the kernel's 1 ms per 20 ms)."""
-    return max(0.05, int(cores * 20 + 1e-9) / 20)
-
-
-def _pct0(x) -> str:
-    return "?" if x is None else f"{x:.0%}"
 
 
 RTT_TOLERANCE, RTT_SLACK_MS = 0.20, 0.05

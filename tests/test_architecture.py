@@ -238,7 +238,7 @@ LAYERS = [
     ("command line", ["harness.cmdline"]),
     ("writers", ["harness.charts", "harness.reproduction", "harness.frame", "harness.study",
                  "harness.ablation", "harness.batchchart", "harness.interpreters"]),
-    ("batches", ["harness.runner", "harness.soak", "harness.tables"]),
+    ("batches", ["harness.runner", "harness.soak", "harness.tables", "harness.calibration"]),
     ("processes", ["harness.procs", "harness.client", "harness.link", "harness.netns",
                    "harness.impairment", "harness.cpubudget", "harness.servers*"]),
     ("base", ["harness.summary", "harness.records", "harness.linkspec", "harness.environment",
