@@ -18,6 +18,7 @@ import os
 import sys
 
 from harness import cpubudget, procs, records, runner
+from harness.servers import ServerError
 from harness.servers import options as _server_options
 
 EXIT_USAGE, EXIT_MISSING, EXIT_INTERRUPTED = 2, 1, 130
@@ -30,6 +31,24 @@ class UsageError(Exception):
 def die(msg: str, code: int) -> int:
     print(f"error: {msg}", file=sys.stderr)
     return code
+
+
+def handled(check, work, *, bad_input: tuple = (), failed: tuple = ()) -> int:
+    """The one error path of a subcommand: ``check()`` refuses bad input (UsageError, a
+    server spec that does not parse, or ``bad_input``: one `error:` line, exit 2, nothing
+    run), then ``work()`` returns the exit status, and an error it could not avoid
+    (RunnerError, a server that cannot run here, or ``failed``) is one `error:` line and
+    exit 1 -- never a traceback."""
+    try:
+        check()
+    except (UsageError, ServerError) + bad_input as e:
+        return die(str(e), EXIT_USAGE)
+    try:
+        return int(work() or 0)
+    except UsageError as e:                 # bad input only the work could see
+        return die(str(e), EXIT_USAGE)
+    except (procs.RunnerError, ServerError) + failed as e:
+        return die(str(e), EXIT_MISSING)
 
 
 # The argparse types, written once with the servers' spec checks (harness/servers/options.py).

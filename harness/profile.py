@@ -490,7 +490,7 @@ def main(argv=None) -> int:
             return 2
         child(argv[1], argv[3:])
         return 0
-    from harness import procs, records
+    from harness import records
     from harness import servers as srv
 
     from harness import cmdline
@@ -503,20 +503,16 @@ def main(argv=None) -> int:
     ap.add_argument("--concurrency", type=cmdline.positive_int, default=DEFAULT_CONCURRENCY)
     ap.add_argument("--results-dir")
     args = ap.parse_args(argv)
-    try:
+
+    def check():
         srv.parse_spec(args.spec)
         cmdline.check_common(args)
-    except (srv.ServerError, cmdline.UsageError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
+
+    def work():
         result = run(args.spec, connections=args.connections, concurrency=args.concurrency,
                      results=records.results_dir(args.results_dir))
-    except (srv.ServerError, procs.RunnerError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print("wrote " + ", ".join(result["paths"]))
-    return 0
+        print("wrote " + ", ".join(result["paths"]))
+    return cmdline.handled(check, work, failed=(ValueError,))
 
 
 if __name__ == "__main__":

@@ -200,23 +200,19 @@ def main(argv=None) -> int:
     ap.add_argument("--python", help="interpreter for Python servers")
     ap.add_argument("--results-dir")
     args = ap.parse_args(argv)
-    try:
+
+    def check():
         srv.parse_spec(args.spec)
         cmdline.check_common(args)
-    except (srv.ServerError, cmdline.UsageError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
+
+    def work():
         spec = runner.apply_options([args.spec], diet=args.diet)[0].text
         result = measure(spec, connections=args.connections, concurrency=args.concurrency,
                          size=args.size, python=procs.resolve_python(args.python))
-    except (SyscallError, srv.ServerError, procs.RunnerError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    jpath, mpath = write(result, records.results_dir(args.results_dir))
-    print(format_md(result))
-    print(f"wrote {jpath} and {mpath}")
-    return 0
+        jpath, mpath = write(result, records.results_dir(args.results_dir))
+        print(format_md(result))
+        print(f"wrote {jpath} and {mpath}")
+    return cmdline.handled(check, work, failed=(SyscallError,))
 
 
 if __name__ == "__main__":
