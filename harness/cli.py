@@ -473,14 +473,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return die(f"no subcommand given: choose one of {', '.join(COMMANDS)}, {', '.join(DISPATCH)}", EXIT_USAGE)
     try:
-        _check_args(a)
-        return COMMANDS[a.cmd](a)
-    except UsageError as e:
-        return die(str(e), EXIT_USAGE)
-    except srv.ServerError as e:          # a server that cannot run here (not built, module missing)
-        return die(str(e), EXIT_MISSING)
-    except procs.RunnerError as e:
-        return die(str(e), EXIT_MISSING)
+        # The one error path (cmdline.handled, as profile and syscalls use it): bad input
+        # exit 2, a server that cannot run here or a run that could not be done exit 1.
+        return cmdline.handled(lambda: _check_args(a), lambda: COMMANDS[a.cmd](a))
     except runner.BatchInterrupted as e:
         print(f"\ninterrupted: kept {len(e.records)} completed run(s) in {os.path.join(e.results, 'runs')}"
               + (": " + ", ".join(r["run_id"] for r in e.records) if e.records else ""), file=sys.stderr)
