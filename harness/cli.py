@@ -396,8 +396,9 @@ def cmd_ablation(a) -> int:
 def outcome(recs: list[dict]) -> int:
     """Exit status of a batch, after its table: 1 when any run failed or lost connections
     (so scripts and CI can gate on it), else 0."""
-    failed = sum(1 for r in recs if r.get("status") != "ok")
-    lossy = sum(1 for r in recs if r.get("status") == "ok" and (r.get("metrics") or {}).get("lost"))
+    # A batch's records (runrecord.new_run): every field is there.
+    failed = sum(1 for r in recs if r["status"] != "ok")
+    lossy = sum(1 for r in recs if r["status"] == "ok" and r["metrics"].get("lost"))
     if failed or lossy:
         print(f"exit 1: {failed} run(s) failed, {lossy} run(s) lost connections "
               f"(kept on disk, excluded from medians)", file=sys.stderr)

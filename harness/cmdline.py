@@ -311,8 +311,7 @@ def run_and_render(make_batch, plan, title: str, render) -> int:
     with open(md) as f:
         print("\n" + f.read())
     print(f"batch {batch.batch_id}: chart {records.shown_path(png)}, summary {records.shown_path(md)}")
-    failed = sum(1 for r in batch.records if r.get("status") != "ok"
-                 or (r.get("metrics") or {}).get("lost"))
+    failed = sum(1 for r in batch.records if r["status"] != "ok" or r["metrics"].get("lost"))
     return EXIT_MISSING if failed else 0
 
 

@@ -311,9 +311,8 @@ class SweepBatch(runner.Batch):
     connection differs by design (about 2x between 1 and 256 in flight)."""
 
     def warnings(self) -> list[str]:
-        spreads = [runner.baseline_spread([r for r in self.records
-                                           if (r.get("config") or {}).get("concurrency") == c])
-                   for c in {(r.get("config") or {}).get("concurrency") for r in self.records}]
+        spreads = [runner.baseline_spread([r for r in self.records if r["config"]["concurrency"] == c])
+                   for c in {r["config"]["concurrency"] for r in self.records}]
         known = [x for x in spreads if x is not None]
         return noise.warnings(self.noise, max(known) if known else None)
 

@@ -534,8 +534,8 @@ def baseline_spread(recs: list[dict], baseline: str = BASELINE) -> float | None:
     """(max - min) / median of the baseline's CPU per connection over the batch's clean
     closed-loop runs (None with fewer than two)."""
     xs = [r["metrics"].get("server_cpu_us_per_conn") for r in recs
-          if r.get("spec") == baseline and r.get("status") == "ok" and not (r.get("metrics") or {}).get("lost")
-          and not (r.get("config") or {}).get("rate")]
+          if r["spec"] == baseline and r["status"] == "ok" and not r["metrics"].get("lost")
+          and not r["config"].get("rate")]
     xs = [x for x in xs if x]
     if len(xs) < 2:
         return None
