@@ -5,8 +5,11 @@ results/batches/, results/REPORT.md and results/REPRODUCTION.md used to be compu
 twice (the runner in plain Python, the report in pandas), with two rules for which runs
 count and two pairings; the same batch then gave two answers.  Now there is one module,
 pure Python on the run records (so the runner needs no pandas), written once on the data
-model the way pyperf writes its statistics once on its Benchmark objects.  The report
-wraps its rows in a DataFrame; it never recomputes them.
+model the way pyperf writes its statistics once on its Benchmark objects.  The data model
+is two declarations: the run record (harness/runrecord.py: its fields, its schema, older
+records upgraded) and its figures (harness/metrics.py: each figure's aggregation over the
+runs of a row, hence the row's fields ``NAME_median``...).  The report wraps its rows in
+a DataFrame under the same names; it never recomputes them.
 
 The rules, each stated once:
 
