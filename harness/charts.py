@@ -286,8 +286,10 @@ def chart_latency(summary, path, batch=""):
     fig, panels = _link_panels(plt, summary)
     for ax, link, s in panels:
         x = range(len(s))
-        ax.bar([i - 0.2 for i in x], s["p50_us_median"].fillna(0), 0.4, label="p50", color="#4a7ab5")
-        ax.bar([i + 0.2 for i in x], s["p99_us_median"].fillna(0), 0.4, label="p99", color="#d08c3a")
+        for name, shift, color in (("p50_us", -0.2, "#4a7ab5"), ("p99_us", 0.2, "#d08c3a")):
+            m = _metrics.by_name(name)          # the metrics table's field and name
+            ax.bar([i + shift for i in x], s[m.field("median")].fillna(0), 0.4,
+                   label=name.split("_")[0], color=color)
         ax.set_xticks(list(x))
         ax.set_xticklabels(s["label"], rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("latency per connection (µs), median of clean runs")
