@@ -31,13 +31,18 @@ from harness.progress import Progress
 from harness.summary import BASELINE
 from harness import servers as srv
 
-# Subcommands implemented by other modules: name -> (module, leading argv, help).
+# Subcommands other modules implement on this parser: name -> (module, help).  The module
+# gives DESCRIPTION, add_arguments(parser) and run_command(args) (cmdline.Subcommand); only
+# the chosen one is imported (report needs the plotting stack, the others do not).
+SUBCOMMANDS = {
+    "report": ("harness.report", "charts and REPORT.md from results/"),
+    "profile": ("harness.profile", "line_profiler run of a variant's server"),
+    "syscalls": ("harness.syscalls", "system calls per connection (strace -c)"),
+    "combine": ("harness.combine", "one batch table from several recorded batches"),
+}
+# Subcommands still parsed by their own module's main(): name -> (module, leading argv, help).
 DISPATCH = {
-    "report": ("harness.report", [], "charts and REPORT.md from results/"),
-    "profile": ("harness.profile", [], "line_profiler run of a variant's server"),
-    "syscalls": ("harness.syscalls", [], "system calls per connection (strace -c)"),
     "reproduce": ("harness.reproduce", [], "rerun the study's comparisons, write REPRODUCTION.md"),
-    "combine": ("harness.combine", [], "one batch table from several recorded batches"),
     "check-docs": ("harness.checkdocs", [], "recompute every marked figure in README.md and docs/ from results/"),
     "sweep-concurrency": ("harness.concurrency", [],
                           "CPU per connection against connections in flight (paired rounds)"),
@@ -52,7 +57,9 @@ DISPATCH = {
 DEPRECATED = {"serve-run": "twohost-serve", "load-run": "twohost-load"}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every subcommand; ``chosen``: the subcommand given, whose module's
+    arguments are added when another module implements it (SUBCOMMANDS)."""
     p = Parser(prog="python -m harness",
                 description="Events benchmark harness: servers, the load client, batches and reports.")
     sub = p.add_subparsers(dest="cmd", metavar="SUBCOMMAND", parser_class=Parser)
@@ -124,6 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="connections a variant must complete to pass (default 1,000,000)")
     add_common(k, duration=600.0, repeat=1)
 
+    for name, (module, help_) in SUBCOMMANDS.items():
+        if name != chosen:
+            sub.add_parser(name, help=help_)
+            continue
+        mod = importlib.import_module(module)
+        sp = sub.add_parser(name, help=help_, description=mod.DESCRIPTION)
+        mod.add_arguments(sp)
+        sp.set_defaults(run_command=mod.run_command)
     for name, (_mod, _lead, help_) in DISPATCH.items():
         sub.add_parser(name, help=help_, add_help=False)
     return p
@@ -468,12 +483,15 @@ def main(argv: list[str] | None = None) -> int:
         argv[0] = DEPRECATED[argv[0]]
     if argv and argv[0] in DISPATCH:
         return dispatch(argv[0], argv[1:])
-    parser = build_parser()
+    parser = build_parser(argv[0] if argv else None)
     a = parser.parse_args(argv)
     if not a.cmd:
         parser.print_help()
-        return die(f"no subcommand given: choose one of {', '.join(COMMANDS)}, {', '.join(DISPATCH)}", EXIT_USAGE)
+        return die(f"no subcommand given: choose one of {', '.join(COMMANDS)}, {', '.join(SUBCOMMANDS)}, "
+                   f"{', '.join(DISPATCH)}", EXIT_USAGE)
     try:
+        if a.cmd in SUBCOMMANDS:
+            return int(a.run_command(a) or 0)
         # The one error path (cmdline.handled, as profile and syscalls use it): bad input
         # exit 2, a server that cannot run here or a run that could not be done exit 1.
         return cmdline.handled(lambda: _check_args(a), lambda: COMMANDS[a.cmd](a))

@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass
+from typing import Callable
 
 from harness import cpubudget, procs, records, runner
 from harness.servers import ServerError
@@ -31,6 +33,23 @@ class UsageError(Exception):
 def die(msg: str, code: int) -> int:
     print(f"error: {msg}", file=sys.stderr)
     return code
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """A subcommand another module implements, on the one parser of `python -m harness`
+    (cli.SUBCOMMANDS): its help, its arguments and what it runs (the parsed arguments ->
+    the exit status; errors through ``handled``).  ``main`` is the same command run as
+    `python -m harness.MODULE`, with the same parser and the same errors."""
+    name: str
+    description: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+    def main(self, argv=None) -> int:
+        p = Parser(prog=f"python -m harness {self.name}", description=self.description)
+        self.add_arguments(p)
+        return self.run(p.parse_args(sys.argv[1:] if argv is None else argv))
 
 
 def handled(check, work, *, bad_input: tuple = (), failed: tuple = ()) -> int:

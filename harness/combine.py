@@ -63,15 +63,22 @@ def code_warnings(runs: list[dict]) -> list[str]:
     return out
 
 
+DESCRIPTION = "The batch table over several recorded batches (each run paired within its own round)."
+
+
 def main(argv=None) -> int:
-    ap = cmdline.Parser(prog="python -m harness combine",
-                        description="The batch table over several recorded batches "
-                                    "(each run paired within its own round).")
+    return cmdline.Subcommand("combine", DESCRIPTION, add_arguments, run_command).main(argv)
+
+
+def add_arguments(ap) -> None:
+    """`combine`'s arguments, on the shared parser (cli.SUBCOMMANDS) or its own (main)."""
     ap.add_argument("batches", nargs="+", metavar="BATCH_ID",
                     help="batch ids, as in results/batches/ (e.g. b20261130T051551Z-...)")
     ap.add_argument("--results-dir", help="results directory (default: $EVENTS_RESULTS_DIR "
                                           "or results/ of the repository)")
-    a = ap.parse_args(argv)
+
+
+def run_command(a) -> int:
     results = records.results_dir(a.results_dir)
     try:
         ids = list(dict.fromkeys(a.batches))

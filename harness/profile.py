@@ -490,19 +490,28 @@ def main(argv=None) -> int:
             return 2
         child(argv[1], argv[3:])
         return 0
-    from harness import records
-    from harness import servers as srv
-
     from harness import cmdline
-    ap = cmdline.Parser(prog="python -m harness profile",
-                                 description="line_profiler over a server's event loop and procs "
-                                             "for a fixed number of connections (never timed).")
+    return cmdline.Subcommand("profile", DESCRIPTION, add_arguments, run_command).main(argv)
+
+
+DESCRIPTION = ("line_profiler over a server's event loop and procs for a fixed number of "
+               "connections (never timed).")
+
+
+def add_arguments(ap) -> None:
+    """`profile`'s arguments, on the shared parser (cli.SUBCOMMANDS) or its own (main)."""
+    from harness import cmdline
     ap.add_argument("--variant", "--server", dest="spec", default="master",
                     help="server spec (master, alone_proc, mul_thread, raw_epoll, ...)")
     ap.add_argument("--connections", type=cmdline.positive_int, default=DEFAULT_CONNECTIONS)
     ap.add_argument("--concurrency", type=cmdline.positive_int, default=DEFAULT_CONCURRENCY)
     ap.add_argument("--results-dir")
-    args = ap.parse_args(argv)
+
+
+def run_command(args) -> int:
+    """`profile` with its parsed arguments: the one error path (cmdline.handled)."""
+    from harness import cmdline, records
+    from harness import servers as srv
 
     def check():
         srv.parse_spec(args.spec)

@@ -365,14 +365,21 @@ def md_client_bound(df) -> list[str]:
         md.append("")
     return md
 
+DESCRIPTION = "Write results/REPORT.md and results/charts/*.png from the recorded runs."
+
+
 def main(argv=None) -> int:
     from harness import cmdline
-    ap = cmdline.Parser(prog="python -m harness report",
-                                 description="Write results/REPORT.md and results/charts/*.png "
-                                             "from the recorded runs.")
+    return cmdline.Subcommand("report", DESCRIPTION, add_arguments, run_command).main(argv)
+
+
+def add_arguments(ap) -> None:
+    """`report`'s arguments, on the shared parser (cli.SUBCOMMANDS) or its own (main)."""
     ap.add_argument("--results-dir", help="results directory (default: $EVENTS_RESULTS_DIR "
                                           "or results/ of the repository)")
-    args = ap.parse_args(argv)
+
+
+def run_command(args) -> int:
     results = _records.results_dir(args.results_dir)
     if not os.path.isdir(results):
         print(f"error: results folder {results} does not exist: give the folder the runs were "

@@ -187,10 +187,17 @@ def write(result: dict, results: str) -> tuple[str, str]:
     return base + ".json", base + ".md"
 
 
+DESCRIPTION = "System calls per connection of a server (strace -c)."
+
+
 def main(argv=None) -> int:
     from harness import cmdline
-    ap = cmdline.Parser(prog="python -m harness syscalls",
-                                 description="System calls per connection of a server (strace -c).")
+    return cmdline.Subcommand("syscalls", DESCRIPTION, add_arguments, run_command).main(argv)
+
+
+def add_arguments(ap) -> None:
+    """`syscalls`' arguments, on the shared parser (cli.SUBCOMMANDS) or its own (main)."""
+    from harness import cmdline
     ap.add_argument("--variant", "--server", dest="spec", default="raw_epoll",
                     help="server spec, e.g. raw_epoll, master, mul_thread:pool=oneshot")
     ap.add_argument("--connections", type=cmdline.positive_int, default=DEFAULT_CONNECTIONS)
@@ -199,7 +206,11 @@ def main(argv=None) -> int:
     ap.add_argument("--diet", action="store_true", help="the syscall-diet mode of the server")
     ap.add_argument("--python", help="interpreter for Python servers")
     ap.add_argument("--results-dir")
-    args = ap.parse_args(argv)
+
+
+def run_command(args) -> int:
+    """`syscalls` with its parsed arguments: the one error path (cmdline.handled)."""
+    from harness import cmdline
 
     def check():
         srv.parse_spec(args.spec)
