@@ -35,7 +35,6 @@ checker reads records only (no run, no pandas): fast enough for ``make test``.
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import math
@@ -43,7 +42,7 @@ import os
 import re
 import sys
 
-from harness import records, summary
+from harness import cmdline, records, summary
 
 MARKER = re.compile(r"<!--\s*check\s+(.*?)\s*-->")
 # A number as the docs print it: 6,111 / 1.03 / −700 / 17.6k.  A hyphen counts as a minus
@@ -307,18 +306,25 @@ def check(files: list[str], root: str, top: str) -> tuple[int, list[str]]:
     return total, problems
 
 
+DESCRIPTION = "recompute every marked figure in README.md and docs/*.md"
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness check-docs",
-                                description="recompute every marked figure in README.md and docs/*.md")
+    return cmdline.Subcommand("check-docs", DESCRIPTION, add_arguments, run_command).main(argv)
+
+
+def add_arguments(p) -> None:
+    """check-docs' arguments, on the shared parser (cli.SUBCOMMANDS) or its own (main)."""
     p.add_argument("files", nargs="*", help="documents to check (default: README.md docs/*.md)")
     p.add_argument("--results", default=None, help="the results tree (default: results/)")
-    a = p.parse_args(argv)
+
+
+def run_command(a) -> int:
     top = os.getcwd()
     files = a.files or default_files(top)
     missing = [f for f in files if not os.path.exists(f)]
     if missing:
-        print(f"error: no such document: {missing[0]}", file=sys.stderr)
-        return 2
+        return cmdline.die(f"no such document: {missing[0]}", cmdline.EXIT_USAGE)
     total, problems = check(files, records.results_dir(a.results), top)
     for line in problems:
         print(line)

@@ -39,11 +39,11 @@ SUBCOMMANDS = {
     "profile": ("harness.profile", "line_profiler run of a variant's server"),
     "syscalls": ("harness.syscalls", "system calls per connection (strace -c)"),
     "combine": ("harness.combine", "one batch table from several recorded batches"),
+    "check-docs": ("harness.checkdocs", "recompute every marked figure in README.md and docs/ from results/"),
 }
 # Subcommands still parsed by their own module's main(): name -> (module, leading argv, help).
 DISPATCH = {
     "reproduce": ("harness.reproduce", [], "rerun the study's comparisons, write REPRODUCTION.md"),
-    "check-docs": ("harness.checkdocs", [], "recompute every marked figure in README.md and docs/ from results/"),
     "sweep-concurrency": ("harness.concurrency", [],
                           "CPU per connection against connections in flight (paired rounds)"),
     "scale": ("harness.scale", [], "conn/s and CPU per connection against N event loops "

@@ -116,6 +116,8 @@ CASES = [
     (["profile", "--connections", "0"], "--connections: '0' must be an integer >= 1"),
     (["syscalls", "--variant", "nope"], "unknown server or variant 'nope'"),
     (["syscalls", "--size", "-1"], "--size: '-1' must be an integer >= 1"),
+    (["check-docs", "--bogus"], "unrecognized arguments: --bogus"),
+    (["check-docs", "no-such-document.md"], "no such document: no-such-document.md"),
     (["twohost-serve", "nope"], "unknown server or variant 'nope'"),
     (["twohost-serve", "master", "--port", "70000"], "port 70000 out of range"),
     (["twohost-serve", "master", "--idle-timeout", "nan"],
