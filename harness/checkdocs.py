@@ -333,5 +333,9 @@ def run_command(a) -> int:
     return 1 if problems else 0
 
 
+# On cli's parser (cli.SUBCOMMANDS): name -> (description, add_arguments, run_command).
+COMMANDS = {"check-docs": (DESCRIPTION, add_arguments, run_command)}
+
+
 if __name__ == "__main__":
     sys.exit(main())

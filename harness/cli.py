@@ -31,27 +31,27 @@ from harness.progress import Progress
 from harness.summary import BASELINE
 from harness import servers as srv
 
-# Subcommands other modules implement on this parser: name -> (module, help).  The module
-# gives DESCRIPTION, add_arguments(parser) and run_command(args) (cmdline.Subcommand); only
-# the chosen one is imported (report needs the plotting stack, the others do not).
+# Subcommands other modules implement on this parser: name -> (module, help).  The module's
+# COMMANDS[name] gives (description, add_arguments(parser), run_command(args)), as
+# cmdline.Subcommand does for `python -m harness.MODULE`; only the chosen one is imported
+# (report needs the plotting stack, the others do not).
 SUBCOMMANDS = {
     "report": ("harness.report", "charts and REPORT.md from results/"),
     "profile": ("harness.profile", "line_profiler run of a variant's server"),
     "syscalls": ("harness.syscalls", "system calls per connection (strace -c)"),
     "combine": ("harness.combine", "one batch table from several recorded batches"),
     "check-docs": ("harness.checkdocs", "recompute every marked figure in README.md and docs/ from results/"),
+    "twohost-serve": ("harness.twohost",
+                      "two-host mode, server machine: a server until Ctrl-C (make twohost-serve)"),
+    "twohost-load": ("harness.twohost", "two-host mode, client machine: one load run (make twohost-load)"),
 }
 # Subcommands still parsed by their own module's main(): name -> (module, leading argv, help).
-DISPATCH = {
+DISPATCH: dict[str, tuple[str, list[str], str]] = {
     "reproduce": ("harness.reproduce", [], "rerun the study's comparisons, write REPRODUCTION.md"),
     "sweep-concurrency": ("harness.concurrency", [],
                           "CPU per connection against connections in flight (paired rounds)"),
     "scale": ("harness.scale", [], "conn/s and CPU per connection against N event loops "
                                    "(SO_REUSEPORT workers; paired rounds)"),
-    "twohost-serve": ("harness.twohost", ["serve"],
-                      "two-host mode, server machine: a server until Ctrl-C (make twohost-serve)"),
-    "twohost-load": ("harness.twohost", ["load"],
-                     "two-host mode, client machine: one load run (make twohost-load)"),
 }
 # Old names of the two-host subcommands, still accepted with a one-line note.
 DEPRECATED = {"serve-run": "twohost-serve", "load-run": "twohost-load"}
@@ -135,10 +135,10 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
         if name != chosen:
             sub.add_parser(name, help=help_)
             continue
-        mod = importlib.import_module(module)
-        sp = sub.add_parser(name, help=help_, description=mod.DESCRIPTION)
-        mod.add_arguments(sp)
-        sp.set_defaults(run_command=mod.run_command)
+        description, add_arguments, run_command = importlib.import_module(module).COMMANDS[name]
+        sp = sub.add_parser(name, help=help_, description=description)
+        add_arguments(sp)
+        sp.set_defaults(run_command=run_command)
     for name, (_mod, _lead, help_) in DISPATCH.items():
         sub.add_parser(name, help=help_, add_help=False)
     return p

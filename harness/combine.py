@@ -94,5 +94,9 @@ def run_command(a) -> int:
     return 0
 
 
+# On cli's parser (cli.SUBCOMMANDS): name -> (description, add_arguments, run_command).
+COMMANDS = {"combine": (DESCRIPTION, add_arguments, run_command)}
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

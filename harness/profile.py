@@ -524,5 +524,9 @@ def run_command(args) -> int:
     return cmdline.handled(check, work, failed=(ValueError,))
 
 
+# On cli's parser (cli.SUBCOMMANDS): name -> (description, add_arguments, run_command).
+COMMANDS = {"profile": (DESCRIPTION, add_arguments, run_command)}
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -400,5 +400,9 @@ def run_command(args) -> int:
     return 0
 
 
+# On cli's parser (cli.SUBCOMMANDS): name -> (description, add_arguments, run_command).
+COMMANDS = {"report": (DESCRIPTION, add_arguments, run_command)}
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

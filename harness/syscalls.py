@@ -226,5 +226,9 @@ def run_command(args) -> int:
     return cmdline.handled(check, work, failed=(SyscallError,))
 
 
+# On cli's parser (cli.SUBCOMMANDS): name -> (description, add_arguments, run_command).
+COMMANDS = {"syscalls": (DESCRIPTION, add_arguments, run_command)}
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -124,10 +124,12 @@ def _base_record(kind: str, rid: str, spec: str, server: str | None, link: str) 
 
 # --------------------------------------------------------------------------- serve
 
-def _serve_parser():
-    p = cmdline.Parser(prog="python -m harness twohost-serve",
-                    description="Two-host mode, server side: serve until Ctrl-C/SIGTERM, "
-                                "then save the server-side figures.")
+SERVE_DESCRIPTION = ("Two-host mode, server side: serve until Ctrl-C/SIGTERM, then save the "
+                     "server-side figures.")
+
+
+def serve_arguments(p) -> None:
+    """twohost-serve's arguments, on the shared parser (cli.SUBCOMMANDS) or its own."""
     p.add_argument("spec", nargs="?", default="master",
                    help=f"server spec NAME[:key=value,...] (default master); names: {srv.valid_names()}")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0: all)")
@@ -142,11 +144,13 @@ def _serve_parser():
     p.add_argument("--results-dir", default=None)
     p.add_argument("--server-cpu", type=cmdline.server_cpu_value, default=None, metavar="F|off",
                    help="hold the server to F cores (its own cgroup with a CFS quota; default off)")
-    return p
 
 
 def serve(argv: list[str]) -> int:
-    a = _serve_parser().parse_args(argv)
+    return cmdline.Subcommand("twohost-serve", SERVE_DESCRIPTION, serve_arguments, run_serve).main(argv)
+
+
+def run_serve(a) -> int:
     if not 0 <= a.port <= 65535:
         return _err(f"port {a.port} out of range 0-65535", EXIT_USAGE)
     try:
@@ -296,20 +300,23 @@ def _n(x) -> str:
 
 # --------------------------------------------------------------------------- load
 
-def _load_parser():
-    p = cmdline.Parser(prog="python -m harness twohost-load",
-                    description="Two-host mode, client side: one load run against a `make twohost-serve`.")
+LOAD_DESCRIPTION = "Two-host mode, client side: one load run against a `make twohost-serve`."
+
+
+def load_arguments(p) -> None:
+    """twohost-load's arguments, on the shared parser (cli.SUBCOMMANDS) or its own."""
     p.add_argument("--host", default=None, help="the server machine's address (required)")
     p.add_argument("--port", type=int, default=8000, help="the port `make twohost-serve` printed (default 8000)")
     p.add_argument("--run-id", default=None, help="the run id `make twohost-serve` printed")
     # The benchmark options of every other run (their defaults live in cli, once).
     cmdline.add_common(p, duration=10.0, repeat=1)
-    return p
 
 
 def load(argv: list[str]) -> int:
-    p = _load_parser()
-    a = p.parse_args(argv)
+    return cmdline.Subcommand("twohost-load", LOAD_DESCRIPTION, load_arguments, run_load).main(argv)
+
+
+def run_load(a) -> int:
     # Server-side or emulation-only options have no meaning here: say so, do not ignore.
     for flag, value, why in (
             ("--repeat/REPEAT", a.repeat != 1, "one load run per run id: run `make twohost-load` again"),
@@ -397,7 +404,8 @@ def load(argv: list[str]) -> int:
 # --------------------------------------------------------------------------- entry
 
 def main(argv: list[str]) -> int:
-    """``main(["serve", ...])`` or ``main(["load", ...])`` (cli.py's twohost-serve/twohost-load)."""
+    """``python -m harness.twohost serve ...`` or ``... load ...``; under cli.py the two are
+    twohost-serve and twohost-load on its parser (COMMANDS)."""
     argv = list(argv)
     if not argv or argv[0] not in ("serve", "load"):
         return _err("two-host mode: `python -m harness twohost-serve SPEC ...` (server side) or "
@@ -406,6 +414,11 @@ def main(argv: list[str]) -> int:
         return serve(argv[1:]) if argv[0] == "serve" else load(argv[1:])
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+# On cli's parser (cli.SUBCOMMANDS): name -> (description, add_arguments, run_command).
+COMMANDS = {"twohost-serve": (SERVE_DESCRIPTION, serve_arguments, run_serve),
+            "twohost-load": (LOAD_DESCRIPTION, load_arguments, run_load)}
 
 
 if __name__ == "__main__":
