@@ -44,14 +44,11 @@ SUBCOMMANDS = {
     "twohost-serve": ("harness.twohost",
                       "two-host mode, server machine: a server until Ctrl-C (make twohost-serve)"),
     "twohost-load": ("harness.twohost", "two-host mode, client machine: one load run (make twohost-load)"),
-}
-# Subcommands still parsed by their own module's main(): name -> (module, leading argv, help).
-DISPATCH: dict[str, tuple[str, list[str], str]] = {
-    "reproduce": ("harness.reproduce", [], "rerun the study's comparisons, write REPRODUCTION.md"),
-    "sweep-concurrency": ("harness.concurrency", [],
+    "reproduce": ("harness.reproduce", "rerun the study's comparisons, write REPRODUCTION.md"),
+    "sweep-concurrency": ("harness.concurrency",
                           "CPU per connection against connections in flight (paired rounds)"),
-    "scale": ("harness.scale", [], "conn/s and CPU per connection against N event loops "
-                                   "(SO_REUSEPORT workers; paired rounds)"),
+    "scale": ("harness.scale", "conn/s and CPU per connection against N event loops "
+                               "(SO_REUSEPORT workers; paired rounds)"),
 }
 # Old names of the two-host subcommands, still accepted with a one-line note.
 DEPRECATED = {"serve-run": "twohost-serve", "load-run": "twohost-load"}
@@ -139,8 +136,6 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_, description=description)
         add_arguments(sp)
         sp.set_defaults(run_command=run_command)
-    for name, (_mod, _lead, help_) in DISPATCH.items():
-        sub.add_parser(name, help=help_, add_help=False)
     return p
 
 
@@ -458,19 +453,6 @@ def cmd_soak(a) -> int:
     return 0 if recs and all((r.get("soak") or {}).get("pass") for r in recs) else 1
 
 
-def dispatch(name: str, argv: list[str]) -> int:
-    module, lead, _ = DISPATCH[name]
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name == module:
-            return die(f"`{name}` is not available: {module.replace('.', '/')}.py is not in this checkout",
-                        EXIT_MISSING)
-        raise
-    rc = mod.main(lead + list(argv))
-    return int(rc or 0)
-
-
 COMMANDS = {"serve": cmd_serve, "load": cmd_load, "bench": cmd_bench, "compare": cmd_compare,
             "ablation": cmd_ablation, "chart": cmd_chart,
             "sweep": cmd_sweep, "soak": cmd_soak}
@@ -481,14 +463,21 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in DEPRECATED:
         print(f"note: `{argv[0]}` is now `{DEPRECATED[argv[0]]}` (the old name will go)", file=sys.stderr)
         argv[0] = DEPRECATED[argv[0]]
-    if argv and argv[0] in DISPATCH:
-        return dispatch(argv[0], argv[1:])
+    if argv and argv[0] in SUBCOMMANDS:
+        module = SUBCOMMANDS[argv[0]][0]
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            return die(f"`{argv[0]}` is not available: {module.replace('.', '/')}.py is not in this "
+                       "checkout", EXIT_MISSING)
     parser = build_parser(argv[0] if argv else None)
     a = parser.parse_args(argv)
     if not a.cmd:
         parser.print_help()
-        return die(f"no subcommand given: choose one of {', '.join(COMMANDS)}, {', '.join(SUBCOMMANDS)}, "
-                   f"{', '.join(DISPATCH)}", EXIT_USAGE)
+        return die(f"no subcommand given: choose one of {', '.join(COMMANDS)}, "
+                   f"{', '.join(SUBCOMMANDS)}", EXIT_USAGE)
     try:
         if a.cmd in SUBCOMMANDS:
             return int(a.run_command(a) or 0)

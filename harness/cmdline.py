@@ -1,5 +1,6 @@
-"""The command line's shared pieces, used by every subcommand's parser (harness/cli.py and
-the modules it dispatches to: report, reproduce, profile, syscalls, twohost): the
+"""The command line's shared pieces, used by every subcommand on the one parser of
+harness/cli.py (its own commands and those other modules declare in COMMANDS: report,
+reproduce, profile, syscalls, combine, check-docs, twohost, sweep-concurrency, scale): the
 argparse types (numbers, rates, CPU budgets, link delay and loss), the parser that
 reports an error in one line, the benchmark options every load-running command takes
 (``add_common``), their checks (ranges, link, host, results folder), and the exit
@@ -62,6 +63,8 @@ def handled(check, work, *, bad_input: tuple = (), failed: tuple = ()) -> int:
         check()
     except (UsageError, ServerError) + bad_input as e:
         return die(str(e), EXIT_USAGE)
+    except (procs.RunnerError,) + failed as e:   # e.g. no CPU budget possible on this machine
+        return die(str(e), EXIT_MISSING)
     try:
         return int(work() or 0)
     except UsageError as e:                 # bad input only the work could see

@@ -319,10 +319,16 @@ class SweepBatch(runner.Batch):
 
 # --------------------------------------------------------------------------- command
 
-def build_parser() -> cmdline.Parser:
-    p = cmdline.Parser(prog="python -m harness sweep-concurrency",
-                       description="CPU per connection against connections in flight: paired, "
-                                   "interleaved rounds at each level (make sweep-concurrency).")
+DESCRIPTION = ("CPU per connection against connections in flight: paired, interleaved rounds "
+               "at each level (make sweep-concurrency).")
+
+
+def main(argv=None) -> int:
+    return cmdline.Subcommand("sweep-concurrency", DESCRIPTION, add_arguments, run_command).main(argv)
+
+
+def add_arguments(p) -> None:
+    """`sweep-concurrency`'s arguments, on the shared parser (cli.SUBCOMMANDS) or its own."""
     p.add_argument("--servers", default=None,
                    help=f"space-separated specs (default: {' '.join(DEFAULT_SERVERS)}); raw_epoll "
                         "is added when missing")
@@ -333,48 +339,56 @@ def build_parser() -> cmdline.Parser:
                    help="only redraw results/concurrency/BATCH.* from that batch's recorded runs "
                         "(\"A B\": several batches read as one, each run paired in its own)")
     cmdline.add_common(p, repeat=5, duration=3.0)
-    return p
+    # The levels are --levels; None tells a --concurrency given by mistake from none at all.
+    p.set_defaults(concurrency=None)
 
 
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    a = build_parser().parse_args(argv)
-    try:
-        if any(x == "--concurrency" or x.startswith("--concurrency=") for x in argv):
+def run_command(a) -> int:
+    """`sweep-concurrency` with its parsed arguments: the one error path (cmdline.handled)."""
+    got: dict = {}
+
+    def check():
+        if a.concurrency is not None:
             raise UsageError("sweep-concurrency takes its levels as --levels \"1 2 4\" "
                              "(CONCURRENCY=\"1 2 4\" with make), not --concurrency")
+        a.concurrency = runner.Settings.concurrency      # replaced by each level below
         cmdline.check_common(a)
-        results = records.results_dir(a.results_dir)
         if a.from_batch:
-            paths = render(results, a.from_batch)
-            print("\n".join(records.shown_path(p) for p in paths))
-            return 0
-        levels = parse_levels(a.levels)
+            return
+        got["levels"] = parse_levels(a.levels)
         specs = parse_servers(a.servers)
         if a.pool and not any("pool" in srv.accepted_options(s.server) for s in specs):
             raise UsageError("--pool/POOL applies to mul_thread only")
         try:
-            specs = runner.apply_options(specs, diet=a.diet, pool=a.pool)
+            got["specs"] = runner.apply_options(specs, diet=a.diet, pool=a.pool)
         except srv.ServerError as e:
             raise UsageError(f"--diet/DIET: {e}") from None
+
+    def work():
+        results = records.results_dir(a.results_dir)
+        if a.from_batch:
+            print("\n".join(records.shown_path(p) for p in render(results, a.from_batch)))
+            return 0
+        levels, specs = got["levels"], got["specs"]
         kw = cmdline.settings_kwargs(a, budget_default=True)
         for spec in specs:
             srv.check_available(spec, kw["python"])
         procs.check_loadgen()
-    except UsageError as e:
-        return cmdline.die(str(e), cmdline.EXIT_USAGE)
-    except (srv.ServerError, procs.RunnerError) as e:
-        return cmdline.die(str(e), cmdline.EXIT_MISSING)
-    # One load client process at every level (make sweep-concurrency takes no CLIENTS).
-    kw.update(concurrency=levels[0], clients=1, labels={"sweep": "concurrency", "levels": levels})
-    settings = runner.Settings(kind=KIND, **kw)
-    plan = make_plan(specs, levels, a.repeat)
-    title = (f"{KIND} {' '.join(s.text for s in specs)} at {' '.join(map(str, levels))} "
-             f"in flight, {a.repeat} round(s) of {a.duration:g}s")
-    return cmdline.run_and_render(
-        lambda: SweepBatch(settings, total=len(plan), out=sys.stdout, results_dir=a.results_dir),
-        plan, title, render)
+        # One load client process at every level (make sweep-concurrency takes no CLIENTS).
+        kw.update(concurrency=levels[0], clients=1, labels={"sweep": "concurrency", "levels": levels})
+        settings = runner.Settings(kind=KIND, **kw)
+        plan = make_plan(specs, levels, a.repeat)
+        title = (f"{KIND} {' '.join(s.text for s in specs)} at {' '.join(map(str, levels))} "
+                 f"in flight, {a.repeat} round(s) of {a.duration:g}s")
+        return cmdline.run_and_render(
+            lambda: SweepBatch(settings, total=len(plan), out=sys.stdout, results_dir=a.results_dir),
+            plan, title, render)
+    return cmdline.handled(check, work)
+
+
+# On cli's parser (cli.SUBCOMMANDS): name -> (description, add_arguments, run_command).
+COMMANDS = {"sweep-concurrency": (DESCRIPTION, add_arguments, run_command)}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

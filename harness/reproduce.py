@@ -99,11 +99,18 @@ def plan(exps: list[dict], link_of: dict) -> list[tuple[str, list[str], list[str
 
 # --------------------------------------------------------------------------- the command
 
+DESCRIPTION = ("Run the study's experiments and write results/REPRODUCTION.md (about 8 minutes "
+               "here with the defaults).")
+
+
 def main(argv=None) -> int:
-    from harness import cmdline, cpubudget, runner
-    ap = cmdline.Parser(prog="python -m harness reproduce",
-                     description="Run the study's experiments and write "
-                                 "results/REPRODUCTION.md (about 8 minutes here with the defaults).")
+    from harness import cmdline
+    return cmdline.Subcommand("reproduce", DESCRIPTION, add_arguments, run_command).main(argv)
+
+
+def add_arguments(ap) -> None:
+    """`reproduce`'s arguments, on the shared parser (cli.SUBCOMMANDS) or its own (main)."""
+    from harness import cmdline
     ap.add_argument("--repeat", type=cmdline.positive_int, default=5, help="interleaved rounds (default 5)")
     ap.add_argument("--duration", type=cmdline.positive_float, default=8.0, help="seconds per run (default 8)")
     ap.add_argument("--warmup", type=cmdline.nonneg_float, default=2.0, help="warm-up seconds (default 2)")
@@ -116,22 +123,26 @@ def main(argv=None) -> int:
     ap.add_argument("--server-cpu", default=None, metavar="F|auto|off",
                     help="CPU budget per server in cores (default 0.4 where the machine allows "
                          "it: server-bound conn/s; off: none)")
-    args = ap.parse_args(argv)
-    try:
-        cmdline.check_common(args)
-    except cmdline.UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
 
-    try:
-        budget = cpubudget.parse(args.server_cpu)
-        cores, mode = cmdline.resolve_server_cpu(budget, budget_default=True)
-    except ValueError as e:
-        print(f"error: --server-cpu: {e}", file=sys.stderr)
-        return 2
-    except procs.RunnerError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+
+def run_command(args) -> int:
+    """`reproduce` with its parsed arguments: the one error path (cmdline.handled)."""
+    from harness import cmdline, cpubudget
+    got: dict = {}
+
+    def check():
+        cmdline.check_common(args)
+        try:
+            budget = cpubudget.parse(args.server_cpu)
+        except ValueError as e:
+            raise cmdline.UsageError(f"--server-cpu: {e}") from None
+        got["cores"], got["mode"] = cmdline.resolve_server_cpu(budget, budget_default=True)
+
+    return cmdline.handled(check, lambda: _reproduce(args, got["cores"], got["mode"]))
+
+
+def _reproduce(args, cores, mode) -> int:
+    from harness import runner
     results = records.results_dir(args.results_dir)
     c_spec = c_server()
     exps = reproduction.experiments(c_spec, args.concurrency)
@@ -178,3 +189,7 @@ def main(argv=None) -> int:
     print(f"\nwrote {path} ({len(kept)} runs, {(time.monotonic() - t0) / 60:.1f} min); "
           "`make report` draws the charts")
     return 130 if note.startswith("Interrupted") else 0
+
+
+# On cli's parser (cli.SUBCOMMANDS): name -> (description, add_arguments, run_command).
+COMMANDS = {"reproduce": (DESCRIPTION, add_arguments, run_command)}

@@ -288,11 +288,16 @@ def render(results: str, batch_id: str) -> tuple[str, str, str]:
 
 # --------------------------------------------------------------------------- command
 
-def build_parser() -> cmdline.Parser:
-    p = cmdline.Parser(prog="python -m harness scale",
-                       description="conn/s and CPU per connection against the number of event "
-                                   "loops (N SO_REUSEPORT workers): paired, interleaved rounds "
-                                   "(make scale).")
+DESCRIPTION = ("conn/s and CPU per connection against the number of event loops (N "
+               "SO_REUSEPORT workers): paired, interleaved rounds (make scale).")
+
+
+def main(argv=None) -> int:
+    return cmdline.Subcommand("scale", DESCRIPTION, add_arguments, run_command).main(argv)
+
+
+def add_arguments(p) -> None:
+    """`scale`'s arguments, on the shared parser (cli.SUBCOMMANDS) or its own (main)."""
     p.add_argument("--variant", default=None, help="one design (VARIANT=)")
     p.add_argument("--servers", default=None,
                    help=f"space-separated designs (default: {' '.join(runner.DEFAULT_SERVERS)})")
@@ -304,30 +309,30 @@ def build_parser() -> cmdline.Parser:
     p.add_argument("--from-batch", default=None, metavar="BATCH_ID",
                    help="only redraw results/scale/BATCH.* from that batch's recorded runs")
     cmdline.add_common(p, repeat=5, duration=3.0)
-    return p
+    # The counts are --workers; None tells a --server-workers given by mistake from none.
+    p.set_defaults(server_workers=None)
 
 
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    a = build_parser().parse_args(argv)
-    try:
-        if any(x.startswith("--server-workers") for x in argv):
+def run_command(a) -> int:
+    """`scale` with its parsed arguments: the one error path (cmdline.handled)."""
+    got: dict = {}
+
+    def check():
+        if a.server_workers is not None:
             raise UsageError("scale takes its worker counts as --workers \"1 2\" (WORKERS=\"1 2\")")
+        a.server_workers = 1                # the plan sets each run's loops itself
         cmdline.check_common(a)
-        results = records.results_dir(a.results_dir)
         if a.from_batch:
-            paths = render(results, a.from_batch)
-            print("\n".join(records.shown_path(p) for p in paths))
-            return 0
-        levels = parse_levels(a.workers)
+            return
+        levels = got["levels"] = parse_levels(a.workers)
         designs = parse_designs(a.variant, a.servers)
         try:
-            designs = runner.apply_options(designs, diet=a.diet, pool=a.pool)
+            designs = got["designs"] = runner.apply_options(designs, diet=a.diet, pool=a.pool)
         except srv.ServerError as e:
             raise UsageError(f"--diet/DIET: {e}") from None
         if a.server_cpu == "auto":
             raise UsageError("scale: SERVER_CPU=auto is not supported; give cores (e.g. 0.4) or off")
-        kw = cmdline.settings_kwargs(a, budget_default=True)
+        kw = got["kw"] = cmdline.settings_kwargs(a, budget_default=True)
         cores = kw["server_cpu"]
         if a.budget == "total" and not isinstance(cores, float):
             raise UsageError("SCALE_CPU=total splits SERVER_CPU among the workers: give a budget "
@@ -338,25 +343,33 @@ def main(argv=None) -> int:
         try:
             if max(levels) > 1:
                 wk.check_reuse_port()
-            plan = make_plan(designs, levels, a.repeat, cores, a.budget, a.worker_mode)
+            got["plan"] = make_plan(designs, levels, a.repeat, cores, a.budget, a.worker_mode)
         except srv.ServerError as e:
             raise UsageError(str(e)) from None
+
+    def work():
+        results = records.results_dir(a.results_dir)
+        if a.from_batch:
+            print("\n".join(records.shown_path(p) for p in render(results, a.from_batch)))
+            return 0
+        levels, designs, kw, plan = got["levels"], got["designs"], got["kw"], got["plan"]
         for spec in designs:
             srv.check_available(spec, kw["python"])
         procs.check_loadgen()
-    except UsageError as e:
-        return cmdline.die(str(e), cmdline.EXIT_USAGE)
-    except (srv.ServerError, procs.RunnerError) as e:
-        return cmdline.die(str(e), cmdline.EXIT_MISSING)
-    kw["labels"] = {"scale": "workers", "workers": levels, "budget": a.budget,
-                    "worker_mode": a.worker_mode}
-    settings = runner.Settings(kind=KIND, **kw)
-    title = (f"{KIND} {' '.join(s.text for s in designs)} at {' '.join(map(str, levels))} "
-             f"worker(s) ({a.worker_mode}, budget {a.budget}), {a.repeat} round(s) of {a.duration:g}s")
-    return cmdline.run_and_render(
-        lambda: runner.Batch(settings, total=len(plan), out=sys.stdout, results_dir=a.results_dir),
-        plan, title, render)
+        kw["labels"] = {"scale": "workers", "workers": levels, "budget": a.budget,
+                        "worker_mode": a.worker_mode}
+        settings = runner.Settings(kind=KIND, **kw)
+        title = (f"{KIND} {' '.join(s.text for s in designs)} at {' '.join(map(str, levels))} "
+                 f"worker(s) ({a.worker_mode}, budget {a.budget}), {a.repeat} round(s) of {a.duration:g}s")
+        return cmdline.run_and_render(
+            lambda: runner.Batch(settings, total=len(plan), out=sys.stdout, results_dir=a.results_dir),
+            plan, title, render)
+    return cmdline.handled(check, work)
+
+
+# On cli's parser (cli.SUBCOMMANDS): name -> (description, add_arguments, run_command).
+COMMANDS = {"scale": (DESCRIPTION, add_arguments, run_command)}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -352,7 +352,7 @@ def test_linked_batch_records_link_stats(tmp_path):
 
 def test_dispatch_to_a_missing_module_is_a_clear_error(monkeypatch, capsys):
     from harness import cli
-    monkeypatch.setitem(cli.DISPATCH, "reproduce", ("harness.no_such_module", [], "test"))
+    monkeypatch.setitem(cli.SUBCOMMANDS, "reproduce", ("harness.no_such_module", "test"))
     assert cli.main(["reproduce"]) == 1
     err = capsys.readouterr().err
     assert "`reproduce` is not available" in err and "harness/no_such_module.py" in err
