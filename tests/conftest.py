@@ -34,6 +34,28 @@ def server_specs():
     return list(servers.SERVERS)
 
 
+LOADGEN = os.path.join(ROOT, "build", "loadgen")
+
+
+def need_server(spec: str) -> None:
+    """Skip the test when ``spec`` cannot run here or the C load client is not built."""
+    try:
+        servers.check_available(servers.parse_spec(spec))
+    except servers.ServerError as e:
+        pytest.skip(str(e))
+    if not os.access(LOADGEN, os.X_OK):
+        pytest.skip("build/loadgen is not built (make build)")
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie (/proc/PID/stat's state)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 @pytest.fixture
 def server():
     started = []

@@ -23,6 +23,7 @@ sys.path.insert(0, ROOT)
 from harness import impairment, link, netns  # noqa: E402
 from harness import tables  # noqa: E402
 from harness import servers as srv  # noqa: E402
+from conftest import alive  # noqa: E402
 
 LOADGEN = os.path.join(ROOT, "build", "loadgen")
 
@@ -274,14 +275,6 @@ def _start_holder(mode: str):
     return p, json.loads(line)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_stale_namespaces_of_a_killed_run_are_removed(netns_ok):
     p, (sns, cns, sleeper) = _start_holder("kill")
     try:
@@ -297,9 +290,9 @@ def test_stale_namespaces_of_a_killed_run_are_removed(netns_ok):
         assert sns not in _netns_list() and cns not in _netns_list()
         assert "stale" in out.getvalue()
         deadline = time.monotonic() + 5
-        while _alive(sleeper) and time.monotonic() < deadline:  # the orphan inside is gone too
+        while alive(sleeper) and time.monotonic() < deadline:  # the orphan inside is gone too
             time.sleep(0.05)
-        assert not _alive(sleeper)
+        assert not alive(sleeper)
     finally:
         if p.poll() is None:
             p.kill()
@@ -314,7 +307,7 @@ def test_sigterm_as_exception_cleans_up(netns_ok):
         p.wait(timeout=15)
         names = _netns_list()
         assert sns not in names and cns not in names
-        assert not _alive(sleeper)
+        assert not alive(sleeper)
     finally:
         if p.poll() is None:
             p.kill()
@@ -544,7 +537,7 @@ def test_delay_measured_within_tolerance(netns_ok):
         assert 19.0 <= rtt["kernel_rtt_median_ms"] <= 25.0, rtt
         assert _host_state() == before           # TUN devices live in the namespaces only
         pid = info["impairment"]["delayline_pid"]
-    assert not _alive(pid)
+    assert not alive(pid)
     assert lk.delayline_final and lk.delayline_final["final"] is True
     assert _ours_from(os.getpid()) == [] and _host_state() == before
 
@@ -626,13 +619,13 @@ def test_delayline_gone_when_its_harness_is(netns_ok, sig):
             p.wait(timeout=10)
             pytest.fail(f"holder did not open a link: {p.stderr.read()}")
         sns, cns, dl = json.loads(line)
-        assert _alive(dl)
+        assert alive(dl)
         p.send_signal(sig)
         p.wait(timeout=10)
         deadline = time.monotonic() + 5
-        while _alive(dl) and time.monotonic() < deadline:
+        while alive(dl) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _alive(dl), "the delay line outlived its harness"
+        assert not alive(dl), "the delay line outlived its harness"
         link.cleanup_stale(io.StringIO())
         names = _netns_list()
         assert sns not in names and cns not in names

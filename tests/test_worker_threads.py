@@ -25,6 +25,7 @@ from harness import runner
 from harness import servers as srv
 from harness.servers import counters, loops
 from harness.servers import workers as wk
+from conftest import alive, need_server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOADGEN = os.path.join(ROOT, "build", "loadgen")
@@ -32,23 +33,6 @@ SERVERS = ("raw_epoll", "master", "mul_thread", "alone_proc")
 COUNTS = (200, 1000, 5000)            # connections per attempt: more if a loop was idle
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def _need(spec):
-    try:
-        srv.check_available(srv.parse_spec(spec))
-    except srv.ServerError as e:
-        pytest.skip(str(e))
-    if not os.access(LOADGEN, os.X_OK):
-        pytest.skip("build/loadgen is not built (make build)")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _threads(pid: int) -> int:
@@ -79,7 +63,7 @@ def _serve_once(name: str, count: int):
 
 @pytest.mark.parametrize("name", SERVERS)
 def test_every_loop_serves_and_the_counts_sum(name):
-    _need(name)
+    need_server(name)
     for count in COUNTS:
         group, final, stats, tasks, stop_s = _serve_once(name, count)
         assert stats is not None, group.stderr_text
@@ -104,14 +88,14 @@ def test_every_loop_serves_and_the_counts_sum(name):
     assert "loops_not_stopped" not in stats
     assert stats["workers"][0]["cpu_user_s"] is None             # one process: CPU not split
     assert group.proc.returncode == 0 and stop_s < 10
-    assert not _alive(group.pid)                                  # no process, so no thread, left
+    assert not alive(group.pid)                                  # no process, so no thread, left
 
 
 @pytest.mark.parametrize("name", SERVERS)
 def test_sigterm_at_once_and_with_idle_connections_exits_with_stats(name):
     """SIGTERM right after READY (a loop may not have entered its poll yet) and with a
     connection that never sends: STATS with both loops, exit 0, in bounded time."""
-    _need(name)
+    need_server(name)
     argv = srv.command(name, idle_timeout=0, extra=["--reuse-port", "--loops", "2",
                                                     "--loop-mode", "threads"])
     for idle in (False, True):
@@ -223,7 +207,7 @@ def test_threads_capable_lists_the_four_and_the_spec_round_trips():
 
 
 def test_a_threads_run_is_recorded_with_each_loop_and_flagged_under_the_gil(tmp_path):
-    _need("alone_proc")
+    need_server("alone_proc")
     settings = runner.Settings(kind="compare", repeat=1, duration=1.0, warmup=0.2, concurrency=32,
                                server_cpu=None, server_cpu_mode="off")
     batch = runner.Batch(settings, total=1, out=open(os.devnull, "w"), results_dir=str(tmp_path))
@@ -236,7 +220,7 @@ def test_a_threads_run_is_recorded_with_each_loop_and_flagged_under_the_gil(tmp_
     gil = not (rec["env"].get("server_python") or {}).get("free_threaded")
     flagged = any("threads mode on a GIL build" in w for w in rec["warnings"])
     assert flagged == gil
-    assert not any(_alive(p) for p in rec["server_ready"]["pids"])
+    assert not any(alive(p) for p in rec["server_ready"]["pids"])
 
 
 @pytest.mark.parametrize("argv,fragment", [

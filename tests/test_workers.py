@@ -20,28 +20,12 @@ from harness import cmdline, cpubudget, procs, runner
 from harness import servers as srv
 from harness.servers import counters
 from harness.servers import workers as wk
+from conftest import alive, need_server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOADGEN = os.path.join(ROOT, "build", "loadgen")
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def _need(spec):
-    try:
-        srv.check_available(srv.parse_spec(spec))
-    except srv.ServerError as e:
-        pytest.skip(str(e))
-    if not os.access(LOADGEN, os.X_OK):
-        pytest.skip("build/loadgen is not built (make build)")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _load(port: int, count: int = 3000) -> dict:
@@ -58,7 +42,7 @@ def _load(port: int, count: int = 3000) -> dict:
                                        ("asyncio", "procs"), ("uvloop", "procs"),
                                        ("asyncio", "threads"), ("uvloop", "threads")])
 def test_every_worker_serves_and_the_counts_sum(spec, mode):
-    _need(spec)
+    need_server(spec)
     group = wk.start(wk.with_workers(spec, 3, mode))
     pids = group.pids()
     try:
@@ -72,7 +56,7 @@ def test_every_worker_serves_and_the_counts_sum(spec, mode):
     per = [w["served"] for w in stats["workers"]]
     assert len(per) == 3 and sum(per) == 3000
     assert all(n > 0 for n in per), per                  # every worker served
-    assert not any(_alive(p) for p in pids)
+    assert not any(alive(p) for p in pids)
 
 
 def test_sum_stats_sums_counts_and_histograms_and_shows_an_idle_worker():
@@ -114,7 +98,7 @@ def test_no_reuseport_is_a_usage_error(monkeypatch):
 
 
 def test_a_worker_that_fails_to_start_leaves_nothing(monkeypatch):
-    _need("raw_epoll")
+    need_server("raw_epoll")
     started = []
     real = srv.start
 
@@ -173,7 +157,7 @@ def _batch(tmp_path, spec, observer=None, **kw):
 
 
 def test_a_run_of_two_workers_is_recorded_with_each_share_and_cleaned_up(tmp_path):
-    _need("raw_epoll")
+    need_server("raw_epoll")
     rec, ctl = _batch(tmp_path, "raw_epoll:loops=2")
     assert rec["status"] == "ok", rec["error"]
     assert rec["config"]["workers"] == 2 and rec["config"]["worker_mode"] == "procs"
@@ -188,15 +172,15 @@ def test_a_run_of_two_workers_is_recorded_with_each_share_and_cleaned_up(tmp_pat
         assert not cpubudget.ours(ctl) or all(not n.startswith(f"events-{os.getpid()}-")
                                               for n in cpubudget.ours(ctl))
     pids = rec["server_ready"]["pids"]
-    assert len(pids) == 2 and not any(_alive(p) for p in pids)
+    assert len(pids) == 2 and not any(alive(p) for p in pids)
 
 
 def test_a_worker_that_dies_fails_the_run_and_leaves_nothing(tmp_path):
-    _need("raw_epoll")
+    need_server("raw_epoll")
     obs = _KillOne()
     rec, ctl = _batch(tmp_path, "raw_epoll:loops=2", observer=obs)
     assert rec["status"] == "failed" and "server exited during the run" in rec["error"]
-    assert obs.pids and not any(_alive(p) for p in obs.pids)
+    assert obs.pids and not any(alive(p) for p in obs.pids)
     if ctl is not None:
         assert all(not n.startswith(f"events-{os.getpid()}-") for n in cpubudget.ours(ctl))
 
@@ -215,7 +199,7 @@ def _children(ppid: int) -> list[int]:
 
 
 def test_ctrl_c_stops_every_worker_and_removes_the_cgroup(tmp_path):
-    _need("raw_epoll")
+    need_server("raw_epoll")
     env = dict(os.environ, EVENTS_RESULTS_DIR=str(tmp_path / "results"))
     p = subprocess.Popen([sys.executable, "-m", "harness", "compare", "--servers", "raw_epoll",
                           "--server-workers", "2", "--repeat", "1", "--duration", "30",
@@ -241,7 +225,7 @@ def test_ctrl_c_stops_every_worker_and_removes_the_cgroup(tmp_path):
             p.wait()
     assert p.returncode == 130
     time.sleep(0.2)
-    assert not any(_alive(s) for s in servers)
+    assert not any(alive(s) for s in servers)
     ctl = _controller_or_none()
     if ctl is not None:
         assert all(not n.startswith(f"events-{p.pid}-") for n in cpubudget.ours(ctl))
@@ -249,7 +233,7 @@ def test_ctrl_c_stops_every_worker_and_removes_the_cgroup(tmp_path):
 
 def test_clients_through_the_runner_record_one_stream(tmp_path):
     """CLIENTS=2: the run's FINAL is one merged stream, the record says how many clients."""
-    _need("raw_epoll")
+    need_server("raw_epoll")
     rec, _ctl = _batch(tmp_path, "raw_epoll:loops=2", clients=2)
     assert rec["status"] == "ok", rec["error"]
     assert rec["config"]["clients"] == 2 and rec["client"]["clients"] == 2
