@@ -42,7 +42,7 @@ import os
 import re
 import sys
 
-from harness import cmdline, records, summary
+from harness import cmdline, records, runrecord, summary
 
 MARKER = re.compile(r"<!--\s*check\s+(.*?)\s*-->")
 # A number as the docs print it: 6,111 / 1.03 / −700 / 17.6k.  A hyphen counts as a minus
@@ -76,9 +76,9 @@ ROW: dict[str, tuple[list[str], float]] = {
 WORDS = {"verdict": "verdict_conn", "cpu_verdict": "verdict_cpu"}
 # Run-level quantities over the counting runs of SPEC (or of the batch: SPEC "*").
 RUNS: dict[str, tuple] = {
-    "client_share_max": (lambda r: (r.get("metrics") or {}).get("client_cpu_share"), max, 100),
-    "cpu_speed_us": (lambda r: (r.get("env") or {}).get("cpu_speed_us"), summary.median, 1),
-    "cpu_speed_us_range": (lambda r: (r.get("env") or {}).get("cpu_speed_us"), "range", 1),
+    "client_share_max": (lambda r: r["metrics"].get("client_cpu_share"), max, 100),
+    "cpu_speed_us": (lambda r: r["env"].get("cpu_speed_us"), summary.median, 1),
+    "cpu_speed_us_range": (lambda r: r["env"].get("cpu_speed_us"), "range", 1),
 }
 
 
@@ -126,7 +126,7 @@ class Records:
                     if not os.path.exists(rp):
                         raise MarkerError(f"run {rid} of batch {b} not found")
                     with open(rp) as f:
-                        out.append(json.load(f))
+                        out.append(runrecord.upgrade(json.load(f), strict=False))
             self._runs[batch] = out
         return self._runs[batch]
 

@@ -19,7 +19,7 @@ import json
 import os
 import sys
 
-from harness import cmdline, records, tables
+from harness import cmdline, records, runrecord, tables
 
 
 def _batch_runs(results: str, batch_id: str) -> list[dict]:
@@ -36,7 +36,7 @@ def _batch_runs(results: str, batch_id: str) -> list[dict]:
     for run_id in batch.get("run_ids") or []:
         try:
             with open(os.path.join(results, "runs", run_id + ".json")) as f:
-                runs.append(json.load(f))
+                runs.append(runrecord.upgrade(json.load(f), strict=False))
         except (OSError, ValueError):
             missing.append(run_id)
     if missing:
@@ -48,10 +48,10 @@ def _batch_runs(results: str, batch_id: str) -> list[dict]:
 def code_warnings(runs: list[dict]) -> list[str]:
     """One line per spec that ran different code in different batches."""
     seen: dict[str, set] = {}
-    for r in runs:
-        env = r.get("env") or {}
+    for r in runrecord.full(runs):
+        env = r["env"]
         # A NAME@REV spec runs its library from that commit: the tree's state does not count.
-        pinned = (r.get("config") or {}).get("variant_commit")
+        pinned = r["config"].get("variant_commit")
         code = (str(pinned or env.get("git_commit") or "?")[:12],
                 not pinned and bool(env.get("git_dirty")))
         seen.setdefault(r.get("spec") or "?", set()).add(code)

@@ -38,7 +38,7 @@ from __future__ import annotations
 import os
 import sys
 
-from harness import cmdline, noise, passes, procs, records, runner, summary
+from harness import cmdline, noise, passes, procs, records, runner, runrecord, summary
 from harness import servers as srv
 from harness.cmdline import UsageError
 
@@ -162,7 +162,8 @@ def markdown(batch_id: str, rows: list[dict], runs: list[dict]) -> str:
     specs = list(dict.fromkeys(r["spec"] for r in rows))
     levels = sorted({r["concurrency"] for r in rows})
     at = {(r["spec"], r["concurrency"]): r for r in rows}
-    cfg = (runs[0].get("config") or {}) if runs else {}
+    runs = runrecord.full(runs)
+    cfg = runs[0]["config"] if runs else {}
     budget = cfg.get("server_cpu")
     rounds = len({(r.get("batch_id"), r.get("round")) for r in runs})
     files = ", ".join(f"results/batches/{b}.md" for b in dict.fromkeys(r.get("batch_id") for r in runs))

@@ -28,6 +28,7 @@ import sys
 
 from harness import batchchart
 from harness import records as _records
+from harness import runrecord as _runrecord
 from harness import summary as _summary
 
 BASE = "raw_epoll"
@@ -45,6 +46,7 @@ TARGETS = (  # (spec, against, what, bound on the CPU ratio)
 
 def where(spec: str, runs: list[dict]) -> str:
     """The interpreter column of a spec: 'mypyc' for compiled, else its python=, else default."""
+    runs = _runrecord.full(runs)
     head, _, rest = spec.partition(":")
     if head in C_SERVERS:
         return "C"
@@ -56,8 +58,8 @@ def where(spec: str, runs: list[dict]) -> str:
     py = items.get("python")
     if not py:
         return "default"
-    info = next(((r.get("config") or {}).get("spec_python") for r in runs
-                 if r.get("spec") == spec and (r.get("config") or {}).get("spec_python")), None)
+    info = next((r["config"].get("spec_python") for r in runs
+                 if r.get("spec") == spec and r["config"].get("spec_python")), None)
     if info and info.get("implementation") == "pypy":
         return "pypy"
     return py
@@ -80,21 +82,22 @@ def same_interp_base(spec: str, interp: str, present=()) -> str:
 
 
 def interp_label(interp: str, runs: list[dict]) -> str:
+    runs = _runrecord.full(runs)
     if interp.startswith("mypyc"):
         part = interp.split("-")[1]
-        c = next(((r.get("config") or {}).get("compiled") for r in runs
-                  if ((r.get("config") or {}).get("compiled") or {}).get("part") == part), None) or {}
+        c = next((r["config"].get("compiled") for r in runs
+                  if (r["config"].get("compiled") or {}).get("part") == part), None) or {}
         what = "the library compiled, echo app interpreted" if part == "lib" else \
             "library, echo app and raw epoll server compiled"
         return f"mypyc {c.get('mypy', '?')} on the default CPython: {what}"
     if interp == "C":
         return "C (reference)"
     if interp == "default":
-        sp = next(((r.get("env") or {}).get("server_python") for r in runs
-                   if (r.get("env") or {}).get("server_python")), None) or {}
+        sp = next((r["env"].get("server_python") for r in runs
+                   if r["env"].get("server_python")), None) or {}
         return f"CPython {sp.get('version', '?')} (default)"
-    info = next(((r.get("config") or {}).get("spec_python") for r in runs
-                 if (r.get("config") or {}).get("spec_python")
+    info = next((r["config"].get("spec_python") for r in runs
+                 if r["config"].get("spec_python")
                  and (interp == "pypy") == ((r["config"]["spec_python"]).get("implementation") == "pypy")
                  and (interp == "pypy" or r["config"]["spec_python"].get("name") == interp)), None) or {}
     impl = {"pypy": "PyPy", "cpython": "CPython"}.get(str(info.get("implementation")), "?")
@@ -163,8 +166,9 @@ def targets(runs: list[dict]) -> list[str]:
 
 
 def markdown(batch: str, meta: dict, rows: list[dict], interps: list[str], runs: list[dict]) -> str:
+    runs = _runrecord.full(runs)
     labels = {i: interp_label(i, runs) for i in interps}
-    cfg = (runs[0].get("config") or {}) if runs else {}
+    cfg = runs[0]["config"] if runs else {}
     out = [f"# Servers across interpreters: batch {batch}", "",
            f"From the recorded runs of batch `{batch}` (`make interpreters BATCH={batch}`); "
            f"{cfg.get('concurrency')} connections in flight, {cfg.get('duration')} s runs after "
@@ -191,7 +195,7 @@ def markdown(batch: str, meta: dict, rows: list[dict], interps: list[str], runs:
                        f"CPU {r['cpu_vs_same']}, conn/s {r['conn_vs_same']}")
     parts: dict = {}
     for x in runs:
-        c = (x.get("config") or {}).get("compiled")
+        c = x["config"].get("compiled")
         if c:
             parts.setdefault(c.get("part"), c)
     for part, comp in sorted(parts.items(), key=lambda kv: str(kv[0])):

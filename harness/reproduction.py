@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 
-from harness import ablation, frame, study
+from harness import ablation, frame, runrecord, study
 from harness.summary import BASELINE
 
 STUDY_RAW_EPOLL_100 = 3200    # conn/s: the study's raw epoll at 100 Mb/s, the delay's calibration
@@ -229,10 +229,10 @@ def profile_findings(results: str) -> list[str]:
     return out + [""]
 
 def differences(records_, summary, link_of: dict, c_spec: str, settings: dict) -> list[str]:
-    env_cpu = sorted({str((r.get("env") or {}).get("cpu_model")) for r in records_})
-    cores = sorted({str((r.get("env") or {}).get("cores")) for r in records_})
-    bound = sum(1 for r in records_ if (r.get("metrics") or {}).get("client_bound"))
-    conc = sorted({str((r.get("config") or {}).get("concurrency")) for r in records_})
+    env_cpu = sorted({str(r["env"].get("cpu_model")) for r in records_})
+    cores = sorted({str(r["env"].get("cores")) for r in records_})
+    bound = sum(1 for r in records_ if r["metrics"].get("client_bound"))
+    conc = sorted({str(r["config"].get("concurrency")) for r in records_})
     lines = [
         f"- **Another machine.** The study: {study.FIGURES[-1].hardware}. "
         f"Here: {', '.join(env_cpu)} ({', '.join(cores)} vCPUs, shared), client and "
@@ -258,8 +258,8 @@ def differences(records_, summary, link_of: dict, c_spec: str, settings: dict) -
     return lines
 
 def _client_limits(records_: list[dict], bound: int) -> str:
-    budgets = sorted({b for r in records_ if (b := (r.get("config") or {}).get("server_cpu")) is not None})
-    sb = sum(1 for r in records_ if (r.get("metrics") or {}).get("server_bound"))
+    budgets = sorted({b for r in records_ if (b := r["config"].get("server_cpu")) is not None})
+    sb = sum(1 for r in records_ if r["metrics"].get("server_bound"))
     if budgets:
         return (f"- **Server-bound runs.** Each server ran in a cgroup of its own with a CPU quota "
                 f"of {', '.join(f'{b:g}' for b in budgets)} core (`SERVER_CPU`), so the server, "
@@ -276,13 +276,13 @@ def _delay_line(records_, summary=None, link_of: dict | None = None) -> str:
     """The bullet on link delay: what the runs recorded, never what was intended.  Its
     figures come from the delayed link's runs only (one machine state per figure: the
     1000 Mb/s runs' 0.04 ms round trips are another link's)."""
-    delayed = [r for r in records_ if (r.get("config") or {}).get("delay")]
+    delayed = [r for r in records_ if r["config"].get("delay")]
     delays = sorted({f"{(r.get('config') or {}).get('delay')} on {r.get('link')}" for r in delayed})
     rtts = sorted(x for r in delayed if (x := (r.get("rtt") or {}).get("median_ms")) is not None)
     if delays:
         from harness import linkspec
-        conc = int((delayed[0].get("config") or {}).get("concurrency") or DEFAULT_CONCURRENCY)
-        rtt_ms = 2e3 * linkspec.parse_delay((delayed[0].get("config") or {}).get("delay"))[1]
+        conc = int(delayed[0]["config"].get("concurrency") or DEFAULT_CONCURRENCY)
+        rtt_ms = 2e3 * linkspec.parse_delay(delayed[0]["config"].get("delay"))[1]
         measured = (f"; measured RTT median {rtts[len(rtts) // 2]:.2f} ms over the {len(rtts)} "
                     "runs on that link" if rtts else "")
         return ("- **A chosen round-trip time at 100 Mb/s.** One-way delay " + ", ".join(delays)
@@ -324,13 +324,13 @@ def latest_by_concurrency(records_: list[dict]) -> dict[int, list[dict]]:
     """The runs of the latest reproduction at each concurrency recorded (a reproduction
     runs at one concurrency), by concurrency."""
     by_rid: dict[str, list[dict]] = {}
-    for r in records_:
+    for r in runrecord.full(records_):
         rid = (r.get("labels") or {}).get("reproduction")
         if rid:
             by_rid.setdefault(rid, []).append(r)
     out: dict[int, list[dict]] = {}
     for runs in sorted(by_rid.values(), key=lambda rs: max(str(r.get("time_utc") or "") for r in rs)):
-        concs = {(r.get("config") or {}).get("concurrency") for r in runs}
+        concs = {r["config"].get("concurrency") for r in runs}
         if len(concs) == 1 and isinstance(c := concs.pop(), int):
             out[c] = runs                   # a later reproduction replaces an earlier one
     return dict(sorted(out.items()))
@@ -441,13 +441,14 @@ def write_reproduction(records_: list[dict], results: str, *, link_of: dict | No
     study's, absolute and as ratios to raw epoll.  ``link_of`` maps the study's link to the
     link the runs actually used (default: each link as itself).  ``regimes`` (the latest
     reproduction at each concurrency, latest_by_concurrency) adds the regime section."""
+    records_ = runrecord.full(records_)     # every field present from here on
     link_of = _full_links(link_of)
     if c_spec is None:
         c_spec = _c_spec_of(records_)
     df = frame.frame(records_)
     if not settings and len(df):    # from the records themselves (e.g. a partial run)
         settings = {"repeat": int(df["round"].nunique()), "duration": df["duration"].iloc[0],
-                    "warmup": (records_[0].get("config") or {}).get("warmup")}
+                    "warmup": records_[0]["config"].get("warmup")}
     summary = frame.summarize(df) if len(df) else df
     md = ["# Reproduction of the 2016 Events study\n",
           f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from the "

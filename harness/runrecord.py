@@ -131,3 +131,10 @@ def upgrade(record: dict[str, Any], strict: bool = True) -> dict[str, Any]:
                          for n in names}, **old}
     out["schema"] = SCHEMA
     return out
+
+
+def full(runs) -> list[dict[str, Any]]:
+    """Every record of ``runs`` in this schema, every field present (upgrade; a record built
+    by hand, without ``schema``, is read as schema 1): what a reader calls once at its entry
+    so that it can use the fields, not ``.get(...) or {}`` guards."""
+    return [upgrade(r, strict=False) for r in runs]

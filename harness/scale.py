@@ -46,7 +46,7 @@ import os
 import statistics
 import sys
 
-from harness import cmdline, procs, records, runner, summary
+from harness import cmdline, procs, records, runner, runrecord, summary
 from harness import servers as srv
 from harness.cmdline import UsageError
 from harness.servers import workers as wk
@@ -121,14 +121,14 @@ def design_of(run: dict) -> str:
 
 
 def workers_of(run: dict) -> int:
-    return int((run.get("config") or {}).get("workers") or 1)
+    return int(run["config"].get("workers") or 1)
 
 
 def scale_rows(runs: list[dict]) -> list[dict]:
     """One row per (design, workers): medians over the counting runs, and the paired
     ratios to the same design's smallest worker count in the same round."""
     by: dict = {}
-    for r in runs:
+    for r in runrecord.full(runs):
         by.setdefault((design_of(r), workers_of(r)), []).append(r)
     rows = []
     for (design, n), rs in by.items():
@@ -149,7 +149,7 @@ def scale_rows(runs: list[dict]) -> list[dict]:
         cfg = rs[0].get("config") or {}
         rows.append({
             "design": design, "workers": n, "base_workers": base_n, "runs": len(rs), "clean": len(ok),
-            "lost": sum((r.get("metrics") or {}).get("lost") or 0 for r in rs),
+            "lost": sum(r["metrics"].get("lost") or 0 for r in rs),
             "failed_runs": sum(1 for r in rs if r.get("status") != "ok"),
             "client_bound": sum(1 for r in ok if r["metrics"].get("client_bound")),
             "server_bound": sum(1 for r in ok if r["metrics"].get("server_bound")),
@@ -160,9 +160,9 @@ def scale_rows(runs: list[dict]) -> list[dict]:
             "ratio_conn": _median(rc), "ratio_conn_interval": _interval(rc),
             "ratio_cpu": _median(ru), "ratio_cpu_interval": _interval(ru), "paired_rounds": len(rc),
             "min_worker_share": min(shares) if shares else None,
-            "shared_cores": any((r.get("config") or {}).get("pinning", {}).get("shared_cores") for r in rs),
-            "cpus": next(((r.get("config") or {}).get("pinning", {}).get("cpus") for r in rs
-                          if (r.get("config") or {}).get("pinning", {}).get("cpus")), None),
+            "shared_cores": any(r["config"].get("pinning", {}).get("shared_cores") for r in rs),
+            "cpus": next((r["config"].get("pinning", {}).get("cpus") for r in rs
+                          if r["config"].get("pinning", {}).get("cpus")), None),
             "warnings": sorted({w for r in rs for w in r.get("warnings") or []}),
         })
     rows.sort(key=lambda x: (x["design"], x["workers"]))
@@ -192,7 +192,8 @@ def _ratio(r: dict, which: str) -> str:
 
 
 def markdown(batch_id: str, rows: list[dict], runs: list[dict]) -> str:
-    cfg = (runs[0].get("config") or {}) if runs else {}
+    runs = runrecord.full(runs)
+    cfg = runs[0]["config"] if runs else {}
     budget = (runs[0].get("labels") or {}).get("budget", "per-worker") if runs else "?"
     cpus = next((r["cpus"] for r in rows if r["cpus"]), None)
     mode = rows[0]["worker_mode"] if rows else "procs"

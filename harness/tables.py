@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from harness import metrics, summary
+from harness import metrics, runrecord, summary
 from harness import servers as srv
 from harness.metrics import CLIENT_BOUND_SHARE, SERVER_BOUND_SHARE
 
@@ -152,8 +152,9 @@ def worker_notes(recs: list[dict]) -> list[str]:
 def diet_notes(recs: list[dict]) -> list[str]:
     """When a run of the table ran a diet: per server that did, the levers it cannot take
     and why (the same lever names for every server; options.py)."""
+    recs = runrecord.full(recs)
     names = [n for n in dict.fromkeys(r.get("server") for r in recs
-                                      if (r.get("config") or {}).get("diet_levers")) if n is not None]
+                                      if r["config"].get("diet_levers")) if n is not None]
     notes = []
     for name in names:
         server = srv.SERVERS.get(name) or srv.OWN_SERVERS.get(name)
