@@ -108,7 +108,7 @@ def check_compiled(label: str, python: str | None, default_soabi: str, part: str
     m = manifest(part)
     if m is None:
         raise InterpError(f"{label}: the compiled libraries are not built: run make compiled")
-    soabi = _soabi(python) if python else default_soabi
+    soabi = _info(python)["soabi"] if python else default_soabi
     if m.get("soabi") != soabi:
         raise InterpError(f"{label}: build/compiled/{part} was compiled for {m.get('soabi')}, "
                           f"not this interpreter ({soabi or 'no CPython ABI'}); compiled specs "
@@ -116,11 +116,13 @@ def check_compiled(label: str, python: str | None, default_soabi: str, part: str
     return m
 
 
-def _soabi(executable: str) -> str:
+def _info(executable: str) -> dict:
+    """What ``resolve`` found for an interpreter already resolved under another name (a
+    spec's python= is resolved to its executable), else ``resolve(executable)``."""
     for info in _RESOLVED.values():
         if info["executable"] == executable:
-            return info["soabi"]
-    return resolve(executable)["soabi"]
+            return info
+    return resolve(executable)
 
 
 def record_of(m: dict) -> dict:
@@ -198,13 +200,6 @@ def warmup_for(spec, warmup: float, python: str | None, default: float) -> float
     if warmup != default or spec.server.kind != "python":
         return warmup
     exe = python_for(spec, python)
-    if exe and _implementation(exe) == "pypy":
+    if exe and _info(exe)["implementation"] == "pypy":
         return max(warmup, PYPY_WARMUP)
     return warmup
-
-
-def _implementation(executable: str) -> str:
-    for info in _RESOLVED.values():
-        if info["executable"] == executable:
-            return info["implementation"]
-    return resolve(executable)["implementation"]
