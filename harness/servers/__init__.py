@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 from harness.servers import interp
 from harness.servers import options as opts
+from harness.servers.running import Running
 from harness.servers.table import LoopConfig, Server, Table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -454,7 +455,7 @@ def workdir(spec: Spec) -> str:
     return revision_tree(spec.commit) if spec.commit else interp.path_first(spec) or ROOT
 
 
-class ServerProcess:
+class ServerProcess(Running):
     """A running server.  ``stop()`` is idempotent and only ever signals our own PID."""
 
     def __init__(self, spec: Spec, proc: subprocess.Popen, ready: dict, argv: list[str], errfile):
@@ -503,15 +504,6 @@ class ServerProcess:
                 except ValueError:
                     pass
         return self.stats
-
-    def stderr_tail(self, n: int = 2000) -> str:
-        return self.stderr_text[-n:]
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 def start(spec: Spec | str, *, host: str = "127.0.0.1", port: int = 0, size: int = 100,

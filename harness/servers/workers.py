@@ -42,6 +42,7 @@ import socket
 from harness import servers as srv
 from harness.servers import options as opts
 from harness.servers.counters import sum_stats
+from harness.servers.running import Running
 
 PROCS, THREADS = "procs", "threads"
 
@@ -93,7 +94,7 @@ def with_workers(spec: srv.Spec | str, n: int, mode: str = PROCS) -> srv.Spec:
     return srv.with_options(spec, items)
 
 
-class Workers:
+class Workers(Running):
     """N servers on one port, used as one ServerProcess (the runner's interface)."""
 
     def __init__(self, spec: srv.Spec, members: list, mode: str, n: int):
@@ -141,15 +142,6 @@ class Workers:
         if missing:
             self.stats["workers_without_stats"] = missing      # counts above miss them
         return self.stats
-
-    def stderr_tail(self, n: int = 2000) -> str:
-        return self.stderr_text[-n:]
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 def start(spec: srv.Spec | str, *, host: str = "127.0.0.1", size: int = 100,
