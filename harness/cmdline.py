@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from harness import cpubudget, procs, records, runner
-from harness.servers import ServerError
+from harness.servers import ServerError, check_available
 from harness.servers import options as _server_options
 
 EXIT_USAGE, EXIT_MISSING, EXIT_INTERRUPTED = 2, 1, 130
@@ -314,13 +314,25 @@ def resolve_server_cpu(value, *, budget_default: bool, out=sys.stderr) -> tuple:
     return value, ("auto" if value == "auto" else "fixed")
 
 
-def run_and_render(make_batch, plan, title: str, render) -> int:
+def redraw(a, render) -> int:
+    """``--from-batch``: only redraw that batch's chart and summary from its recorded runs
+    (``render(results_dir, batch_id)``), print their paths; exit status 0."""
+    print("\n".join(records.shown_path(p) for p in render(records.results_dir(a.results_dir),
+                                                             a.from_batch)))
+    return 0
+
+
+def run_and_render(make_batch, plan, title: str, render, *, specs, python) -> int:
     """Run a batch whose table is a chart of its own (make sweep-concurrency, make scale):
-    ``make_batch()`` builds it (a budget it cannot apply is a RunnerError); the plan is run,
-    the batch written, ``render(results_dir, batch_id) -> (png, md, json)`` called and the
-    summary printed; exit status 0, or EXIT_MISSING when a run failed or lost connections,
-    EXIT_INTERRUPTED on Ctrl-C (the runs so far are kept)."""
+    every spec must be able to run here (``python``: the batch's interpreter) and the load
+    client be built; ``make_batch()`` builds it (a budget it cannot apply is a RunnerError);
+    the plan is run, the batch written, ``render(results_dir, batch_id) -> (png, md, json)``
+    called and the summary printed; exit status 0, or EXIT_MISSING when a run failed or lost
+    connections, EXIT_INTERRUPTED on Ctrl-C (the runs so far are kept)."""
+    for spec in specs:
+        check_available(spec, python)
     try:
+        procs.check_loadgen()
         batch = make_batch()
         batch.execute(plan, title=title)
     except procs.RunnerError as e:

@@ -38,7 +38,7 @@ from __future__ import annotations
 import os
 import sys
 
-from harness import cmdline, noise, passes, procs, records, runner, runrecord, summary
+from harness import cmdline, noise, passes, records, runner, runrecord, summary
 from harness import servers as srv
 from harness.cmdline import UsageError
 
@@ -366,15 +366,10 @@ def run_command(a) -> int:
             raise UsageError(f"--diet/DIET: {e}") from None
 
     def work():
-        results = records.results_dir(a.results_dir)
         if a.from_batch:
-            print("\n".join(records.shown_path(p) for p in render(results, a.from_batch)))
-            return 0
+            return cmdline.redraw(a, render)
         levels, specs = got["levels"], got["specs"]
         kw = cmdline.settings_kwargs(a, budget_default=True)
-        for spec in specs:
-            srv.check_available(spec, kw["python"])
-        procs.check_loadgen()
         # One load client process at every level (make sweep-concurrency takes no CLIENTS).
         kw.update(concurrency=levels[0], clients=1, labels={"sweep": "concurrency", "levels": levels})
         settings = runner.Settings(kind=KIND, **kw)
@@ -383,7 +378,7 @@ def run_command(a) -> int:
                  f"in flight, {a.repeat} round(s) of {a.duration:g}s")
         return cmdline.run_and_render(
             lambda: SweepBatch(settings, total=len(plan), out=sys.stdout, results_dir=a.results_dir),
-            plan, title, render)
+            plan, title, render, specs=specs, python=kw["python"])
     return cmdline.handled(check, work)
 
 

@@ -46,7 +46,7 @@ import os
 import statistics
 import sys
 
-from harness import cmdline, procs, records, runner, runrecord, summary
+from harness import cmdline, records, runner, runrecord, summary
 from harness import servers as srv
 from harness.cmdline import UsageError
 from harness.servers import workers as wk
@@ -349,14 +349,9 @@ def run_command(a) -> int:
             raise UsageError(str(e)) from None
 
     def work():
-        results = records.results_dir(a.results_dir)
         if a.from_batch:
-            print("\n".join(records.shown_path(p) for p in render(results, a.from_batch)))
-            return 0
+            return cmdline.redraw(a, render)
         levels, designs, kw, plan = got["levels"], got["designs"], got["kw"], got["plan"]
-        for spec in designs:
-            srv.check_available(spec, kw["python"])
-        procs.check_loadgen()
         kw["labels"] = {"scale": "workers", "workers": levels, "budget": a.budget,
                         "worker_mode": a.worker_mode}
         settings = runner.Settings(kind=KIND, **kw)
@@ -364,7 +359,7 @@ def run_command(a) -> int:
                  f"worker(s) ({a.worker_mode}, budget {a.budget}), {a.repeat} round(s) of {a.duration:g}s")
         return cmdline.run_and_render(
             lambda: runner.Batch(settings, total=len(plan), out=sys.stdout, results_dir=a.results_dir),
-            plan, title, render)
+            plan, title, render, specs=designs, python=kw["python"])
     return cmdline.handled(check, work)
 
 
