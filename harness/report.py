@@ -133,6 +133,37 @@ def _safe(link: str) -> str:
     """A link's name as part of a file name."""
     return "".join(ch if ch.isalnum() or ch in "+-." else "_" for ch in str(link))
 
+def _link_charts(link, batch, rows, runs) -> list:
+    """The charts of one link's headline batch: (file name prefix, how to draw it at a
+    path, title, caption), one row per chart."""
+    meta = {"batch_id": batch, "kind": rows["batch_kind"].iloc[0], "link": link}
+    only = f"Batch `{batch}` only"
+    return [
+        ("ratios", lambda path: batchchart.draw(meta, list(rows["_row"]), path),
+         "each design against raw epoll",
+         f"{only}: each design's paired ratio to raw_epoll in the same rounds, with its "
+         "interval as the bar and the batch's verdict beside it. Revision specs (NAME@REV), "
+         "options (NAME:key=value) and one-off servers are left out (they are in the tables)."),
+        ("conn_per_s", lambda path: charts.bar_chart(
+            rows, runs, path, metric="conn_per_s", ratio="ratio_conn_to_baseline",
+            title="conn/s (median, min-max)", mark_bound=True, batch=batch),
+         "connections per second",
+         f"{only}. Bars: median of clean runs; whiskers: min-max; dashed line: raw_epoll; "
+         "label: paired ratio to raw_epoll, '!' where it disagrees with the inverse CPU ratio "
+         "by more than 5 %; hatched: includes client-bound runs (lower bound); red crosses: "
+         "excluded runs. With a CPU budget (in the title) conn/s is the budget ÷ CPU per "
+         "connection."),
+        ("cpu_per_conn", lambda path: charts.bar_chart(
+            rows, runs, path, metric="server_cpu_us_per_conn", ratio="ratio_cpu_to_baseline",
+            title="server CPU per connection", mark_bound=False, batch=batch),
+         "server CPU per connection",
+         f"{only}. Lower is better; the label is the paired ratio of CPU per connection to "
+         "raw_epoll's."),
+        ("latency", lambda path: charts.chart_latency(rows, path, batch=batch),
+         "latency p50 / p99",
+         f"{only}. Closed loop: latency includes the wait in the server's queue."),
+    ]
+
 def _headline_charts(results, df, every, charts_dir, made) -> dict:
     """The charts of each link, from the one batch its headline comes from
     (frame.headline_batches): the paired ratios with their intervals (the batch chart),
@@ -141,33 +172,10 @@ def _headline_charts(results, df, every, charts_dir, made) -> dict:
     for link, batch in chosen.items():
         rows = headline_rows(every, link, batch)
         runs = df[(df["batch"] == batch) & (df["link"] == link)]
-        name = _safe(link)
-        meta = {"batch_id": batch, "kind": rows["batch_kind"].iloc[0], "link": link}
-        batchchart.draw(meta, list(rows["_row"]), os.path.join(charts_dir, f"ratios_{name}.png"))
-        made.append((f"ratios_{name}.png", f"link {link}: each design against raw epoll",
-                     f"Batch `{batch}` only: each design's paired ratio to raw_epoll in the same "
-                     "rounds, with its interval as the bar and the batch's verdict beside it. "
-                     "Revision specs (NAME@REV), options (NAME:key=value) and one-off servers "
-                     "are left out (they are in the tables)."))
-        charts.bar_chart(rows, runs, os.path.join(charts_dir, f"conn_per_s_{name}.png"),
-                         metric="conn_per_s", ratio="ratio_conn_to_baseline",
-                         title="conn/s (median, min-max)", mark_bound=True, batch=batch)
-        made.append((f"conn_per_s_{name}.png", f"link {link}: connections per second",
-                     f"Batch `{batch}` only. Bars: median of clean runs; whiskers: min-max; "
-                     "dashed line: raw_epoll; label: paired ratio to raw_epoll, '!' where it "
-                     "disagrees with the inverse CPU ratio by more than 5 %; hatched: includes "
-                     "client-bound runs (lower bound); red crosses: excluded runs. With a CPU "
-                     "budget (in the title) conn/s is the budget ÷ CPU per connection."))
-        charts.bar_chart(rows, runs, os.path.join(charts_dir, f"cpu_per_conn_{name}.png"),
-                         metric="server_cpu_us_per_conn", ratio="ratio_cpu_to_baseline",
-                         title="server CPU per connection", mark_bound=False, batch=batch)
-        made.append((f"cpu_per_conn_{name}.png", f"link {link}: server CPU per connection",
-                     f"Batch `{batch}` only. Lower is better; the label is the paired ratio of "
-                     "CPU per connection to raw_epoll's."))
-        charts.chart_latency(rows, os.path.join(charts_dir, f"latency_{name}.png"), batch=batch)
-        made.append((f"latency_{name}.png", f"link {link}: latency p50 / p99",
-                     f"Batch `{batch}` only. Closed loop: latency includes the wait in the "
-                     "server's queue."))
+        for prefix, draw, title, caption in _link_charts(link, batch, rows, runs):
+            file = f"{prefix}_{_safe(link)}.png"
+            draw(os.path.join(charts_dir, file))
+            made.append((file, f"link {link}: {title}", caption))
     return chosen
 
 def write_report(results: str, records: list[dict], problems: list[str]) -> str:
