@@ -54,7 +54,7 @@ from __future__ import annotations
 import sys
 import time
 
-from harness import procs, records, reproduction
+from harness import cmdline, cpubudget, procs, records, reproduction, runner
 from harness import servers as srv
 
 OVERHEAD_S = 3.0        # server start, drain, record: per run, for the time estimate
@@ -104,13 +104,11 @@ DESCRIPTION = ("Run the study's experiments and write results/REPRODUCTION.md (a
 
 
 def main(argv=None) -> int:
-    from harness import cmdline
     return cmdline.Subcommand("reproduce", DESCRIPTION, add_arguments, run_command).main(argv)
 
 
 def add_arguments(ap) -> None:
     """`reproduce`'s arguments, on the shared parser (cli.SUBCOMMANDS) or its own (main)."""
-    from harness import cmdline
     ap.add_argument("--repeat", type=cmdline.positive_int, default=5, help="interleaved rounds (default 5)")
     ap.add_argument("--duration", type=cmdline.positive_float, default=8.0, help="seconds per run (default 8)")
     ap.add_argument("--warmup", type=cmdline.nonneg_float, default=2.0, help="warm-up seconds (default 2)")
@@ -127,7 +125,6 @@ def add_arguments(ap) -> None:
 
 def run_command(args) -> int:
     """`reproduce` with its parsed arguments: the one error path (cmdline.handled)."""
-    from harness import cmdline, cpubudget
     got: dict = {}
 
     def check():
@@ -142,7 +139,6 @@ def run_command(args) -> int:
 
 
 def _reproduce(args, cores, mode) -> int:
-    from harness import runner
     results = records.results_dir(args.results_dir)
     c_spec = c_server()
     exps = reproduction.experiments(c_spec, args.concurrency)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 
-from harness import ablation, frame, runrecord, study
+from harness import ablation, frame, linkspec, passes, runrecord, study
 from harness.summary import BASELINE
 
 STUDY_RAW_EPOLL_100 = 3200    # conn/s: the study's raw epoll at 100 Mb/s, the delay's calibration
@@ -280,7 +280,6 @@ def _delay_line(records_, summary=None, link_of: dict | None = None) -> str:
     delays = sorted({f"{(r.get('config') or {}).get('delay')} on {r.get('link')}" for r in delayed})
     rtts = sorted(x for r in delayed if (x := (r.get("rtt") or {}).get("median_ms")) is not None)
     if delays:
-        from harness import linkspec
         conc = int(delayed[0]["config"].get("concurrency") or DEFAULT_CONCURRENCY)
         rtt_ms = 2e3 * linkspec.parse_delay(delayed[0]["config"].get("delay"))[1]
         measured = (f"; measured RTT median {rtts[len(rtts) // 2]:.2f} ms over the {len(rtts)} "
@@ -348,7 +347,6 @@ def _events_cell(summary, link: str) -> str:
     """Raw epoll's events per pass on one link, as the batch table gives it: the median of
     its clean runs' means, and the share of its polls that returned 1-3 events
     (harness/passes.py)."""
-    from harness import passes
     row = _row_for(summary, link, BASELINE)
     got = None if row is None else row["_row"]
     if not got or got.get("events_per_pass_median") is None:
