@@ -314,6 +314,27 @@ def resolve_server_cpu(value, *, budget_default: bool, out=sys.stderr) -> tuple:
     return value, ("auto" if value == "auto" else "fixed")
 
 
+def add_level_arguments(p, *, replaced: str, from_batch_help: str) -> None:
+    """The arguments every command that runs at several levels of one knob shares
+    (sweep-concurrency's levels replace --concurrency, scale's worker counts
+    --server-workers): ``--from-batch``, the common options with short runs, and the
+    replaced knob's default None, so that giving it by mistake is told from not giving it."""
+    p.add_argument("--from-batch", default=None, metavar="BATCH_ID", help=from_batch_help)
+    add_common(p, repeat=5, duration=3.0)
+    p.set_defaults(**{replaced: None})
+
+
+def check_level_arguments(a, *, replaced: str, value, message: str) -> bool:
+    """The first checks of such a command: UsageError(``message``) when the replaced knob
+    was given, else it is set to ``value`` (each run sets its own level) and the common
+    options are checked; True when only a redraw is asked (``--from-batch``)."""
+    if getattr(a, replaced) is not None:
+        raise UsageError(message)
+    setattr(a, replaced, value)
+    check_common(a)
+    return bool(a.from_batch)
+
+
 def redraw(a, render) -> int:
     """``--from-batch``: only redraw that batch's chart and summary from its recorded runs
     (``render(results_dir, batch_id)``), print their paths; exit status 0."""

@@ -336,12 +336,10 @@ def add_arguments(p) -> None:
     p.add_argument("--levels", default=None,
                    help=f"connections in flight, spaces or commas (default: "
                         f"{' '.join(map(str, DEFAULT_LEVELS))})")
-    p.add_argument("--from-batch", default=None, metavar="BATCH_ID",
-                   help="only redraw results/concurrency/BATCH.* from that batch's recorded runs "
+    cmdline.add_level_arguments(
+        p, replaced="concurrency",
+        from_batch_help="only redraw results/concurrency/BATCH.* from that batch's recorded runs "
                         "(\"A B\": several batches read as one, each run paired in its own)")
-    cmdline.add_common(p, repeat=5, duration=3.0)
-    # The levels are --levels; None tells a --concurrency given by mistake from none at all.
-    p.set_defaults(concurrency=None)
 
 
 def run_command(a) -> int:
@@ -349,12 +347,10 @@ def run_command(a) -> int:
     got: dict = {}
 
     def check():
-        if a.concurrency is not None:
-            raise UsageError("sweep-concurrency takes its levels as --levels \"1 2 4\" "
-                             "(CONCURRENCY=\"1 2 4\" with make), not --concurrency")
-        a.concurrency = runner.Settings.concurrency      # replaced by each level below
-        cmdline.check_common(a)
-        if a.from_batch:
+        if cmdline.check_level_arguments(
+                a, replaced="concurrency", value=runner.Settings.concurrency,
+                message="sweep-concurrency takes its levels as --levels \"1 2 4\" "
+                        "(CONCURRENCY=\"1 2 4\" with make), not --concurrency"):
             return
         got["levels"] = parse_levels(a.levels)
         specs = parse_servers(a.servers)

@@ -307,11 +307,9 @@ def add_arguments(p) -> None:
     p.add_argument("--budget", choices=BUDGETS, default="per-worker",
                    help="SCALE_CPU=: per-worker (default: each worker SERVER_CPU) or total "
                         "(SERVER_CPU split among the workers: the cost of splitting)")
-    p.add_argument("--from-batch", default=None, metavar="BATCH_ID",
-                   help="only redraw results/scale/BATCH.* from that batch's recorded runs")
-    cmdline.add_common(p, repeat=5, duration=3.0)
-    # The counts are --workers; None tells a --server-workers given by mistake from none.
-    p.set_defaults(server_workers=None)
+    cmdline.add_level_arguments(
+        p, replaced="server_workers",
+        from_batch_help="only redraw results/scale/BATCH.* from that batch's recorded runs")
 
 
 def run_command(a) -> int:
@@ -319,11 +317,9 @@ def run_command(a) -> int:
     got: dict = {}
 
     def check():
-        if a.server_workers is not None:
-            raise UsageError("scale takes its worker counts as --workers \"1 2\" (WORKERS=\"1 2\")")
-        a.server_workers = 1                # the plan sets each run's loops itself
-        cmdline.check_common(a)
-        if a.from_batch:
+        if cmdline.check_level_arguments(
+                a, replaced="server_workers", value=1,     # the plan sets each run's loops
+                message="scale takes its worker counts as --workers \"1 2\" (WORKERS=\"1 2\")"):
             return
         levels = got["levels"] = parse_levels(a.workers)
         designs = parse_designs(a.variant, a.servers)
