@@ -26,7 +26,7 @@ from harness import ablation, client, cmdline, cpubudget, procs, runner, soak
 from harness.cmdline import (DIET_HELP, EXIT_INTERRUPTED, EXIT_MISSING, EXIT_USAGE, Parser,
                              UsageError, add_common, check_common, check_host, check_range, die,
                              diet_levers, nonneg_float, positive_float, positive_int, rate_value,
-                             server_cpu_value, settings_kwargs)
+                             server_cpu_value, settings_kwargs, spec_of, specs_of)
 from harness.progress import Progress
 from harness.summary import BASELINE
 from harness import servers as srv
@@ -141,17 +141,9 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
 
 # --------------------------------------------------------------------------- helpers
 
-def _parse(text: str) -> srv.Spec:
-    """parse_spec, its errors (unknown name: it lists the valid ones; bad option) as usage errors."""
-    try:
-        return srv.parse_spec(text)
-    except srv.ServerError as e:
-        raise UsageError(str(e)) from None
-
-
 def _variant(text: str | None, default: str = "master") -> srv.Spec:
     text = (text or default).strip()
-    spec = _parse(text)
+    spec = spec_of(text)
     if spec.name not in srv.VARIANTS:
         raise UsageError(f"{spec.name!r} is not a variant; variants: {', '.join(srv.VARIANTS)} "
                          f"(use `compare --servers` for other servers)")
@@ -159,15 +151,7 @@ def _variant(text: str | None, default: str = "master") -> srv.Spec:
 
 
 def _specs(text: str | None, default) -> list[srv.Spec]:
-    items = text.split() if text is not None else list(default)
-    if not items:
-        raise UsageError(f"no servers given: name one or more of {srv.valid_names()}")
-    specs = [_parse(t) for t in items]
-    texts = [s.text for s in specs]
-    dup = sorted({t for t in texts if texts.count(t) > 1})
-    if dup:
-        raise UsageError(f"{', '.join(dup)} named twice: give each server once (rounds repeat with --repeat)")
-    return specs
+    return specs_of(text, default, hint=" (rounds repeat with --repeat)")
 
 
 def _batch_kwargs(a, *, budget_default: bool = False) -> dict:
@@ -242,7 +226,7 @@ def _check_args(a) -> None:
 # --------------------------------------------------------------------------- subcommands
 
 def cmd_serve(a) -> int:
-    spec = _parse(a.spec)
+    spec = spec_of(a.spec)
     if a.diet:
         try:
             spec = runner.apply_options([spec], diet=a.diet)[0]
@@ -350,14 +334,14 @@ def cmd_bench(a) -> int:
     print(f"bench: variant {variant}" + (" (default; choose with VARIANT=... or --variant)"
                                          if not a.variant else "") + f" against {BASELINE}")
     kw = _batch_kwargs(a, budget_default=True)
-    specs = _check_applies(a, [variant, _parse(BASELINE)])
+    specs = _check_applies(a, [variant, spec_of(BASELINE)])
     _preflight(specs, kw["python"], skip=False)
     procs.check_loadgen()
     return outcome(_charted(runner.run_batch(specs, kind="bench", **kw), kw, "bench"))
 
 
 def cmd_compare(a) -> int:
-    own = [_parse(f"loop:{x}") for x in a.loop] + [_parse(f"cmd:{x}") for x in a.server_cmd]
+    own = [spec_of(f"loop:{x}") for x in a.loop] + [spec_of(f"cmd:{x}") for x in a.server_cmd]
     specs = (_specs(a.servers, runner.DEFAULT_SERVERS) if a.servers or not own else []) + own
     kw = _batch_kwargs(a, budget_default=True)
     specs = _check_applies(a, specs)
@@ -395,7 +379,7 @@ def cmd_chart(a) -> int:
 
 def cmd_ablation(a) -> int:
     kw = _batch_kwargs(a, budget_default=True)
-    specs = _check_applies(a, [_parse(s) for s in ablation.SPECS])
+    specs = _check_applies(a, [spec_of(s) for s in ablation.SPECS])
     procs.check_loadgen()
     _preflight(specs, kw["python"], skip=False)
     recs = runner.run_batch(specs, kind="ablation", **kw)
@@ -425,7 +409,7 @@ def cmd_sweep(a) -> int:
         variant = _variant(a.variant)
         if not a.variant:
             print(f"sweep: variant {variant} (default; choose with --variant) and {BASELINE}")
-        specs = [variant, _parse(BASELINE)]
+        specs = [variant, spec_of(BASELINE)]
     rates = _parse_rates(a.rates)
     if a.rate:
         raise UsageError("sweep takes --rates a,b,c, not --rate")
@@ -438,7 +422,7 @@ def cmd_sweep(a) -> int:
 
 
 def cmd_soak(a) -> int:
-    variants = [_variant(a.variant)] if a.variant else [_parse(v) for v in srv.VARIANTS]
+    variants = [_variant(a.variant)] if a.variant else [spec_of(v) for v in srv.VARIANTS]
     print(f"soak: {', '.join(v.text for v in variants)}"
           + ("" if a.variant else " (all variants; choose with --variant)")
           + f", {a.duration:g}s each")

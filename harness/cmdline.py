@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from harness import cpubudget, procs, records, runner
-from harness.servers import ServerError, check_available
+from harness.servers import ServerError, check_available, parse_spec, valid_names
 from harness.servers import options as _server_options
 
 EXIT_USAGE, EXIT_MISSING, EXIT_INTERRUPTED = 2, 1, 130
@@ -312,6 +312,28 @@ def resolve_server_cpu(value, *, budget_default: bool, out=sys.stderr) -> tuple:
         raise procs.RunnerError(f"SERVER_CPU={value}: cannot hold the server to a CPU budget: {e}; "
                                 f"SERVER_CPU=off runs without one") from None
     return value, ("auto" if value == "auto" else "fixed")
+
+
+def spec_of(text: str):
+    """parse_spec, its errors (unknown name: it lists the valid ones; bad option) as usage errors."""
+    try:
+        return parse_spec(text)
+    except ServerError as e:
+        raise UsageError(str(e)) from None
+
+
+def specs_of(text: str | None, default, *, noun: str = "server", hint: str = "") -> list:
+    """The specs of a --servers list (spaces; ``default`` when not given), each once: an
+    empty list, a spec that does not parse or one named twice is a UsageError."""
+    items = text.split() if text is not None else list(default)
+    if not items:
+        raise UsageError(f"no servers given: name one or more of {valid_names()}")
+    specs = [spec_of(t) for t in items]
+    texts = [s.text for s in specs]
+    dup = sorted({t for t in texts if texts.count(t) > 1})
+    if dup:
+        raise UsageError(f"{', '.join(dup)} named twice: give each {noun} once{hint}")
+    return specs
 
 
 def add_level_arguments(p, *, replaced: str, from_batch_help: str) -> None:

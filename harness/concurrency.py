@@ -64,17 +64,8 @@ def parse_levels(text: str | None) -> list[int]:
 
 def parse_servers(text: str | None) -> list[srv.Spec]:
     """The specs, each once, raw epoll first (added when missing: every ratio is to it)."""
-    items = text.split() if text is not None else list(DEFAULT_SERVERS)
-    if not items:
-        raise UsageError(f"no servers given: name one or more of {srv.valid_names()}")
-    try:
-        specs = [srv.parse_spec(t) for t in items]
-    except srv.ServerError as e:
-        raise UsageError(str(e)) from None
+    specs = cmdline.specs_of(text, DEFAULT_SERVERS)
     texts = [s.text for s in specs]
-    dup = sorted({t for t in texts if texts.count(t) > 1})
-    if dup:
-        raise UsageError(f"{', '.join(dup)} named twice: give each server once")
     if summary.BASELINE not in texts:
         specs.insert(0, srv.parse_spec(summary.BASELINE))
     else:

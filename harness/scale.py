@@ -71,20 +71,9 @@ def parse_designs(variant: str | None, servers: str | None) -> list[srv.Spec]:
     """The designs: VARIANT (one), SERVERS (several) or every default design."""
     if variant and servers:
         raise UsageError("scale takes VARIANT=one design or SERVERS=\"several\", not both")
-    items = [variant] if variant else (servers.split() if servers is not None
-                                      else list(runner.DEFAULT_SERVERS))
-    if not items:
-        raise UsageError(f"no servers given: name one or more of {srv.valid_names()}")
-    try:
-        specs = [srv.parse_spec(t) for t in items]
-    except srv.ServerError as e:
-        raise UsageError(str(e)) from None
+    specs = cmdline.specs_of(variant if variant else servers, runner.DEFAULT_SERVERS, noun="design")
     if any(s.get("loops") for s in specs):
         raise UsageError("give the designs without loops=: the worker counts come from WORKERS")
-    texts = [s.text for s in specs]
-    dup = sorted({t for t in texts if texts.count(t) > 1})
-    if dup:
-        raise UsageError(f"{', '.join(dup)} named twice: give each design once")
     return specs
 
 
